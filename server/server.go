@@ -1,0 +1,283 @@
+// Package server holds the central service's domain: the types a support
+// agent, a supervisor, an auditor and a provisioner work with, the policy
+// that decides who may issue a temporary password, and the contracts
+// (interfaces) that the adapters implement.
+//
+// It imports only the standard library and the shared credential packages
+// under agent/. The PostgreSQL adapter lives in server/postgres, the gRPC
+// transport in server/grpc, the key material in server/keyring.
+package server
+
+import (
+	"context"
+	"time"
+)
+
+// Role is a staff member's role, carried in the staff token's "role" claim.
+// The values cross the wire: append only.
+type Role string
+
+// The staff roles.
+const (
+	// RoleAgent looks devices up, checks owners and issues codes within limits.
+	RoleAgent Role = "agent"
+	// RoleSupervisor may do what an agent does, also over a limit (with a
+	// reason), and puts devices on hold or releases them.
+	RoleSupervisor Role = "supervisor"
+	// RoleAuditor reads the audit log, nothing else.
+	RoleAuditor Role = "auditor"
+	// RoleProvisioner maintains the device registry.
+	RoleProvisioner Role = "provisioner"
+)
+
+// Valid reports whether r is one of the known roles.
+func (r Role) Valid() bool {
+	switch r {
+	case RoleAgent, RoleSupervisor, RoleAuditor, RoleProvisioner:
+		return true
+	}
+	return false
+}
+
+// Actor is the authenticated staff member behind a request.
+type Actor struct {
+	// Subject is the staff token's "sub" claim (a person's login).
+	Subject string
+	// Role is the staff token's "role" claim.
+	Role Role
+	// ClientAddr is the peer address the request came from, for the audit log.
+	ClientAddr string
+}
+
+// Model is an entry of the model catalogue (seeded by the migrations).
+type Model struct {
+	// Code is the model number printed on the label, e.g. "WBXHD082S2T".
+	Code string
+	// Channels is the number of camera channels (4, 8 or 16).
+	Channels int
+	// Drives is the number of drive bays.
+	Drives int
+	// ShipsWithDrive is true for the "T" variants that ship with a drive.
+	ShipsWithDrive bool
+	// Description is a human line for the support agent's screen.
+	Description string
+}
+
+// Hold is why a device gets no temporary password (reported stolen,
+// disputed ownership).
+type Hold struct {
+	// Reason is the supervisor's free text.
+	Reason string
+	// By is the supervisor who placed the hold.
+	By string
+	// Since is when the hold was placed.
+	Since time.Time
+}
+
+// Device is a DVR in the registry.
+type Device struct {
+	// Serial is the canonical serial (agent/serial's String form).
+	Serial string
+	// DeviceID is the serial's last field, e.g. "DVR1101134C08011".
+	DeviceID string
+	// Model is a Model.Code.
+	Model string
+	// ProductionDate is the serial's date field.
+	ProductionDate time.Time
+	// Firmware is the firmware version last reported by the factory.
+	Firmware string
+	// OwnerContact is the registered owner's e-mail or phone. Never shown
+	// unmasked to staff: see MaskContact.
+	OwnerContact string
+	// KeyGeneration is the master-key generation the device key was derived
+	// under at the factory.
+	KeyGeneration int
+	// Hold is non-nil while the device is on hold.
+	Hold *Hold
+	// RegisteredAt is when the device entered the registry.
+	RegisteredAt time.Time
+}
+
+// VerificationMethod is how the support agent checked that the caller owns
+// the device. The values cross the wire and are stored: append only.
+type VerificationMethod int
+
+// The verification methods.
+const (
+	// VerifyUnspecified is the zero value and is refused.
+	VerifyUnspecified VerificationMethod = 0
+	// VerifyOwnerContact means the caller gave the registered owner contact
+	// and the owner check matched.
+	VerifyOwnerContact VerificationMethod = 1
+	// VerifyProofOfPurchase means the caller sent an invoice or receipt.
+	VerifyProofOfPurchase VerificationMethod = 2
+	// VerifyInstallerAccount means a registered installer called from their account.
+	VerifyInstallerAccount VerificationMethod = 3
+	// VerifyOther needs a note saying what was checked.
+	VerifyOther VerificationMethod = 4
+)
+
+// IssueRequest is a support agent's request for a temporary password.
+type IssueRequest struct {
+	// RequestID is chosen by the client (a UUID); a retry with the same ID
+	// returns the same issuance.
+	RequestID string
+	// Serial is the canonical serial.
+	Serial string
+	// Ticket is the support ticket reference.
+	Ticket string
+	// Method is how the caller's ownership was checked.
+	Method VerificationMethod
+	// MethodNote is free text; required with VerifyOther.
+	MethodNote string
+	// OverrideReason is a supervisor's reason for issuing over a limit.
+	OverrideReason string
+}
+
+// Limits are the issuance limits; over either, only a supervisor with a
+// reason may issue.
+type Limits struct {
+	// PerDevice is how many issuances one device may get per PerDeviceWindow.
+	PerDevice int
+	// PerDeviceWindow defaults to 24 hours.
+	PerDeviceWindow time.Duration
+	// PerAgent is how many issuances one staff member may make per PerAgentWindow.
+	PerAgent int
+	// PerAgentWindow defaults to one hour.
+	PerAgentWindow time.Duration
+}
+
+// DefaultLimits are the limits the brief asks for.
+var DefaultLimits = Limits{PerDevice: 3, PerDeviceWindow: 24 * time.Hour, PerAgent: 30, PerAgentWindow: time.Hour}
+
+// Issuance is one temporary password as stored: the fields it was made
+// from, never the code itself. The voice code and the grant are re-derived
+// from it (both are deterministic), which is what makes retries idempotent.
+type Issuance struct {
+	// ID is the issuance's UUID; it is the grant's "jti".
+	ID string
+	// RequestID is the client's idempotency key.
+	RequestID string
+	// Serial is the canonical serial.
+	Serial string
+	// Sequence is the per-device sequence number, assigned by the database.
+	Sequence int64
+	// KeyGeneration is the master-key generation of the voice code.
+	KeyGeneration int
+	// SigningKeyID is the "kid" of the grant's signing key.
+	SigningKeyID string
+	// IssuedAt is the issue time (the voice code carries it at 10-minute
+	// resolution, floored).
+	IssuedAt time.Time
+	// ExpiresAt is when the code and the grant stop being accepted.
+	ExpiresAt time.Time
+	// Actor and ActorRole are who issued it.
+	Actor     string
+	ActorRole Role
+	// Ticket, Method, MethodNote and OverrideReason are as requested.
+	Ticket         string
+	Method         VerificationMethod
+	MethodNote     string
+	OverrideReason string
+}
+
+// Outcome is an audit event's result. Stored: append only.
+type Outcome string
+
+// The audit outcomes.
+const (
+	OutcomeSuccess Outcome = "success"
+	OutcomeRefused Outcome = "refused"
+)
+
+// Action names an audited act. Stored: append only.
+type Action string
+
+// The audited actions.
+const (
+	ActionLookup         Action = "device.lookup"
+	ActionOwnerCheck     Action = "device.owner_check"
+	ActionRegister       Action = "device.register"
+	ActionImport         Action = "device.import"
+	ActionHold           Action = "device.hold"
+	ActionRelease        Action = "device.release"
+	ActionIssue          Action = "recovery.issue"
+	ActionListIssuances  Action = "recovery.list"
+	ActionAuditQuery     Action = "audit.query"
+	ActionAuditExport    Action = "audit.export"
+	ActionKeysDeviceKeys Action = "keys.device_keys"
+)
+
+// AuditEvent is one entry of the append-only audit log.
+type AuditEvent struct {
+	// ID is assigned by the database in commit-independent insert order.
+	ID int64
+	// Time is when the act happened (database clock).
+	Time time.Time
+	// Actor, Role and ClientAddr say who did it and from where.
+	Actor      string
+	Role       Role
+	ClientAddr string
+	// Action is what was done; Outcome whether it happened.
+	Action  Action
+	Outcome Outcome
+	// Serial is the device concerned, if any.
+	Serial string
+	// Ticket, Method and Reason are as the request gave them.
+	Ticket string
+	Method VerificationMethod
+	Reason string
+	// RequestID is the client's request id, if any.
+	RequestID string
+	// IssuanceID links an issuance event to its issuance.
+	IssuanceID string
+	// Detail is a short machine-readable note (refusal code, counts).
+	Detail string
+}
+
+// AuditFilter selects audit events; zero fields match everything.
+type AuditFilter struct {
+	Serial  string
+	Actor   string
+	Action  Action
+	Outcome Outcome
+	// From is inclusive, To exclusive; zero means unbounded.
+	From, To time.Time
+	// Limit is the page size (default 100, at most 1000).
+	Limit int
+	// After is the keyset cursor: events strictly older than this one
+	// (newest first ordering on (time, id)).
+	AfterTime time.Time
+	AfterID   int64
+}
+
+// Store is the persistence the service needs. server/postgres implements it
+// on PostgreSQL; every method that performs an act writes its audit event in
+// the same transaction, so an act is never committed without its event.
+type Store interface {
+	// Models lists the model catalogue.
+	Models(ctx context.Context) ([]Model, error)
+	// RegisterDevice adds one device (ActionRegister event).
+	RegisterDevice(ctx context.Context, a Actor, d Device) error
+	// Device returns the device with that canonical serial, writing an
+	// ActionLookup event; unknown serials are NotFound with near matches.
+	LookupDevice(ctx context.Context, a Actor, serial string) (Device, error)
+	// LookupDeviceID finds the device by its device id alone.
+	LookupDeviceID(ctx context.Context, a Actor, deviceID string) (Device, error)
+	// NearMatches returns up to n serials similar to the query.
+	NearMatches(ctx context.Context, query string, n int) ([]string, error)
+	// CheckOwner compares a claimed contact with the registered one (audited).
+	CheckOwner(ctx context.Context, a Actor, serial, claimed string) (bool, error)
+	// SetHold places (h non-nil) or releases (h nil) a hold (audited).
+	SetHold(ctx context.Context, a Actor, serial string, h *Hold) error
+	// Issue runs the issuance transaction: idempotency by RequestID, hold
+	// check, limits, sequence assignment, insert, audit event. newIssuance
+	// fills the fields the store does not choose (ID, generation, kid, times).
+	Issue(ctx context.Context, a Actor, req IssueRequest, lim Limits, prepare func(*Issuance)) (Issuance, error)
+	// Issuances lists a device's issuances, newest first (audited).
+	Issuances(ctx context.Context, a Actor, serial string, limit int) ([]Issuance, error)
+	// Audit records a standalone event (refusals whose act failed).
+	Audit(ctx context.Context, e AuditEvent) error
+	// QueryAudit returns events matching f, newest first.
+	QueryAudit(ctx context.Context, a Actor, f AuditFilter) ([]AuditEvent, error)
+}
