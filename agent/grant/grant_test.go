@@ -1,0 +1,166 @@
+package grant
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const serial = "JZ6OES#2017-08-01#3#DVR1101134C08011"
+
+var issued = time.Date(2026, 11, 28, 9, 17, 42, 0, time.UTC)
+
+func newKey(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+func claims() Claims {
+	return NewClaims(serial, "0b6f6c55-6ad7-4f0e-9a0e-1d7c1ed1a001", 5, issued, issued.Add(23*time.Hour))
+}
+
+func TestOutcomes(t *testing.T) {
+	pub, priv := newKey(t)
+	otherPub, otherPriv := newKey(t)
+	_ = otherPub
+	trust := NewTrustSet(map[string]ed25519.PublicKey{"grant-1": pub})
+
+	good, err := Sign(priv, "grant-1", claims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forgeries an attacker can make without the private key, or with a key
+	// the device does not trust.
+	none := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodNone, claims())
+		tok.Header["kid"] = "grant-1"
+		s, _ := tok.SignedString(jwt.UnsafeAllowNoneSignatureType)
+		return s
+	}()
+	hs256WithPublicKey := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims())
+		tok.Header["kid"] = "grant-1"
+		s, _ := tok.SignedString([]byte(pub))
+		return s
+	}()
+	unknownKid, _ := Sign(otherPriv, "grant-9", claims())
+	untrustedKeyKnownKid, _ := Sign(otherPriv, "grant-1", claims())
+	signRaw := func(c Claims) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"] = "grant-1"
+		s, err := tok.SignedString(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	wrongAud := claims()
+	wrongAud.Audience = jwt.ClaimStrings{"hotline-staff"}
+	wrongIss := claims()
+	wrongIss.Issuer = "evil"
+	tooLong := claims()
+	tooLong.ExpiresAt = jwt.NewNumericDate(issued.Add(48 * time.Hour))
+	noExp := claims()
+	noExp.ExpiresAt = nil
+	badSlot := claims()
+	badSlot.Slot++
+	otherSerial, _ := Sign(priv, "grant-1", NewClaims("JZ6OES#2017-08-01#3#DVR1101134C08012", "x", 5, issued, issued.Add(time.Hour)))
+	// signature of one token spliced onto another's claims
+	parts := strings.Split(good, ".")
+	otherParts := strings.Split(otherSerial, ".")
+	spliced := parts[0] + "." + otherParts[1] + "." + parts[2]
+	noKid := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims())
+		s, _ := tok.SignedString(priv)
+		return s
+	}()
+
+	tests := []struct {
+		name  string
+		token string
+		now   time.Time
+		want  error
+	}{
+		{"accepted/valid", good, issued.Add(time.Minute), nil},
+		{"accepted/device-clock-behind-within-skew", good, issued.Add(-9 * time.Minute), nil},
+		{"refused/alg-none", none, issued, ErrBadSignature},
+		{"refused/hs256-with-the-public-key", hs256WithPublicKey, issued, ErrBadSignature},
+		{"refused/unknown-kid", unknownKid, issued, ErrUnknownKey},
+		{"refused/no-kid", noKid, issued, ErrUnknownKey},
+		{"refused/untrusted-key-under-a-trusted-kid", untrustedKeyKnownKid, issued, ErrBadSignature},
+		{"refused/spliced-claims", spliced, issued, ErrBadSignature},
+		{"refused/wrong-audience", signRaw(wrongAud), issued, ErrMalformed},
+		{"refused/wrong-issuer", signRaw(wrongIss), issued, ErrMalformed},
+		{"refused/lifetime-over-24h", signRaw(tooLong), issued, ErrMalformed},
+		{"refused/no-expiry", signRaw(noExp), issued, ErrMalformed},
+		{"refused/slot-not-matching-iat", signRaw(badSlot), issued, ErrMalformed},
+		{"refused/grant-for-another-serial", otherSerial, issued, ErrWrongDevice},
+		{"refused/expired", good, issued.Add(23 * time.Hour), ErrExpired},
+		{"refused/expired-no-skew-on-exp", good, issued.Add(23*time.Hour + 5*time.Minute), ErrExpired},
+		{"refused/not-yet-valid", good, issued.Add(-time.Hour), ErrNotYetValid},
+		{"refused/garbage", "ey.ey.ey", issued, ErrMalformed},
+		{"refused/oversized", "ey" + strings.Repeat("A", MaxTokenLen), issued, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := trust.Verify(tt.token, serial, tt.now)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.Sequence != 5 || c.Subject != serial {
+					t.Fatalf("claims %+v", c)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSignIsDeterministic(t *testing.T) {
+	_, priv := newKey(t)
+	a, _ := Sign(priv, "k", claims())
+	b, _ := Sign(priv, "k", claims())
+	if a != b {
+		t.Fatal("two signatures of the same claims differ: idempotent retries would return different grants")
+	}
+}
+
+func TestJWKSRoundTripAndRefusals(t *testing.T) {
+	pub, _ := newKey(t)
+	b, err := MarshalJWKS(map[string]ed25519.PublicKey{"grant-1": pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := ParseJWKS(b)
+	if err != nil || ts.Len() != 1 {
+		t.Fatalf("round trip: %v", err)
+	}
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	for name, s := range map[string]string{
+		"refused/empty-set":     `{"keys":[]}`,
+		"refused/rsa-key":       `{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,
+		"refused/hs-alg":        `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","alg":"HS256","x":"` + x + `"}]}`,
+		"refused/duplicate-kid": `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"` + x + `"},{"kty":"OKP","crv":"Ed25519","kid":"a","x":"` + x + `"}]}`,
+		"refused/short-x":       `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","x":"AAAA"}]}`,
+		"refused/no-kid":        `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"` + x + `"}]}`,
+		"refused/not-json":      `keys`,
+	} {
+		if _, err := ParseJWKS([]byte(s)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
