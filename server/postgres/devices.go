@@ -1,0 +1,385 @@
+package postgres
+
+import (
+	"context"
+	"crypto/subtle"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dvrhotline/hotline/agent/serial"
+	"github.com/dvrhotline/hotline/server"
+)
+
+// Models lists the model catalogue, smallest first.
+func (db *DB) Models(ctx context.Context) ([]server.Model, error) {
+	rows, err := db.pool.Query(ctx, `SELECT model, channels, drives, ships_with_drive, description
+		FROM models ORDER BY channels, ships_with_drive DESC, model`)
+	if err != nil {
+		return nil, translate(err, "listing models")
+	}
+	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (server.Model, error) {
+		var m server.Model
+		err := r.Scan(&m.Code, &m.Channels, &m.Drives, &m.ShipsWithDrive, &m.Description)
+		return m, err
+	})
+	if err != nil {
+		return nil, translate(err, "listing models")
+	}
+	return ms, nil
+}
+
+// RegisterDevice adds d to the registry, audited as ActionRegister. The
+// serial must be canonical; DeviceID and ProductionDate default to the
+// serial's fields and must match them when given; KeyGeneration defaults to
+// 1. An unknown model is EInvalid (field "model"), a registered serial or
+// device id EConflict; both refusals are audited.
+func (db *DB) RegisterDevice(ctx context.Context, a server.Actor, d server.Device) error {
+	s, err := serial.Parse(d.Serial)
+	if err != nil || s.String() != d.Serial {
+		return server.Invalid("serial", "expected a canonical serial like JZ6OES#2017-08-01#3#DVR1101134C08011, got %q", d.Serial)
+	}
+	if d.DeviceID == "" {
+		d.DeviceID = s.DeviceID
+	}
+	if d.ProductionDate.IsZero() {
+		d.ProductionDate = s.Date
+	}
+	if d.KeyGeneration == 0 {
+		d.KeyGeneration = 1
+	}
+	var refusal error
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		e := event(a, server.ActionRegister, server.OutcomeSuccess, d.Serial)
+		e.Detail = "model=" + d.Model
+		// A savepoint, so that a refused insert can still be audited and
+		// committed in this transaction.
+		ierr := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+			_, err := sp.Exec(ctx, `INSERT INTO devices
+				(serial, device_id, model, production_date, firmware, owner_contact, key_generation, registered_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))`,
+				d.Serial, d.DeviceID, d.Model, pgDate(d.ProductionDate), d.Firmware, d.OwnerContact, d.KeyGeneration, nullTime(d.RegisteredAt))
+			return err
+		})
+		if ierr != nil {
+			refusal = translate(ierr, "registering a device")
+			code := server.ErrorCode(refusal)
+			if code == server.EInternal || code == server.EUnavailable {
+				return refusal
+			}
+			e.Outcome = server.OutcomeRefused
+			e.Detail = string(code) + " " + e.Detail
+		}
+		return insertEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return translate(err, "registering a device")
+	}
+	return refusal
+}
+
+// deviceColumns are what scanDevice reads.
+const deviceColumns = `serial, device_id, model, production_date, firmware, owner_contact,
+	key_generation, hold_reason, hold_by, hold_since, registered_at`
+
+func scanDevice(row pgx.Row) (server.Device, error) {
+	var (
+		d          server.Device
+		reason, by *string
+		since      *time.Time
+	)
+	err := row.Scan(&d.Serial, &d.DeviceID, &d.Model, &d.ProductionDate, &d.Firmware, &d.OwnerContact,
+		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt)
+	if err == nil && reason != nil {
+		d.Hold = &server.Hold{Reason: *reason, By: *by, Since: *since}
+	}
+	return d, err
+}
+
+// lookupSQL reads one device and audits the lookup in one statement (one
+// implicit transaction): the event's outcome says whether it was found.
+// %s is the column looked up by.
+const lookupSQL = `WITH d AS (
+	SELECT ` + deviceColumns + ` FROM devices WHERE %s = $1
+), e AS (
+	INSERT INTO audit_events (actor, role, client_addr, action, outcome, serial, detail)
+	SELECT $2::text, $3::text, NULLIF($4::text, ''), 'device.lookup',
+		CASE WHEN EXISTS (SELECT FROM d) THEN 'success' ELSE 'refused' END,
+		COALESCE((SELECT serial FROM d), NULLIF($5::text, '')),
+		CASE WHEN EXISTS (SELECT FROM d) THEN $6::text ELSE 'not_found ' || $6::text END
+)
+SELECT * FROM d`
+
+var (
+	lookupBySerialSQL   = strings.Replace(lookupSQL, "%s", "serial", 1)
+	lookupByDeviceIDSQL = strings.Replace(lookupSQL, "%s", "device_id", 1)
+)
+
+// LookupDevice returns the device with the canonical serial s, audited as
+// ActionLookup. An unknown serial is ENotFound with up to five near
+// matches, and audited as refused.
+func (db *DB) LookupDevice(ctx context.Context, a server.Actor, s string) (server.Device, error) {
+	return db.lookup(ctx, a, lookupBySerialSQL, s, s, "by=serial")
+}
+
+// LookupDeviceID returns the device whose serial ends in deviceID, audited
+// like LookupDevice.
+func (db *DB) LookupDeviceID(ctx context.Context, a server.Actor, deviceID string) (server.Device, error) {
+	return db.lookup(ctx, a, lookupByDeviceIDSQL, deviceID, "", "by=device_id query="+clip(deviceID))
+}
+
+func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, detail string) (server.Device, error) {
+	d, err := scanDevice(db.pool.QueryRow(ctx, q, key, a.Subject, string(a.Role), a.ClientAddr, auditSerial, detail))
+	if err == pgx.ErrNoRows {
+		near, nerr := db.NearMatches(ctx, key, 5)
+		if nerr != nil {
+			return server.Device{}, nerr
+		}
+		return server.Device{}, &server.Error{Code: server.ENotFound, Field: "serial",
+			Message: "no device is registered under " + clip(key), NearMatches: near, Err: err}
+	}
+	if err != nil {
+		return server.Device{}, translate(err, "looking a device up")
+	}
+	return d, nil
+}
+
+// NearMatches returns up to n registered serials (default 5, at most 20)
+// whose device id is within a few typing mistakes of the query's device
+// id (its last '#' field), closest first. It scans the device ids with
+// levenshtein (fuzzystrmatch): fine for the not-found path, not for a hot
+// one.
+func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, error) {
+	if n <= 0 {
+		n = 5
+	}
+	if n > 20 {
+		n = 20
+	}
+	id := query
+	if i := strings.LastIndexByte(id, '#'); i >= 0 {
+		id = id[i+1:]
+	}
+	id = strings.ToUpper(strings.Join(strings.Fields(id), ""))
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	if id == "" {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT serial FROM (
+			SELECT serial, levenshtein_less_equal(device_id, $1, 3) AS dist FROM devices
+		) m WHERE dist <= 3 ORDER BY dist, serial LIMIT $2`, id, n)
+	if err != nil {
+		return nil, translate(err, "finding near matches")
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, translate(err, "finding near matches")
+	}
+	return out, nil
+}
+
+// CheckOwner reports whether claimed is the device's registered owner
+// contact: e-mail addresses compared trimmed and case-folded, phone numbers
+// by their digits, in constant time. The registered contact is never
+// returned. Audited as ActionOwnerCheck, refused ("owner_mismatch") when it
+// does not match.
+func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string) (bool, error) {
+	var (
+		match   bool
+		refusal error
+	)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		e := event(a, server.ActionOwnerCheck, server.OutcomeRefused, s)
+		var registered string
+		err := tx.QueryRow(ctx, `SELECT owner_contact FROM devices WHERE serial = $1`, s).Scan(&registered)
+		switch {
+		case err == pgx.ErrNoRows:
+			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			e.Detail = "not_found"
+		case err != nil:
+			return err
+		default:
+			match = sameContact(registered, claimed)
+			if match {
+				e.Outcome = server.OutcomeSuccess
+			} else if normContact(registered) == "" {
+				e.Detail = "owner_mismatch no_contact_registered"
+			} else {
+				e.Detail = "owner_mismatch"
+			}
+		}
+		return insertEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return false, translate(err, "checking an owner")
+	}
+	return match, refusal
+}
+
+// normContact is the comparable form of a contact: "e:" and the trimmed,
+// lower-case address for e-mail, "p:" and the digits for anything else
+// (a phone number), "" when nothing comparable is left.
+func normContact(c string) string {
+	c = strings.TrimSpace(c)
+	if strings.Contains(c, "@") {
+		return "e:" + strings.ToLower(c)
+	}
+	var b strings.Builder
+	for i := 0; i < len(c); i++ {
+		if '0' <= c[i] && c[i] <= '9' {
+			b.WriteByte(c[i])
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "p:" + b.String()
+}
+
+func sameContact(registered, claimed string) bool {
+	r, c := normContact(registered), normContact(claimed)
+	if r == "" || c == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(r), []byte(c)) == 1
+}
+
+// SetHold places a hold on the device (h non-nil; it replaces any hold
+// already placed) or releases it (h nil; releasing a device not on hold
+// succeeds and says so in the event). h.By defaults to the actor, h.Since
+// to the database clock. Whether a may do this is the service layer's
+// decision. Audited as ActionHold or ActionRelease.
+func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.Hold) error {
+	action := server.ActionRelease
+	if h != nil {
+		action = server.ActionHold
+		if strings.TrimSpace(h.Reason) == "" {
+			return server.Invalid("reason", "a hold needs a reason (reported stolen, disputed ownership, ...)")
+		}
+	}
+	var refusal error
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		e := event(a, action, server.OutcomeSuccess, s)
+		var held bool
+		err := tx.QueryRow(ctx, `SELECT hold_reason IS NOT NULL FROM devices WHERE serial = $1 FOR UPDATE`, s).Scan(&held)
+		if err == pgx.ErrNoRows {
+			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
+			return insertEvent(ctx, tx, e)
+		}
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			if !held {
+				e.Detail = "not_on_hold"
+			}
+			_, err = tx.Exec(ctx, `UPDATE devices SET hold_reason = NULL, hold_by = NULL, hold_since = NULL WHERE serial = $1`, s)
+		} else {
+			by := h.By
+			if by == "" {
+				by = a.Subject
+			}
+			e.Reason = h.Reason
+			if held {
+				e.Detail = "replaced"
+			}
+			_, err = tx.Exec(ctx, `UPDATE devices SET hold_reason = $2, hold_by = $3, hold_since = COALESCE($4, clock_timestamp())
+				WHERE serial = $1`, s, h.Reason, by, nullTime(h.Since))
+		}
+		if err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return translate(err, "changing a hold")
+	}
+	return refusal
+}
+
+// The page sizes of Issuances.
+const (
+	defaultIssuanceLimit = 50
+	maxIssuanceLimit     = 500
+)
+
+// issuanceColumns are what scanIssuance reads.
+const issuanceColumns = `id::text, request_id, serial, sequence, key_generation, signing_kid,
+	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason`
+
+func scanIssuance(row pgx.Row) (server.Issuance, error) {
+	var (
+		iss    server.Issuance
+		role   string
+		method int16
+	)
+	err := row.Scan(&iss.ID, &iss.RequestID, &iss.Serial, &iss.Sequence, &iss.KeyGeneration, &iss.SigningKeyID,
+		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason)
+	iss.ActorRole, iss.Method = server.Role(role), server.VerificationMethod(method)
+	return iss, err
+}
+
+// Issuances lists the device's issuances, newest first, at most limit
+// (default 50, at most 500). Audited as ActionListIssuances; an unknown
+// device is ENotFound.
+func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, limit int) ([]server.Issuance, error) {
+	if limit <= 0 {
+		limit = defaultIssuanceLimit
+	}
+	if limit > maxIssuanceLimit {
+		limit = maxIssuanceLimit
+	}
+	var (
+		out     []server.Issuance
+		refusal error
+	)
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		e := event(a, server.ActionListIssuances, server.OutcomeSuccess, s)
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM devices WHERE serial = $1)`, s).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
+			return insertEvent(ctx, tx, e)
+		}
+		rows, err := tx.Query(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE serial = $1
+			ORDER BY sequence DESC LIMIT $2`, s, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (server.Issuance, error) { return scanIssuance(r) })
+		if err != nil {
+			return err
+		}
+		return insertEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return nil, translate(err, "listing issuances")
+	}
+	return out, refusal
+}
+
+// clip bounds user input quoted in messages and events.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// nullTime is NULL for the zero time, so that COALESCE picks the database clock.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// pgDate is t's calendar date, independent of t's location.
+func pgDate(t time.Time) string { return t.Format("2006-01-02") }

@@ -1,0 +1,74 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver goose runs on
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// migrations are the schema, in order. A released file is never edited:
+// add the next number instead.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate applies every pending migration to the database at databaseURL.
+// Several replicas may call it at once: a session advisory lock lets one
+// migrate while the others wait.
+func Migrate(ctx context.Context, databaseURL string) error {
+	p, closeDB, err := provider(databaseURL)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	return nil
+}
+
+// MigrationStatus reports the current and the latest schema version.
+func MigrationStatus(ctx context.Context, databaseURL string) (current, latest int64, err error) {
+	p, closeDB, err := provider(databaseURL)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer closeDB()
+	current, latest, err = p.GetVersions(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("postgres: migration status: %w", err)
+	}
+	return current, latest, nil
+}
+
+func provider(databaseURL string) (*goose.Provider, func(), error) {
+	sqlDB, err := sql.Open("pgx", databaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: open for migration: %w", err)
+	}
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		sqlDB.Close()
+		return nil, nil, err
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		sqlDB.Close()
+		return nil, nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, fsys,
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		sqlDB.Close()
+		return nil, nil, fmt.Errorf("postgres: migrations: %w", err)
+	}
+	return p, func() { sqlDB.Close() }, nil
+}
