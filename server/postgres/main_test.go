@@ -1,0 +1,117 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dvrhotline/hotline/internal/pgtest"
+	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/postgres"
+)
+
+// testURL is this package's own database, created and migrated by TestMain.
+var testURL string
+
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	url, drop, err := pgtest.Create(ctx, "server_postgres")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testURL = url
+	code := 1
+	if err := postgres.Migrate(ctx, url); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	if err := drop(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+// openDB opens a pool on the package's database, closed when tb ends.
+func openDB(tb testing.TB) *postgres.DB {
+	tb.Helper()
+	db, err := postgres.Open(context.Background(), testURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close)
+	return db
+}
+
+var serialCounter atomic.Int64
+
+// newSerial returns a canonical serial no other test uses.
+func newSerial() string {
+	n := serialCounter.Add(1)
+	return fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%013d", time.Now().UnixNano()%1e9*1000+n)
+}
+
+// newName returns a unique staff name with the given prefix.
+func newName(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), serialCounter.Add(1))
+}
+
+func uuid() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// prepare is what the service does: fill the key choices and the expiry.
+func prepare(iss *server.Issuance) {
+	iss.ID = uuid()
+	iss.KeyGeneration = 1
+	iss.SigningKeyID = "grant-1"
+	iss.ExpiresAt = iss.IssuedAt.Add(24 * time.Hour)
+}
+
+var (
+	provisioner = server.Actor{Subject: "prov", Role: server.RoleProvisioner, ClientAddr: "127.0.0.1:5000"}
+	supervisor  = server.Actor{Subject: "sup", Role: server.RoleSupervisor, ClientAddr: "127.0.0.1:5001"}
+)
+
+func agent(name string) server.Actor {
+	return server.Actor{Subject: name, Role: server.RoleAgent, ClientAddr: "10.0.0.7:4242"}
+}
+
+// registerDevice registers a fresh device and returns its serial.
+func registerDevice(tb testing.TB, db *postgres.DB, owner string) string {
+	tb.Helper()
+	s := newSerial()
+	err := db.RegisterDevice(context.Background(), provisioner, server.Device{
+		Serial: s, Model: "WBXHD082S2T", Firmware: "V3.1.0", OwnerContact: owner})
+	if err != nil {
+		tb.Fatalf("RegisterDevice(%s): %v", s, err)
+	}
+	return s
+}
+
+func issueRequest(serial string) server.IssueRequest {
+	return server.IssueRequest{RequestID: uuid(), Serial: serial, Ticket: "T-1001", Method: server.VerifyOwnerContact}
+}
+
+// wantCode fails tb unless err is a *server.Error with code.
+func wantCode(tb testing.TB, err error, code server.Code) *server.Error {
+	tb.Helper()
+	if got := server.ErrorCode(err); got != code || (err == nil) {
+		tb.Fatalf("error = %v (code %q), want code %q", err, got, code)
+	}
+	se := err.(*server.Error)
+	if strings.TrimSpace(se.Message) == "" {
+		tb.Errorf("error %v has no message", err)
+	}
+	return se
+}
