@@ -1,0 +1,175 @@
+package state
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var sample = State{Slot: 2_900_000, Seq8: 7, Failures: 3, LockedUntil: time.Date(2026, 5, 1, 12, 35, 0, 0, time.UTC)}
+
+func open(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, st := range []State{{}, sample, {Slot: ^uint64(0), Seq8: 255, Failures: ^uint32(0)}} {
+		b := Marshal(st)
+		if len(b) != Size {
+			t.Fatalf("Marshal: %d bytes, want %d", len(b), Size)
+		}
+		got, err := Unmarshal(b)
+		if err != nil || got != st {
+			t.Fatalf("Unmarshal(Marshal(%+v)) = %+v, %v", st, got, err)
+		}
+	}
+}
+
+func TestFirstUseIsFreshState(t *testing.T) {
+	s := open(t, t.TempDir())
+	st, err := s.Load()
+	if err != nil || st != (State{}) {
+		t.Fatalf("Load in a new directory = %+v, %v; want zero state", st, err)
+	}
+}
+
+func TestSaveLoadSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Save(sample); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	got, err := open(t, dir).Load()
+	if err != nil || got != sample {
+		t.Fatalf("Load = %+v, %v; want %+v", got, err, sample)
+	}
+}
+
+func TestRefusedDeletedStateFileIsNotAFreshStart(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Save(sample); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(); !errors.Is(err, ErrLost) {
+		t.Fatalf("Load after deletion = %v, want ErrLost", err)
+	}
+}
+
+func TestRefusedMissingDirectoryIsNotAFreshStart(t *testing.T) {
+	if _, err := Open(filepath.Join(t.TempDir(), "unmounted")); err == nil {
+		t.Fatal("Open of a missing directory succeeded")
+	}
+}
+
+func TestStaleTempFileFromACrashIsIgnored(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Save(sample); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, TempName), []byte("half a state"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(); err != nil || got != sample {
+		t.Fatalf("Load = %+v, %v", got, err)
+	}
+	next := sample
+	next.Seq8++
+	if err := s.Save(next); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(); err != nil || got != next {
+		t.Fatalf("Load = %+v, %v", got, err)
+	}
+}
+
+// writeRaw puts b as the state file of a directory that has held state.
+func writeRaw(t *testing.T, dir string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, FileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, MarkerName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRefusedTruncatedAtEveryByte(t *testing.T) {
+	good := Marshal(sample)
+	dir := t.TempDir()
+	s := open(t, dir)
+	for n := 0; n < len(good); n++ {
+		writeRaw(t, dir, good[:n])
+		st, err := s.Load()
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated to %d bytes: Load = %+v, %v; want ErrCorrupt", n, st, err)
+		}
+	}
+	writeRaw(t, dir, append(good, 0))
+	if _, err := s.Load(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("extended by a byte: %v", err)
+	}
+}
+
+func TestRefusedBitFlippedAtEveryByte(t *testing.T) {
+	good := Marshal(sample)
+	dir := t.TempDir()
+	s := open(t, dir)
+	for i := range good {
+		for bit := 0; bit < 8; bit++ {
+			b := append([]byte(nil), good...)
+			b[i] ^= 1 << bit
+			writeRaw(t, dir, b)
+			st, err := s.Load()
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("byte %d bit %d flipped: Load = %+v, %v; want an error", i, bit, st, err)
+			}
+		}
+	}
+}
+
+func TestRefusedUnknownVersion(t *testing.T) {
+	b := Marshal(sample)
+	b[9] = 2
+	if _, err := Unmarshal(b); !errors.Is(err, ErrVersion) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSecondVerificationWaitsForTheLock(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir)
+	old := LockTimeout
+	LockTimeout = 100 * time.Millisecond
+	defer func() { LockTimeout = old }()
+	if s, err := Open(dir); !errors.Is(err, ErrBusy) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("second Open = %v, want ErrBusy", err)
+	}
+}
+
+func BenchmarkStateSave(b *testing.B) {
+	s := open(b, b.TempDir())
+	st := sample
+	for b.Loop() {
+		st.Slot++
+		if err := s.Save(st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
