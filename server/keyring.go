@@ -1,0 +1,24 @@
+package server
+
+import (
+	"crypto/ed25519"
+
+	"github.com/dvrhotline/hotline/agent/voicecode"
+)
+
+// Keyring is the key material the service issues with. Keys never enter the
+// database: server/keyring keeps them in a folder readable by the service's
+// user alone.
+type Keyring interface {
+	// CurrentGeneration is the master-key generation new devices are
+	// provisioned under.
+	CurrentGeneration() int
+	// DeviceKey derives K_dev for the canonical serial under the master key
+	// of that generation (the device's own, from its record).
+	DeviceKey(serial string, generation int) (voicecode.DeviceKey, error)
+	// GrantSigner returns the newest grant-signing key and its kid.
+	GrantSigner() (kid string, key ed25519.PrivateKey)
+	// GrantJWKS returns the JWK set of every grant-verification key still
+	// trusted: what KeyService publishes and what DVR firmware ships.
+	GrantJWKS() ([]byte, error)
+}

@@ -1,0 +1,368 @@
+// Package keyring keeps the service's key material in a folder: the master
+// keys device keys are derived from (one per generation), the grant-signing
+// keys, the development staff-token issuer's key and the audit checkpoint
+// key, each with a generation or kid. Keys never enter the database.
+//
+// The folder holds one file, keyring.json, written atomically (new copy,
+// fsync, rename, fsync the folder). The folder must be 0700 and the file
+// 0600: Open refuses a keyring that others can read.
+package keyring
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/dvrhotline/hotline/agent/grant"
+	"github.com/dvrhotline/hotline/agent/voicecode"
+)
+
+// FileName is the keyring file inside the keyring folder.
+const FileName = "keyring.json"
+
+// fileType is the keyring file's "type", so that a key file of another kind
+// is never mistaken for it.
+const fileType = "hotline-keyring"
+
+// The purposes of signing keys.
+const (
+	PurposeGrant = "grant"
+	PurposeStaff = "staff"
+	PurposeAudit = "audit"
+)
+
+// Secret is key bytes that never print: its String and JSON-less formatting
+// are redacted (the file is written through the unexported file struct).
+type Secret []byte
+
+// String redacts the secret.
+func (Secret) String() string { return "REDACTED" }
+
+// GoString redacts the secret.
+func (Secret) GoString() string { return "REDACTED" }
+
+// Format redacts the secret for every verb.
+func (Secret) Format(f fmt.State, _ rune) { fmt.Fprint(f, "REDACTED") }
+
+// MasterKey is one generation of the device-key master secret.
+type MasterKey struct {
+	Generation int
+	Created    time.Time
+	Key        Secret
+}
+
+// SigningKey is an Ed25519 key with its kid and lifecycle.
+type SigningKey struct {
+	KID     string
+	Purpose string
+	Created time.Time
+	// Retired is set when the key stops signing; a retired grant key is
+	// still published until every grant it signed has expired.
+	Retired *time.Time
+	Seed    Secret
+}
+
+// Private returns the Ed25519 private key.
+func (k SigningKey) Private() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(k.Seed) }
+
+// Public returns the Ed25519 public key.
+func (k SigningKey) Public() ed25519.PublicKey {
+	return k.Private().Public().(ed25519.PublicKey)
+}
+
+// Keyring is the loaded key material. It implements server.Keyring.
+type Keyring struct {
+	dir     string
+	masters []MasterKey // ascending generation
+	signing []SigningKey
+	now     func() time.Time
+}
+
+type fileMaster struct {
+	Generation int       `json:"generation"`
+	Created    time.Time `json:"created"`
+	Key        []byte    `json:"key"`
+}
+
+type fileSigning struct {
+	KID     string     `json:"kid"`
+	Purpose string     `json:"purpose"`
+	Created time.Time  `json:"created"`
+	Retired *time.Time `json:"retired,omitempty"`
+	Seed    []byte     `json:"ed25519_seed"`
+}
+
+type file struct {
+	Type    string        `json:"type"`
+	Version int           `json:"version"`
+	Masters []fileMaster  `json:"master_keys"`
+	Signing []fileSigning `json:"signing_keys"`
+}
+
+// ErrNotFound is returned by Open when the folder has no keyring.
+var ErrNotFound = errors.New("keyring: no keyring in that folder (create one with `hotline-server keys init`)")
+
+// Init creates a new keyring in dir with generation 1 of the master key and
+// one key of each signing purpose. It refuses to overwrite an existing one.
+func Init(dir string) (*Keyring, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keyring: %v", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keyring: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+		return nil, fmt.Errorf("keyring: %s already exists: refusing to overwrite keys (use `keys rotate` to add a generation)", filepath.Join(dir, FileName))
+	}
+	k := &Keyring{dir: dir, now: time.Now}
+	if _, err := k.addMaster(); err != nil {
+		return nil, err
+	}
+	for _, p := range []string{PurposeGrant, PurposeStaff, PurposeAudit} {
+		if _, err := k.addSigning(p); err != nil {
+			return nil, err
+		}
+	}
+	if err := k.save(); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Open loads the keyring in dir, refusing one that others can read.
+func Open(dir string) (*Keyring, error) {
+	path := filepath.Join(dir, FileName)
+	st, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("keyring: %v", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("keyring: folder %s has mode %04o: expected 0700 (others must not reach the keys); run chmod 700 %s", dir, st.Mode().Perm(), dir)
+	}
+	fst, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("keyring: %v", err)
+	}
+	if fst.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("keyring: %s has mode %04o: expected 0600 (others must not read the keys); run chmod 600 %s", path, fst.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %v", err)
+	}
+	var f file
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("keyring: %s is not a keyring file: %v", path, err)
+	}
+	if f.Type != fileType || f.Version != 1 {
+		return nil, fmt.Errorf("keyring: %s: type %q version %d: expected %q version 1", path, f.Type, f.Version, fileType)
+	}
+	k := &Keyring{dir: dir, now: time.Now}
+	for _, m := range f.Masters {
+		if len(m.Key) < voicecode.KeySize || m.Generation < 1 || m.Generation > voicecode.MaxGeneration {
+			return nil, fmt.Errorf("keyring: master key generation %d is malformed", m.Generation)
+		}
+		k.masters = append(k.masters, MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)})
+	}
+	sort.Slice(k.masters, func(i, j int) bool { return k.masters[i].Generation < k.masters[j].Generation })
+	for _, s := range f.Signing {
+		if len(s.Seed) != ed25519.SeedSize || s.KID == "" {
+			return nil, fmt.Errorf("keyring: signing key %q is malformed", s.KID)
+		}
+		k.signing = append(k.signing, SigningKey{KID: s.KID, Purpose: s.Purpose, Created: s.Created, Retired: s.Retired, Seed: Secret(s.Seed)})
+	}
+	if len(k.masters) == 0 {
+		return nil, fmt.Errorf("keyring: %s has no master key", path)
+	}
+	for _, p := range []string{PurposeGrant, PurposeStaff, PurposeAudit} {
+		if _, ok := k.current(p); !ok {
+			return nil, fmt.Errorf("keyring: %s has no active %s key", path, p)
+		}
+	}
+	return k, nil
+}
+
+// OpenOrInit opens the keyring in dir, creating one if there is none.
+func OpenOrInit(dir string) (k *Keyring, created bool, err error) {
+	k, err = Open(dir)
+	if errors.Is(err, ErrNotFound) {
+		k, err = Init(dir)
+		return k, err == nil, err
+	}
+	return k, false, err
+}
+
+// Dir returns the keyring's folder.
+func (k *Keyring) Dir() string { return k.dir }
+
+func (k *Keyring) addMaster() (MasterKey, error) {
+	gen := 1
+	if n := len(k.masters); n > 0 {
+		gen = k.masters[n-1].Generation + 1
+	}
+	if gen > voicecode.MaxGeneration {
+		return MasterKey{}, fmt.Errorf("keyring: generation %d would exceed the voice code's %d generations", gen, voicecode.MaxGeneration)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return MasterKey{}, err
+	}
+	m := MasterKey{Generation: gen, Created: k.now().UTC(), Key: b}
+	k.masters = append(k.masters, m)
+	return m, nil
+}
+
+func (k *Keyring) addSigning(purpose string) (SigningKey, error) {
+	n := 1
+	for _, s := range k.signing {
+		if s.Purpose == purpose {
+			n++
+		}
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return SigningKey{}, err
+	}
+	s := SigningKey{KID: fmt.Sprintf("%s-%d", purpose, n), Purpose: purpose, Created: k.now().UTC(), Seed: seed}
+	k.signing = append(k.signing, s)
+	return s, nil
+}
+
+// current returns the newest unretired key of purpose.
+func (k *Keyring) current(purpose string) (SigningKey, bool) {
+	for i := len(k.signing) - 1; i >= 0; i-- {
+		if s := k.signing[i]; s.Purpose == purpose && s.Retired == nil {
+			return s, true
+		}
+	}
+	return SigningKey{}, false
+}
+
+// save writes the keyring atomically: temp file, fsync, rename, fsync folder.
+func (k *Keyring) save() error {
+	f := file{Type: fileType, Version: 1}
+	for _, m := range k.masters {
+		f.Masters = append(f.Masters, fileMaster{m.Generation, m.Created, m.Key})
+	}
+	for _, s := range k.signing {
+		f.Signing = append(f.Signing, fileSigning{s.KID, s.Purpose, s.Created, s.Retired, s.Seed})
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(k.dir, FileName, append(b, '\n'))
+}
+
+func writeAtomic(dir, name string, b []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp*")
+	if err != nil {
+		return fmt.Errorf("keyring: %v", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("keyring: %v", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("keyring: %v", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("keyring: %v", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("keyring: %v", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("keyring: %v", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("keyring: %v", err)
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// CurrentGeneration implements server.Keyring.
+func (k *Keyring) CurrentGeneration() int { return k.masters[len(k.masters)-1].Generation }
+
+// Generations lists the master-key generations held.
+func (k *Keyring) Generations() []int {
+	out := make([]int, len(k.masters))
+	for i, m := range k.masters {
+		out[i] = m.Generation
+	}
+	return out
+}
+
+// DeviceKey implements server.Keyring.
+func (k *Keyring) DeviceKey(serial string, generation int) (voicecode.DeviceKey, error) {
+	for _, m := range k.masters {
+		if m.Generation == generation {
+			return voicecode.DeriveDeviceKey(m.Key, generation, serial)
+		}
+	}
+	return voicecode.DeviceKey{}, fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
+}
+
+// GrantSigner implements server.Keyring.
+func (k *Keyring) GrantSigner() (string, ed25519.PrivateKey) {
+	s, _ := k.current(PurposeGrant)
+	return s.KID, s.Private()
+}
+
+// StaffSigner returns the development staff-token issuer's key.
+func (k *Keyring) StaffSigner() (string, ed25519.PrivateKey) {
+	s, _ := k.current(PurposeStaff)
+	return s.KID, s.Private()
+}
+
+// AuditSigner returns the newest audit checkpoint key.
+func (k *Keyring) AuditSigner() (string, ed25519.PrivateKey) {
+	s, _ := k.current(PurposeAudit)
+	return s.KID, s.Private()
+}
+
+// PublicKeys returns the public keys of purpose that verifiers should still
+// trust at time now: every unretired key, and retired keys until grace after
+// their retirement (for grants: the longest a grant lives).
+func (k *Keyring) PublicKeys(purpose string, now time.Time, grace time.Duration) map[string]ed25519.PublicKey {
+	out := map[string]ed25519.PublicKey{}
+	for _, s := range k.signing {
+		if s.Purpose != purpose {
+			continue
+		}
+		if s.Retired != nil && !now.Before(s.Retired.Add(grace)) {
+			continue
+		}
+		out[s.KID] = s.Public()
+	}
+	return out
+}
+
+// GrantJWKS implements server.Keyring.
+func (k *Keyring) GrantJWKS() ([]byte, error) {
+	return grant.MarshalJWKS(k.PublicKeys(PurposeGrant, k.now(), grant.MaxLifetime))
+}
+
+// StaffJWKS returns the JWK set of the development staff-token keys, for a
+// server configured to trust them by file.
+func (k *Keyring) StaffJWKS() ([]byte, error) {
+	return grant.MarshalJWKS(k.PublicKeys(PurposeStaff, k.now(), 31*24*time.Hour))
+}
