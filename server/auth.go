@@ -1,0 +1,192 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Staff tokens: the fixed claims every staff bearer token must carry. They
+// differ from the grant's (agent/grant) so that a grant can never be used as
+// a staff token, nor the reverse.
+const (
+	// StaffTokenIssuer is the "iss" of staff tokens.
+	StaffTokenIssuer = "hotline-staff"
+	// StaffTokenAudience is the "aud" of staff tokens: the gRPC API.
+	StaffTokenAudience = "hotline-api"
+	// StaffTokenMaxTTL bounds a development token's lifetime.
+	StaffTokenMaxTTL = 31 * 24 * time.Hour
+	// staffTokenLeeway is the clock-skew allowance for exp, nbf and iat.
+	staffTokenLeeway = 30 * time.Second
+	// maxStaffTokenLen bounds what Verify parses.
+	maxStaffTokenLen = 8192
+)
+
+// StaffClaims are a staff token's claims: the registered ones plus the role.
+type StaffClaims struct {
+	jwt.RegisteredClaims
+	// Role is the staff member's role ("role").
+	Role Role `json:"role"`
+}
+
+// StaffVerifier verifies staff bearer tokens: EdDSA only (RFC 8725: the
+// algorithm is pinned, never taken from the token), the key chosen only by
+// "kid" from a configured set, issuer, audience and expiry required.
+type StaffVerifier struct {
+	keys   map[string]ed25519.PublicKey
+	parser *jwt.Parser
+}
+
+// NewStaffVerifier returns a verifier trusting keys (kid -> public key).
+func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("staff verifier: no keys")
+	}
+	m := make(map[string]ed25519.PublicKey, len(keys))
+	for kid, k := range keys {
+		if kid == "" || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("staff verifier: key %q: expected a kid and a %d-byte Ed25519 public key", kid, ed25519.PublicKeySize)
+		}
+		m[kid] = k
+	}
+	return &StaffVerifier{keys: m, parser: newStaffParser(time.Now)}, nil
+}
+
+// NewStaffVerifierJWKS returns a verifier trusting the Ed25519 keys of a JWK
+// set (RFC 7517, "kty":"OKP", "crv":"Ed25519"); any other key is refused.
+func NewStaffVerifierJWKS(jwks []byte) (*StaffVerifier, error) {
+	var set struct {
+		Keys []struct {
+			Kty, Crv, X, Kid, Alg, Use string
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		return nil, fmt.Errorf("staff verifier: not a JWK set: %v", err)
+	}
+	keys := make(map[string]ed25519.PublicKey, len(set.Keys))
+	for i, k := range set.Keys {
+		if k.Kty != "OKP" || k.Crv != "Ed25519" || (k.Alg != "" && k.Alg != "EdDSA") || (k.Use != "" && k.Use != "sig") {
+			return nil, fmt.Errorf("staff verifier: key %d (%q): expected an OKP Ed25519 signing key", i, k.Kid)
+		}
+		x, err := base64.RawURLEncoding.DecodeString(k.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("staff verifier: key %q: x is not a base64url Ed25519 public key", k.Kid)
+		}
+		if _, dup := keys[k.Kid]; dup {
+			return nil, fmt.Errorf("staff verifier: kid %q appears twice", k.Kid)
+		}
+		keys[k.Kid] = x
+	}
+	return NewStaffVerifier(keys)
+}
+
+func newStaffParser(now func() time.Time) *jwt.Parser {
+	return jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(StaffTokenIssuer),
+		jwt.WithAudience(StaffTokenAudience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(staffTokenLeeway),
+		jwt.WithTimeFunc(now),
+	)
+}
+
+// SetClock replaces the verifier's clock (tests).
+func (v *StaffVerifier) SetClock(now func() time.Time) { v.parser = newStaffParser(now) }
+
+// Verify checks a staff bearer token and returns the actor it names
+// (without ClientAddr). Every failure is an EUnauthenticated *Error whose
+// message says what to do; the cause is wrapped for the log.
+func (v *StaffVerifier) Verify(token string) (Actor, error) {
+	refuse := func(msg string, err error) (Actor, error) {
+		return Actor{}, &Error{Code: EUnauthenticated, Message: msg, Err: err}
+	}
+	if token == "" {
+		return refuse("no staff token: send \"authorization: Bearer <token>\"", nil)
+	}
+	if len(token) > maxStaffTokenLen {
+		return refuse("staff token too long", nil)
+	}
+	var c StaffClaims
+	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		k, ok := v.keys[kid]
+		if !ok {
+			return nil, fmt.Errorf("unknown kid %q", kid)
+		}
+		return k, nil
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return refuse("staff token expired: get a new one", err)
+	default:
+		return refuse("staff token refused", err)
+	}
+	if c.Subject == "" || strings.TrimSpace(c.Subject) != c.Subject || len(c.Subject) > 128 {
+		return refuse("staff token has no valid subject", nil)
+	}
+	if !c.Role.Valid() {
+		return refuse(fmt.Sprintf("staff token role %q: expected agent, supervisor, auditor or provisioner", c.Role), nil)
+	}
+	return Actor{Subject: c.Subject, Role: c.Role}, nil
+}
+
+// StaffIssuer signs staff tokens; hotline-server uses it for development
+// tokens ("hotline-server token --subject NAME --role ROLE").
+type StaffIssuer struct {
+	kid string
+	key ed25519.PrivateKey
+	now func() time.Time
+}
+
+// NewStaffIssuer returns an issuer signing with key under kid.
+func NewStaffIssuer(kid string, key ed25519.PrivateKey) (*StaffIssuer, error) {
+	if kid == "" || len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("staff issuer: expected a kid and a %d-byte Ed25519 private key", ed25519.PrivateKeySize)
+	}
+	return &StaffIssuer{kid: kid, key: key, now: time.Now}, nil
+}
+
+// SetClock replaces the issuer's clock (tests).
+func (i *StaffIssuer) SetClock(now func() time.Time) { i.now = now }
+
+// Issue returns a token for subject in role, valid for ttl.
+func (i *StaffIssuer) Issue(subject string, role Role, ttl time.Duration) (string, error) {
+	if subject == "" || strings.TrimSpace(subject) != subject || len(subject) > 128 {
+		return "", Invalid("subject", "subject %q: expected a login name of 1 to 128 characters without surrounding spaces", subject)
+	}
+	if !role.Valid() {
+		return "", Invalid("role", "role %q: expected agent, supervisor, auditor or provisioner", role)
+	}
+	if ttl <= 0 || ttl > StaffTokenMaxTTL {
+		return "", Invalid("ttl", "ttl %s: expected more than 0 and at most %s", ttl, StaffTokenMaxTTL)
+	}
+	now := i.now().Truncate(time.Second)
+	c := StaffClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    StaffTokenIssuer,
+			Subject:   subject,
+			Audience:  jwt.ClaimStrings{StaffTokenAudience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+		Role: role,
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	t.Header["kid"] = i.kid
+	return t.SignedString(i.key)
+}
+
+// PublicKeys returns the issuer's key as a verifier key set.
+func (i *StaffIssuer) PublicKeys() map[string]ed25519.PublicKey {
+	return map[string]ed25519.PublicKey{i.kid: i.key.Public().(ed25519.PublicKey)}
+}

@@ -1,0 +1,354 @@
+package grpcserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
+	"github.com/dvrhotline/hotline/server"
+)
+
+// handlers holds what every service implementation needs.
+type handlers struct {
+	svc *server.Service
+	log *slog.Logger
+}
+
+// actor returns the authenticated caller; the auth interceptor guarantees
+// one on every non-public method.
+func (h *handlers) actor(ctx context.Context) (server.Actor, error) {
+	a, ok := actorFrom(ctx)
+	if !ok {
+		return server.Actor{}, status.Error(codes.Unauthenticated, "no staff token")
+	}
+	return a, nil
+}
+
+// fail maps a service error to a status (see toStatus).
+func (h *handlers) fail(ctx context.Context, method string, err error) error {
+	return toStatus(ctx, h.log, method, err)
+}
+
+type deviceServer struct {
+	hotlinev1.UnimplementedDeviceServiceServer
+	*handlers
+}
+
+func (s deviceServer) RegisterDevice(ctx context.Context, r *hotlinev1.RegisterDeviceRequest) (*hotlinev1.RegisterDeviceResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.svc.RegisterDevice(ctx, a, server.NewDevice{
+		Serial: r.GetSerial(), Model: r.GetModel(), OwnerContact: r.GetOwnerContact(),
+		Firmware: r.GetFirmware(), KeyGeneration: int(r.GetKeyGeneration()),
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "RegisterDevice", err)
+	}
+	return &hotlinev1.RegisterDeviceResponse{Device: deviceToProto(v)}, nil
+}
+
+func (s deviceServer) LookupDevice(ctx context.Context, r *hotlinev1.LookupDeviceRequest) (*hotlinev1.LookupDeviceResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.svc.LookupDevice(ctx, a, r.GetQuery())
+	if err != nil {
+		return nil, s.fail(ctx, "LookupDevice", err)
+	}
+	return &hotlinev1.LookupDeviceResponse{
+		Device:              deviceToProto(v),
+		RecentIssuanceCount: int32(v.RecentIssuances),
+		PerDeviceLimit:      int32(v.PerDeviceLimit),
+	}, nil
+}
+
+func (s deviceServer) CheckOwner(ctx context.Context, r *hotlinev1.CheckOwnerRequest) (*hotlinev1.CheckOwnerResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := s.svc.CheckOwner(ctx, a, r.GetSerial(), r.GetClaimedContact())
+	if err != nil {
+		return nil, s.fail(ctx, "CheckOwner", err)
+	}
+	return &hotlinev1.CheckOwnerResponse{Matched: ok}, nil
+}
+
+func (s deviceServer) HoldDevice(ctx context.Context, r *hotlinev1.HoldDeviceRequest) (*hotlinev1.HoldDeviceResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hold, err := s.svc.HoldDevice(ctx, a, r.GetSerial(), r.GetReason())
+	if err != nil {
+		return nil, s.fail(ctx, "HoldDevice", err)
+	}
+	return &hotlinev1.HoldDeviceResponse{Hold: holdToProto(&hold)}, nil
+}
+
+func (s deviceServer) ReleaseDevice(ctx context.Context, r *hotlinev1.ReleaseDeviceRequest) (*hotlinev1.ReleaseDeviceResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.ReleaseDevice(ctx, a, r.GetSerial(), r.GetReason()); err != nil {
+		return nil, s.fail(ctx, "ReleaseDevice", err)
+	}
+	return &hotlinev1.ReleaseDeviceResponse{}, nil
+}
+
+type recoveryServer struct {
+	hotlinev1.UnimplementedRecoveryServiceServer
+	*handlers
+}
+
+func (s recoveryServer) IssueTemporaryPassword(ctx context.Context, r *hotlinev1.IssueTemporaryPasswordRequest) (*hotlinev1.IssueTemporaryPasswordResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.svc.Issue(ctx, a, server.IssueRequest{
+		RequestID:      r.GetRequestId(),
+		Serial:         r.GetSerial(),
+		Ticket:         r.GetTicket(),
+		Method:         server.VerificationMethod(r.GetVerificationMethod()),
+		MethodNote:     r.GetVerificationNote(),
+		OverrideReason: r.GetOverrideReason(),
+	})
+	if err != nil {
+		return nil, s.fail(ctx, "IssueTemporaryPassword", err)
+	}
+	return &hotlinev1.IssueTemporaryPasswordResponse{
+		IssuanceId:        out.ID,
+		Serial:            out.Serial,
+		Sequence:          out.Sequence,
+		VoiceCode:         out.VoiceCode,
+		VoiceCodePhonetic: out.Phonetic,
+		Grant:             out.Grant,
+		IssuedAt:          ts(out.IssuedAt),
+		ExpiresAt:         ts(out.ExpiresAt),
+		KeyGeneration:     int32(out.KeyGeneration),
+	}, nil
+}
+
+func (s recoveryServer) ListIssuances(ctx context.Context, r *hotlinev1.ListIssuancesRequest) (*hotlinev1.ListIssuancesResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.svc.Issuances(ctx, a, r.GetSerial(), int(r.GetPageSize()))
+	if err != nil {
+		return nil, s.fail(ctx, "ListIssuances", err)
+	}
+	resp := &hotlinev1.ListIssuancesResponse{Issuances: make([]*hotlinev1.Issuance, len(list))}
+	for i, iss := range list {
+		resp.Issuances[i] = issuanceToProto(iss)
+	}
+	return resp, nil
+}
+
+type auditServer struct {
+	hotlinev1.UnimplementedAuditServiceServer
+	*handlers
+}
+
+// pageToken is the opaque keyset cursor of QueryEvents: the last event's
+// (time, id) and a digest of the filter, so a token is refused with a
+// different filter instead of silently skipping events.
+type pageToken struct {
+	Time   int64  `json:"t"`
+	ID     int64  `json:"i"`
+	Filter string `json:"f"`
+}
+
+func filterDigest(r *hotlinev1.QueryEventsRequest) string {
+	h := sha256.New()
+	for _, s := range []string{r.GetSerial(), r.GetActor(), r.GetAction(), r.GetOutcome().String(),
+		r.GetStartTime().AsTime().String(), r.GetEndTime().AsTime().String()} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
+}
+
+func (s auditServer) QueryEvents(ctx context.Context, r *hotlinev1.QueryEventsRequest) (*hotlinev1.QueryEventsResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(r.GetPageSize())
+	if size <= 0 {
+		size = server.DefaultAuditPage
+	}
+	if size > server.MaxAuditPage-1 {
+		size = server.MaxAuditPage - 1 // one more is fetched to see whether a next page exists
+	}
+	f := server.AuditFilter{
+		Serial: r.GetSerial(),
+		Actor:  r.GetActor(),
+		Action: server.Action(r.GetAction()),
+		Limit:  size + 1,
+	}
+	switch r.GetOutcome() {
+	case hotlinev1.Outcome_OUTCOME_SUCCESS:
+		f.Outcome = server.OutcomeSuccess
+	case hotlinev1.Outcome_OUTCOME_REFUSED:
+		f.Outcome = server.OutcomeRefused
+	case hotlinev1.Outcome_OUTCOME_UNSPECIFIED:
+	default:
+		return nil, s.fail(ctx, "QueryEvents", server.Invalid("outcome", "outcome %d: expected OUTCOME_SUCCESS or OUTCOME_REFUSED", r.GetOutcome()))
+	}
+	if r.GetStartTime() != nil {
+		f.From = r.GetStartTime().AsTime()
+	}
+	if r.GetEndTime() != nil {
+		f.To = r.GetEndTime().AsTime()
+	}
+	digest := filterDigest(r)
+	if t := r.GetPageToken(); t != "" {
+		var pt pageToken
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		if err == nil {
+			err = json.Unmarshal(b, &pt)
+		}
+		if err != nil || pt.ID <= 0 {
+			return nil, s.fail(ctx, "QueryEvents", server.Invalid("page_token", "page_token: expected a next_page_token from a previous response, unchanged"))
+		}
+		if pt.Filter != digest {
+			return nil, s.fail(ctx, "QueryEvents", server.Invalid("page_token", "page_token belongs to a query with other filters: repeat the same filters, or start again without a token"))
+		}
+		f.AfterTime, f.AfterID = time.Unix(0, pt.Time).UTC(), pt.ID
+	}
+	events, err := s.svc.QueryAudit(ctx, a, f)
+	if err != nil {
+		return nil, s.fail(ctx, "QueryEvents", err)
+	}
+	resp := &hotlinev1.QueryEventsResponse{}
+	if len(events) > size {
+		events = events[:size]
+		last := events[len(events)-1]
+		b, _ := json.Marshal(pageToken{Time: last.Time.UnixNano(), ID: last.ID, Filter: digest})
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(b)
+	}
+	resp.Events = make([]*hotlinev1.AuditEvent, len(events))
+	for i, e := range events {
+		resp.Events[i] = eventToProto(e)
+	}
+	return resp, nil
+}
+
+type keyServer struct {
+	hotlinev1.UnimplementedKeyServiceServer
+	*handlers
+}
+
+func (s keyServer) GetGrantKeys(ctx context.Context, _ *hotlinev1.GetGrantKeysRequest) (*hotlinev1.GetGrantKeysResponse, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.svc.GrantJWKS(ctx, a)
+	if err != nil {
+		return nil, s.fail(ctx, "GetGrantKeys", err)
+	}
+	return &hotlinev1.GetGrantKeysResponse{JwksJson: string(b)}, nil
+}
+
+// Conversions from domain to proto.
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+var roleToProto = map[server.Role]hotlinev1.Role{
+	server.RoleAgent:       hotlinev1.Role_ROLE_AGENT,
+	server.RoleSupervisor:  hotlinev1.Role_ROLE_SUPERVISOR,
+	server.RoleAuditor:     hotlinev1.Role_ROLE_AUDITOR,
+	server.RoleProvisioner: hotlinev1.Role_ROLE_PROVISIONER,
+}
+
+var outcomeToProto = map[server.Outcome]hotlinev1.Outcome{
+	server.OutcomeSuccess: hotlinev1.Outcome_OUTCOME_SUCCESS,
+	server.OutcomeRefused: hotlinev1.Outcome_OUTCOME_REFUSED,
+}
+
+func holdToProto(h *server.Hold) *hotlinev1.Hold {
+	if h == nil {
+		return nil
+	}
+	return &hotlinev1.Hold{Reason: h.Reason, By: h.By, Since: ts(h.Since)}
+}
+
+func deviceToProto(v server.DeviceView) *hotlinev1.Device {
+	d := v.Device
+	return &hotlinev1.Device{
+		Serial:   d.Serial,
+		DeviceId: d.DeviceID,
+		Model: &hotlinev1.Model{
+			Code:           v.ModelInfo.Code,
+			Channels:       int32(v.ModelInfo.Channels),
+			Drives:         int32(v.ModelInfo.Drives),
+			ShipsWithDrive: v.ModelInfo.ShipsWithDrive,
+			Description:    v.ModelInfo.Description,
+		},
+		ProductionDate:     ts(d.ProductionDate),
+		Firmware:           d.Firmware,
+		OwnerContactMasked: d.OwnerContact, // masked by the service
+		KeyGeneration:      int32(d.KeyGeneration),
+		Hold:               holdToProto(d.Hold),
+		RegisteredAt:       ts(d.RegisteredAt),
+	}
+}
+
+func issuanceToProto(i server.Issuance) *hotlinev1.Issuance {
+	return &hotlinev1.Issuance{
+		IssuanceId:         i.ID,
+		RequestId:          i.RequestID,
+		Serial:             i.Serial,
+		Sequence:           i.Sequence,
+		KeyGeneration:      int32(i.KeyGeneration),
+		SigningKeyId:       i.SigningKeyID,
+		IssuedAt:           ts(i.IssuedAt),
+		ExpiresAt:          ts(i.ExpiresAt),
+		Actor:              i.Actor,
+		ActorRole:          roleToProto[i.ActorRole],
+		Ticket:             i.Ticket,
+		VerificationMethod: hotlinev1.VerificationMethod(i.Method),
+		VerificationNote:   i.MethodNote,
+		OverrideReason:     i.OverrideReason,
+	}
+}
+
+func eventToProto(e server.AuditEvent) *hotlinev1.AuditEvent {
+	return &hotlinev1.AuditEvent{
+		Id:                 e.ID,
+		Time:               ts(e.Time),
+		Actor:              e.Actor,
+		Role:               roleToProto[e.Role],
+		ClientAddr:         e.ClientAddr,
+		Action:             string(e.Action),
+		Outcome:            outcomeToProto[e.Outcome],
+		Serial:             e.Serial,
+		Ticket:             e.Ticket,
+		VerificationMethod: hotlinev1.VerificationMethod(e.Method),
+		Reason:             e.Reason,
+		RequestId:          e.RequestID,
+		IssuanceId:         e.IssuanceID,
+		Detail:             strings.TrimSpace(e.Detail),
+	}
+}

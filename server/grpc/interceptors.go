@@ -1,0 +1,153 @@
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/dvrhotline/hotline/server"
+)
+
+// actorKey carries the authenticated server.Actor in a request context.
+type actorKey struct{}
+
+// actorFrom returns the actor the auth interceptor put in ctx.
+func actorFrom(ctx context.Context) (server.Actor, bool) {
+	a, ok := ctx.Value(actorKey{}).(server.Actor)
+	return a, ok
+}
+
+// public reports whether a method needs no staff token: gRPC health and
+// reflection, so that load balancers and grpcurl work.
+func public(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
+		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+// authFunc verifies the "authorization: Bearer <token>" metadata and puts
+// the actor (with the peer address) in the context.
+func authFunc(v Verifier) auth.AuthFunc {
+	return func(ctx context.Context) (context.Context, error) {
+		tok, err := auth.AuthFromMD(ctx, "bearer")
+		if err != nil {
+			return nil, status.Error(codes.Unauthenticated, `no staff token: send "authorization: Bearer <token>" (hotlinectl: set HOTLINE_TOKEN)`)
+		}
+		a, err := v.Verify(tok)
+		if err != nil {
+			msg := "staff token refused"
+			var e *server.Error
+			if errors.As(err, &e) && e.Code == server.EUnauthenticated {
+				msg = e.Message
+			}
+			return nil, status.Error(codes.Unauthenticated, msg)
+		}
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			a.ClientAddr = p.Addr.String()
+			if host, _, err := net.SplitHostPort(a.ClientAddr); err == nil {
+				a.ClientAddr = host
+			}
+		}
+		return context.WithValue(ctx, actorKey{}, a), nil
+	}
+}
+
+// slogAdapter lets go-grpc-middleware's logging interceptor write to slog.
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// chains returns the unary and stream chains, outermost first.
+func chains(log *slog.Logger, v Verifier, m *metrics) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	// Only the call's end is logged, with method, code and duration;
+	// payloads never are.
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if a, ok := actorFrom(ctx); ok {
+				return logging.Fields{"actor", a.Subject, "role", string(a.Role)}
+			}
+			return nil
+		}),
+	}
+	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", p)
+		return status.Error(codes.Internal, internalMessage)
+	})}
+	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !public(c.FullMethod()) })
+	unary := []grpc.UnaryServerInterceptor{
+		m.unary,
+		logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFunc(v)), needsAuth),
+		recovery.UnaryServerInterceptor(recoverOpts...),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		m.stream,
+		logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+		selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFunc(v)), needsAuth),
+		recovery.StreamServerInterceptor(recoverOpts...),
+	}
+	return unary, stream
+}
+
+// metrics counts requests by method and status code and times them.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hotline_grpc_requests_total",
+			Help: "gRPC requests handled, by method and status code.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hotline_grpc_request_duration_seconds",
+			Help:    "gRPC request latency, by method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"method"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(method string, start time.Time, err error) {
+	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	m.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	m.observe(info.FullMethod, start, err)
+	return resp, err
+}
+
+func (m *metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	err := h(srv, ss)
+	m.observe(info.FullMethod, start, err)
+	return err
+}
