@@ -143,6 +143,7 @@ func scanEvent(row pgx.CollectableRow) (server.AuditEvent, error) {
 	)
 	err := row.Scan(&e.ID, &e.Time, &e.Actor, &role, &e.ClientAddr, &action, &outcome,
 		&e.Serial, &e.Ticket, &method, &e.Reason, &e.RequestID, &e.IssuanceID, &e.Detail)
+	e.Time = e.Time.UTC()
 	e.Role, e.Action, e.Outcome, e.Method = server.Role(role), server.Action(action), server.Outcome(outcome), server.VerificationMethod(method)
 	return e, err
 }

@@ -92,8 +92,9 @@ func scanDevice(row pgx.Row) (server.Device, error) {
 	err := row.Scan(&d.Serial, &d.DeviceID, &d.Model, &d.ProductionDate, &d.Firmware, &d.OwnerContact,
 		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt)
 	if err == nil && reason != nil {
-		d.Hold = &server.Hold{Reason: *reason, By: *by, Since: *since}
+		d.Hold = &server.Hold{Reason: *reason, By: *by, Since: since.UTC()}
 	}
+	d.RegisteredAt = d.RegisteredAt.UTC()
 	return d, err
 }
 
@@ -320,6 +321,7 @@ func scanIssuance(row pgx.Row) (server.Issuance, error) {
 	err := row.Scan(&iss.ID, &iss.RequestID, &iss.Serial, &iss.Sequence, &iss.KeyGeneration, &iss.SigningKeyID,
 		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason)
 	iss.ActorRole, iss.Method = server.Role(role), server.VerificationMethod(method)
+	iss.IssuedAt, iss.ExpiresAt = iss.IssuedAt.UTC(), iss.ExpiresAt.UTC()
 	return iss, err
 }
 
