@@ -366,3 +366,69 @@ func (k *Keyring) GrantJWKS() ([]byte, error) {
 func (k *Keyring) StaffJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(k.PublicKeys(PurposeStaff, k.now(), 31*24*time.Hour))
 }
+
+// Rotate adds a new key for purpose ("master", or a signing purpose) and
+// saves the keyring. New issuances use the newest; older master generations
+// stay to serve the devices provisioned under them, older signing keys stay
+// published until retired.
+func (k *Keyring) Rotate(purpose string) (string, error) {
+	var name string
+	switch purpose {
+	case "master":
+		m, err := k.addMaster()
+		if err != nil {
+			return "", err
+		}
+		name = fmt.Sprintf("master generation %d", m.Generation)
+	case PurposeGrant, PurposeStaff, PurposeAudit:
+		s, err := k.addSigning(purpose)
+		if err != nil {
+			return "", err
+		}
+		name = s.KID
+	default:
+		return "", fmt.Errorf("keyring: purpose %q: expected master, grant, staff or audit", purpose)
+	}
+	return name, k.save()
+}
+
+// RetireSigning stops a signing key from signing. The newest key of a
+// purpose cannot be retired (rotate first). Retired grant keys stay
+// published for grant.MaxLifetime; retired audit keys stay trusted for
+// verification forever (the log they signed does not expire).
+func (k *Keyring) RetireSigning(kid string) error {
+	for i, s := range k.signing {
+		if s.KID != kid {
+			continue
+		}
+		if s.Retired != nil {
+			return fmt.Errorf("keyring: %s is already retired (since %s)", kid, s.Retired.Format(time.RFC3339))
+		}
+		if cur, _ := k.current(s.Purpose); cur.KID == kid {
+			return fmt.Errorf("keyring: %s is the newest %s key and still signs: run `keys rotate --purpose %s` first", kid, s.Purpose, s.Purpose)
+		}
+		now := k.now().UTC()
+		k.signing[i].Retired = &now
+		return k.save()
+	}
+	return fmt.Errorf("keyring: no signing key %q", kid)
+}
+
+// SigningKeys lists the signing keys (secrets redacted by type).
+func (k *Keyring) SigningKeys() []SigningKey { return append([]SigningKey(nil), k.signing...) }
+
+// RetireMaster destroys the master key of generation gen. The caller must
+// first make sure no device is still provisioned under it; the newest
+// generation cannot be retired.
+func (k *Keyring) RetireMaster(gen int) error {
+	if gen == k.CurrentGeneration() {
+		return fmt.Errorf("keyring: generation %d is the newest: rotate first", gen)
+	}
+	for i, m := range k.masters {
+		if m.Generation == gen {
+			k.masters = append(k.masters[:i:i], k.masters[i+1:]...)
+			return k.save()
+		}
+	}
+	return fmt.Errorf("keyring: no master key of generation %d (held: %v)", gen, k.Generations())
+}
