@@ -81,11 +81,11 @@ func TestRegisterDevice(t *testing.T) {
 	takenID := taken[strings.LastIndexByte(taken, '#')+1:]
 
 	tests := []struct {
-		name      string
-		dev       func() server.Device
-		code      server.Code // "" for success
-		field     string
-		audited   bool
+		name    string
+		dev     func() server.Device
+		code    server.Code // "" for success
+		field   string
+		audited bool
 	}{
 		{"success", func() server.Device {
 			return server.Device{Serial: newSerial(), Model: "WBXHD162S", OwnerContact: "+44 20 7946 0000", Firmware: "V1"}
