@@ -214,6 +214,15 @@ func checkText(field, v string, required bool, max int) *Error {
 	return nil
 }
 
+// bestSerial is the canonical serial in q when q holds a full one, for the
+// audit event of a refusal decided before q is resolved; "" otherwise.
+func bestSerial(q string) string {
+	if p, err := serial.ParseQuery(q); err == nil && p.Serial != nil {
+		return p.Serial.String()
+	}
+	return ""
+}
+
 // resolve turns a query (full serial, QR payload or device id) into a
 // canonical serial. A device id alone is looked up (which is audited as a
 // lookup by the store).
@@ -324,7 +333,7 @@ type NewDevice struct {
 
 // RegisterDevice validates and registers one device (role provisioner).
 func (s *Service) RegisterDevice(ctx context.Context, a Actor, in NewDevice) (DeviceView, error) {
-	ev := AuditEvent{Action: ActionRegister}
+	ev := AuditEvent{Action: ActionRegister, Serial: bestSerial(in.Serial)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return DeviceView{}, err
 	}
@@ -374,7 +383,7 @@ func (s *Service) RegisterDevice(ctx context.Context, a Actor, in NewDevice) (De
 // LookupDevice finds a device by full serial, device id or QR payload
 // (roles agent, supervisor). The owner contact comes back masked.
 func (s *Service) LookupDevice(ctx context.Context, a Actor, query string) (DeviceView, error) {
-	ev := AuditEvent{Action: ActionLookup}
+	ev := AuditEvent{Action: ActionLookup, Serial: bestSerial(query)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return DeviceView{}, err
 	}
@@ -417,7 +426,7 @@ func (s *Service) LookupDevice(ctx context.Context, a Actor, query string) (Devi
 // CheckOwner says whether claimed matches the registered owner contact
 // (roles agent, supervisor), never revealing the registered one.
 func (s *Service) CheckOwner(ctx context.Context, a Actor, query, claimed string) (bool, error) {
-	ev := AuditEvent{Action: ActionOwnerCheck}
+	ev := AuditEvent{Action: ActionOwnerCheck, Serial: bestSerial(query)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return false, err
 	}
@@ -445,7 +454,7 @@ func (s *Service) refuseInvalid(ctx context.Context, a Actor, ev AuditEvent, err
 // HoldDevice places a hold (role supervisor): the device gets no code until
 // released.
 func (s *Service) HoldDevice(ctx context.Context, a Actor, query, reason string) (Hold, error) {
-	ev := AuditEvent{Action: ActionHold, Reason: clip(reason, maxReasonLen)}
+	ev := AuditEvent{Action: ActionHold, Serial: bestSerial(query), Reason: clip(reason, maxReasonLen)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return Hold{}, err
 	}
@@ -466,7 +475,7 @@ func (s *Service) HoldDevice(ctx context.Context, a Actor, query, reason string)
 // ReleaseDevice lifts a hold (role supervisor). The reason is required of
 // the caller; see the note on Store.SetHold about recording it.
 func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason string) error {
-	ev := AuditEvent{Action: ActionRelease, Reason: clip(reason, maxReasonLen)}
+	ev := AuditEvent{Action: ActionRelease, Serial: bestSerial(query), Reason: clip(reason, maxReasonLen)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return err
 	}
@@ -498,7 +507,7 @@ type Issued struct {
 // grant are then minted from the stored issuance, so a retry with the same
 // request id returns the identical credentials.
 func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
-	ev := AuditEvent{Action: ActionIssue, Ticket: clip(req.Ticket, maxTicketLen), Reason: clip(req.OverrideReason, maxReasonLen), RequestID: clip(req.RequestID, maxRequestIDLen)}
+	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip(req.Ticket, maxTicketLen), Reason: clip(req.OverrideReason, maxReasonLen), RequestID: clip(req.RequestID, maxRequestIDLen)}
 	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOther {
 		ev.Method = req.Method
 	}
@@ -610,7 +619,7 @@ func (s *Service) mint(iss Issuance) (Issued, error) {
 // Issuances lists a device's issuances, newest first, without codes (roles
 // agent, supervisor). limit 0 means DefaultIssuancesPage.
 func (s *Service) Issuances(ctx context.Context, a Actor, query string, limit int) ([]Issuance, error) {
-	ev := AuditEvent{Action: ActionListIssuances}
+	ev := AuditEvent{Action: ActionListIssuances, Serial: bestSerial(query)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return nil, err
 	}
