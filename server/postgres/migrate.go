@@ -57,7 +57,9 @@ func provider(databaseURL string) (*goose.Provider, func(), error) {
 		sqlDB.Close()
 		return nil, nil, err
 	}
-	locker, err := lock.NewPostgresSessionLocker()
+	// Probe for the lock every second for up to five minutes (goose's default
+	// probes every five seconds, which makes every waiting replica slow).
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		sqlDB.Close()
 		return nil, nil, err

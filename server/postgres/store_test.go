@@ -13,13 +13,16 @@ import (
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
-func postgresMigrate(ctx context.Context) error { return postgres.Migrate(ctx, testURL) }
-
 // ownerConn is a plain connection as the database owner, for setting up
 // states the Store API cannot reach and for tampering.
 func ownerConn(tb testing.TB) *pgx.Conn {
 	tb.Helper()
-	c, err := pgx.Connect(context.Background(), testURL)
+	return ownerConnTo(tb, testURL)
+}
+
+func ownerConnTo(tb testing.TB, url string) *pgx.Conn {
+	tb.Helper()
+	c, err := pgx.Connect(context.Background(), url)
 	if err != nil {
 		tb.Fatal(err)
 	}
