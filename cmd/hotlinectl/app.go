@@ -1,0 +1,386 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Exit statuses. Scripts may rely on them: append only.
+const (
+	exitOK       = 0
+	exitFailed   = 1 // the server refused or could not be reached
+	exitUsage    = 2 // the command line is wrong
+	exitNoMatch  = 3 // check-owner: the claimed contact does not match
+	defaultAddr  = "127.0.0.1:7443"
+	defaultLimit = 50
+)
+
+const usage = `usage: hotlinectl [flags] COMMAND ...
+
+Commands:
+  devices add SERIAL --model MODEL --owner CONTACT [--firmware F] [--key-generation N]
+  lookup QUERY                       full serial, device id or QR text
+  check-owner SERIAL CONTACT         exit status 3 when it does not match
+  issue SERIAL --ticket T --verified-by METHOD [--note N] [--override-reason R] [--request-id ID]
+                                     METHOD: owner-contact, proof-of-purchase, installer-account, other
+  history SERIAL [--limit N]
+  hold SERIAL --reason R
+  release SERIAL --reason R
+  audit query [--serial S] [--actor A] [--action A] [--outcome success|refused]
+              [--since T] [--until T] [--limit N] [--page-token P]
+                                     T: RFC 3339 time or a duration ago, like 24h
+  keys jwks                          the grant-verification keys (what dvr-agent --trust reads)
+
+Flags (anywhere on the line):
+  --addr ADDR      server address (HOTLINE_ADDR, default 127.0.0.1:7443)
+  --token TOKEN    staff token (HOTLINE_TOKEN)
+  --ca-file FILE   CA certificate(s) for TLS; TLS is always used off loopback
+  -o FORMAT        text (default) or json
+  --timeout D      per-call timeout (default 15s)
+`
+
+// App is hotlinectl: a command line in, output and an exit status out.
+type App struct {
+	// Getenv reads the environment (os.Getenv in main).
+	Getenv func(string) string
+	// DialOptions are added to the connection's (tests).
+	DialOptions []grpc.DialOption
+}
+
+// common are the flags every command takes.
+type common struct {
+	addr, token, caFile, output string
+	timeout                     time.Duration
+}
+
+func (a *App) getenv(k string) string {
+	if a.Getenv == nil {
+		return ""
+	}
+	return a.Getenv(k)
+}
+
+func (a *App) addCommon(fs *flag.FlagSet, c *common) {
+	def := a.getenv("HOTLINE_ADDR")
+	if def == "" {
+		def = defaultAddr
+	}
+	fs.StringVar(&c.addr, "addr", def, "server address")
+	fs.StringVar(&c.token, "token", a.getenv("HOTLINE_TOKEN"), "staff token")
+	fs.StringVar(&c.caFile, "ca-file", "", "CA certificates for TLS")
+	fs.StringVar(&c.output, "o", "text", "output: text or json")
+	fs.StringVar(&c.output, "output", "text", "output: text or json")
+	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "per-call timeout")
+}
+
+// parse parses flags and positional arguments in any order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// usageError is a command-line mistake: exit status 2 with a hint.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// cmd is one invocation: the parsed common flags, the connection, output.
+type cmd struct {
+	common
+	name   string
+	stdout io.Writer
+	stderr io.Writer
+	conn   *grpc.ClientConn
+}
+
+// Run runs hotlinectl with args (without the program name).
+func (a *App) Run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	// Common flags may come before the command: move them after it (every
+	// common flag takes a value).
+	var lead []string
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
+		n := 1
+		if !strings.Contains(args[0], "=") && len(args) > 1 {
+			n = 2
+		}
+		lead, args = append(lead, args[:n]...), args[n:]
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	if name == "devices" || name == "audit" || name == "keys" {
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			fmt.Fprintf(stderr, "hotlinectl %s: missing subcommand\n\n%s", name, usage)
+			return exitUsage
+		}
+		name, rest = name+" "+rest[0], rest[1:]
+	}
+	rest = append(lead, rest...)
+	run, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "hotlinectl: unknown command %q\n\n%s", name, usage)
+		return exitUsage
+	}
+	c := &cmd{name: name, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("hotlinectl "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	a.addCommon(fs, &c.common)
+	bind := run(fs)
+	pos, err := parse(fs, rest)
+	if err == nil {
+		if c.output != "text" && c.output != "json" {
+			err = usagef("-o %q: expected text or json", c.output)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "hotlinectl %s: %v\n", name, err)
+		return exitUsage
+	}
+	conn, err := a.dial(c.common)
+	if err != nil {
+		fmt.Fprintf(stderr, "hotlinectl: %v\n", err)
+		return exitUsage
+	}
+	defer conn.Close()
+	c.conn = conn
+	err = bind(c, pos)
+	var ue *usageError
+	var nm noMatch
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "hotlinectl %s: %s\n", name, ue.msg)
+		return exitUsage
+	case errors.As(err, &nm):
+		return exitNoMatch
+	default:
+		fmt.Fprintln(stderr, c.explain(err))
+		return exitFailed
+	}
+}
+
+// noMatch is check-owner's "checked, does not match".
+type noMatch struct{}
+
+func (noMatch) Error() string { return "no match" }
+
+// isLoopback reports whether addr's host is a loopback name or address.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// dial connects: plaintext to loopback unless a CA file is given, TLS
+// otherwise (system roots, or --ca-file).
+func (a *App) dial(c common) (*grpc.ClientConn, error) {
+	if _, _, err := net.SplitHostPort(c.addr); err != nil {
+		return nil, fmt.Errorf("--addr %q: expected HOST:PORT, like %s", c.addr, defaultAddr)
+	}
+	var creds credentials.TransportCredentials
+	switch {
+	case c.caFile != "":
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificates in it", c.caFile)
+		}
+		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	case isLoopback(c.addr):
+		creds = insecure.NewCredentials()
+	default:
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, a.DialOptions...)
+	return grpc.NewClient(c.addr, opts...)
+}
+
+// ctx returns a call context with the timeout and the bearer token.
+func (c *cmd) ctx() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	if c.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
+	}
+	return ctx, cancel
+}
+
+// roleFor is the role a command needs, for the hints.
+func roleFor(name string) string {
+	switch name {
+	case "devices add":
+		return "provisioner"
+	case "hold", "release":
+		return "supervisor"
+	case "audit query":
+		return "auditor"
+	}
+	return "agent"
+}
+
+// flagFor maps an API field to the command-line argument that sets it.
+var flagFor = map[string]string{
+	"serial":              "the SERIAL argument",
+	"query":               "the QUERY argument",
+	"claimed_contact":     "the CONTACT argument",
+	"ticket":              "--ticket",
+	"verification_method": "--verified-by",
+	"verification_note":   "--note",
+	"override_reason":     "--override-reason",
+	"request_id":          "--request-id",
+	"model":               "--model",
+	"owner_contact":       "--owner",
+	"firmware":            "--firmware",
+	"key_generation":      "--key-generation",
+	"reason":              "--reason",
+	"page_size":           "--limit",
+	"page_token":          "--page-token",
+	"start_time":          "--since",
+	"end_time":            "--until",
+	"actor":               "--actor",
+	"action":              "--action",
+	"outcome":             "--outcome",
+}
+
+// explain turns an RPC error into what happened and what to do next.
+func (c *cmd) explain(err error) string {
+	st := status.Convert(err)
+	msg := st.Message()
+	var hint string
+	switch st.Code() {
+	case codes.Unauthenticated:
+		hint = fmt.Sprintf("set HOTLINE_TOKEN (or --token): hotline-server token --subject you --role %s", roleFor(c.name))
+	case codes.PermissionDenied:
+		hint = fmt.Sprintf("this needs a token with the role %s; ask for one, or a colleague who has it", roleFor(c.name))
+		if strings.Contains(msg, "override_reason") {
+			hint = "drop --override-reason, or ask a supervisor to issue"
+		}
+	case codes.InvalidArgument:
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok {
+				for _, v := range br.GetFieldViolations() {
+					if f, ok := flagFor[v.GetField()]; ok {
+						hint = "fix " + f
+					}
+				}
+			}
+		}
+	case codes.NotFound:
+		hint = "check the serial on the label below the QR code, or look it up by the device id alone"
+	case codes.ResourceExhausted:
+		hint = "ask a supervisor to issue with --override-reason"
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				hint += fmt.Sprintf(", or retry after %s", time.Now().Add(ri.GetRetryDelay().AsDuration()).Format("15:04 MST"))
+			}
+		}
+	case codes.FailedPrecondition:
+		hint = "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
+	case codes.AlreadyExists:
+		hint = "it is already registered: look it up with hotlinectl lookup"
+	case codes.Unavailable:
+		hint = fmt.Sprintf("is hotline-server running at %s? (make run; or set HOTLINE_ADDR); then retry", c.addr)
+		if strings.Contains(msg, "authentication handshake") || strings.Contains(msg, "tls") {
+			hint = "TLS failed: check --ca-file and that the server listens with TLS"
+		}
+	case codes.DeadlineExceeded:
+		hint = "the server did not answer in time: retry (an issue retried with the same --request-id is safe)"
+	case codes.Internal:
+		hint = "the server failed: retry, and report it with the time if it persists"
+	}
+	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, strings.ToLower(strings.ReplaceAll(st.Code().String(), "_", " ")), msg)
+	if hint != "" {
+		out += "\n  next: " + hint
+	}
+	return out
+}
+
+// printJSON prints m in the API's field names, plus extra fields.
+func (c *cmd) printJSON(m proto.Message, extra map[string]any) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	for k, x := range extra {
+		v[k] = x
+	}
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "-"
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+func need(pos []string, n int, what string) error {
+	if len(pos) != n {
+		return usagef("expected %s, got %d argument(s)", what, len(pos))
+	}
+	return nil
+}

@@ -1,0 +1,385 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
+)
+
+// A command registers its flags and returns the function that runs it.
+type command func(fs *flag.FlagSet) func(c *cmd, pos []string) error
+
+var commands = map[string]command{
+	"devices add": devicesAdd,
+	"lookup":      lookup,
+	"check-owner": checkOwner,
+	"issue":       issue,
+	"history":     history,
+	"hold":        holdCmd(true),
+	"release":     holdCmd(false),
+	"audit query": auditQuery,
+	"keys jwks":   keysJWKS,
+}
+
+func devicesAdd(fs *flag.FlagSet) func(*cmd, []string) error {
+	model := fs.String("model", "", "model code, e.g. WBXHD082S2T")
+	owner := fs.String("owner", "", "owner e-mail or phone")
+	firmware := fs.String("firmware", "", "firmware version")
+	gen := fs.Int("key-generation", 0, "key generation the device key was derived under (0: current)")
+	return func(c *cmd, pos []string) error {
+		if err := need(pos, 1, "SERIAL"); err != nil {
+			return err
+		}
+		if *model == "" || *owner == "" {
+			return usagef("--model and --owner are required")
+		}
+		ctx, cancel := c.ctx()
+		defer cancel()
+		resp, err := hotlinev1.NewDeviceServiceClient(c.conn).RegisterDevice(ctx, &hotlinev1.RegisterDeviceRequest{
+			Serial: pos[0], Model: *model, OwnerContact: *owner, Firmware: *firmware, KeyGeneration: int32(*gen),
+		})
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return c.printJSON(resp.GetDevice(), nil)
+		}
+		fmt.Fprintf(c.stdout, "registered %s\n", resp.GetDevice().GetSerial())
+		return nil
+	}
+}
+
+func lookup(fs *flag.FlagSet) func(*cmd, []string) error {
+	return func(c *cmd, pos []string) error {
+		if len(pos) == 0 {
+			return usagef("expected QUERY: a serial, device id or QR text")
+		}
+		ctx, cancel := c.ctx()
+		defer cancel()
+		// A serial read aloud may arrive as several words.
+		resp, err := hotlinev1.NewDeviceServiceClient(c.conn).LookupDevice(ctx, &hotlinev1.LookupDeviceRequest{Query: strings.Join(pos, " ")})
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return c.printJSON(resp.GetDevice(), map[string]any{
+				"recent_issuance_count": resp.GetRecentIssuanceCount(),
+				"per_device_limit":      resp.GetPerDeviceLimit(),
+			})
+		}
+		d := resp.GetDevice()
+		w := table(c.stdout)
+		fmt.Fprintf(w, "serial\t%s\n", d.GetSerial())
+		fmt.Fprintf(w, "device id\t%s\n", d.GetDeviceId())
+		fmt.Fprintf(w, "model\t%s (%s)\n", d.GetModel().GetCode(), d.GetModel().GetDescription())
+		fmt.Fprintf(w, "produced\t%s\n", d.GetProductionDate().AsTime().Format(time.DateOnly))
+		fmt.Fprintf(w, "firmware\t%s\n", orDash(d.GetFirmware()))
+		fmt.Fprintf(w, "owner\t%s\n", orDash(d.GetOwnerContactMasked()))
+		if h := d.GetHold(); h != nil {
+			fmt.Fprintf(w, "hold\tON HOLD since %s by %s: %s\n", fmtTime(h.GetSince()), h.GetBy(), h.GetReason())
+		} else {
+			fmt.Fprintf(w, "hold\tnone\n")
+		}
+		fmt.Fprintf(w, "recent codes\t%d of %d allowed in the window\n", resp.GetRecentIssuanceCount(), resp.GetPerDeviceLimit())
+		return w.Flush()
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func checkOwner(fs *flag.FlagSet) func(*cmd, []string) error {
+	return func(c *cmd, pos []string) error {
+		if err := need(pos, 2, "SERIAL CONTACT"); err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx()
+		defer cancel()
+		resp, err := hotlinev1.NewDeviceServiceClient(c.conn).CheckOwner(ctx, &hotlinev1.CheckOwnerRequest{Serial: pos[0], ClaimedContact: pos[1]})
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			if err := c.printJSON(resp, nil); err != nil {
+				return err
+			}
+		} else if resp.GetMatched() {
+			fmt.Fprintln(c.stdout, "match: the contact is the registered owner's (use --verified-by owner-contact)")
+		} else {
+			fmt.Fprintln(c.stdout, "no match: verify ownership another way (proof of purchase, installer account)")
+		}
+		if !resp.GetMatched() {
+			return noMatch{}
+		}
+		return nil
+	}
+}
+
+// parseMethod reads --verified-by leniently: owner-contact,
+// PROOF_OF_PURCHASE, verification_method_other...
+func parseMethod(s string) (hotlinev1.VerificationMethod, bool) {
+	n := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), "-", "_"))
+	n = strings.TrimPrefix(n, "VERIFICATION_METHOD_")
+	if n == "OWNER_CONTACT" || n == "OWNER" {
+		n = "OWNER_CONTACT_MATCHED"
+	}
+	v, ok := hotlinev1.VerificationMethod_value["VERIFICATION_METHOD_"+n]
+	if !ok || v == 0 {
+		return 0, false
+	}
+	return hotlinev1.VerificationMethod(v), true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func issue(fs *flag.FlagSet) func(*cmd, []string) error {
+	ticket := fs.String("ticket", "", "support ticket reference (required)")
+	method := fs.String("verified-by", "", "how ownership was checked: owner-contact, proof-of-purchase, installer-account, other (required)")
+	note := fs.String("note", "", "what was checked (required with other)")
+	override := fs.String("override-reason", "", "supervisor: why to issue over a limit")
+	requestID := fs.String("request-id", "", "idempotency key; reuse it to retry safely (default: a fresh UUID)")
+	return func(c *cmd, pos []string) error {
+		if err := need(pos, 1, "SERIAL"); err != nil {
+			return err
+		}
+		if *ticket == "" {
+			return usagef("--ticket is required: the support ticket reference")
+		}
+		m, ok := parseMethod(*method)
+		if !ok {
+			return usagef("--verified-by %q: expected owner-contact, proof-of-purchase, installer-account or other", *method)
+		}
+		if m == hotlinev1.VerificationMethod_VERIFICATION_METHOD_OTHER && strings.TrimSpace(*note) == "" {
+			return usagef("--verified-by other needs --note saying what was checked")
+		}
+		rid := *requestID
+		if rid == "" {
+			rid = newRequestID()
+		}
+		// Said before the call so that a timeout can be retried safely.
+		fmt.Fprintf(c.stderr, "request id %s (to retry safely: --request-id %s)\n", rid, rid)
+		ctx, cancel := c.ctx()
+		defer cancel()
+		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).IssueTemporaryPassword(ctx, &hotlinev1.IssueTemporaryPasswordRequest{
+			RequestId: rid, Serial: pos[0], Ticket: *ticket, VerificationMethod: m,
+			VerificationNote: *note, OverrideReason: *override,
+		})
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return c.printJSON(resp, map[string]any{"request_id": rid})
+		}
+		w := table(c.stdout)
+		fmt.Fprintf(w, "voice code\t%s\n", resp.GetVoiceCode())
+		fmt.Fprintf(w, "read as\t%s\n", resp.GetVoiceCodePhonetic())
+		fmt.Fprintf(w, "expires\t%s\n", fmtTime(resp.GetExpiresAt()))
+		fmt.Fprintf(w, "serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
+		fmt.Fprintf(w, "issuance\t%s\n", resp.GetIssuanceId())
+		fmt.Fprintf(w, "grant\t%s\n", resp.GetGrant())
+		return w.Flush()
+	}
+}
+
+func history(fs *flag.FlagSet) func(*cmd, []string) error {
+	limit := fs.Int("limit", 20, "most issuances to list")
+	return func(c *cmd, pos []string) error {
+		if err := need(pos, 1, "SERIAL"); err != nil {
+			return err
+		}
+		ctx, cancel := c.ctx()
+		defer cancel()
+		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).ListIssuances(ctx, &hotlinev1.ListIssuancesRequest{Serial: pos[0], PageSize: int32(*limit)})
+		if err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return c.printJSON(resp, nil)
+		}
+		if len(resp.GetIssuances()) == 0 {
+			fmt.Fprintln(c.stdout, "no temporary passwords issued for this device")
+			return nil
+		}
+		w := table(c.stdout)
+		fmt.Fprintln(w, "SEQ\tISSUED\tEXPIRES\tBY\tTICKET\tVERIFIED BY\tOVERRIDE")
+		for _, i := range resp.GetIssuances() {
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s (%s)\t%s\t%s\t%s\n", i.GetSequence(), fmtTime(i.GetIssuedAt()), fmtTime(i.GetExpiresAt()),
+				i.GetActor(), roleName(i.GetActorRole()), i.GetTicket(), methodName(i.GetVerificationMethod()), orDash(i.GetOverrideReason()))
+		}
+		return w.Flush()
+	}
+}
+
+func roleName(r hotlinev1.Role) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
+}
+
+func methodName(m hotlinev1.VerificationMethod) string {
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(m.String(), "VERIFICATION_METHOD_"), "_", "-"))
+}
+
+func holdCmd(hold bool) command {
+	return func(fs *flag.FlagSet) func(*cmd, []string) error {
+		reason := fs.String("reason", "", "why (required)")
+		return func(c *cmd, pos []string) error {
+			if err := need(pos, 1, "SERIAL"); err != nil {
+				return err
+			}
+			if strings.TrimSpace(*reason) == "" {
+				return usagef("--reason is required")
+			}
+			ctx, cancel := c.ctx()
+			defer cancel()
+			dc := hotlinev1.NewDeviceServiceClient(c.conn)
+			if hold {
+				resp, err := dc.HoldDevice(ctx, &hotlinev1.HoldDeviceRequest{Serial: pos[0], Reason: *reason})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return c.printJSON(resp, nil)
+				}
+				fmt.Fprintf(c.stdout, "on hold since %s: no temporary password will be issued until released\n", fmtTime(resp.GetHold().GetSince()))
+				return nil
+			}
+			resp, err := dc.ReleaseDevice(ctx, &hotlinev1.ReleaseDeviceRequest{Serial: pos[0], Reason: *reason})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return c.printJSON(resp, nil)
+			}
+			fmt.Fprintln(c.stdout, "released")
+			return nil
+		}
+	}
+}
+
+// parseWhen reads an RFC 3339 time, a date, or a duration ago ("24h").
+func parseWhen(flagName, s string, now time.Time) (*timestamppb.Timestamp, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return timestamppb.New(now.Add(-d)), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return timestamppb.New(t), nil
+		}
+	}
+	return nil, usagef("--%s %q: expected an RFC 3339 time (2026-01-02T15:04:05Z), a date (2026-01-02) or a duration ago (24h)", flagName, s)
+}
+
+func auditQuery(fs *flag.FlagSet) func(*cmd, []string) error {
+	serial := fs.String("serial", "", "device serial")
+	actor := fs.String("actor", "", "staff member")
+	action := fs.String("action", "", "action, e.g. recovery.issue")
+	outcome := fs.String("outcome", "", "success or refused")
+	since := fs.String("since", "", "from (RFC 3339 time, date, or duration ago)")
+	until := fs.String("until", "", "until (exclusive)")
+	limit := fs.Int("limit", defaultLimit, "most events to print (fetched in pages)")
+	token := fs.String("page-token", "", "continue from a previous next_page_token")
+	return func(c *cmd, pos []string) error {
+		if len(pos) != 0 {
+			return usagef("unexpected argument %q: filters are flags, e.g. --serial", pos[0])
+		}
+		now := time.Now()
+		req := &hotlinev1.QueryEventsRequest{Serial: *serial, Actor: *actor, Action: *action, PageToken: *token}
+		switch strings.ToLower(*outcome) {
+		case "":
+		case "success":
+			req.Outcome = hotlinev1.Outcome_OUTCOME_SUCCESS
+		case "refused":
+			req.Outcome = hotlinev1.Outcome_OUTCOME_REFUSED
+		default:
+			return usagef("--outcome %q: expected success or refused", *outcome)
+		}
+		var err error
+		if req.StartTime, err = parseWhen("since", *since, now); err != nil {
+			return err
+		}
+		if req.EndTime, err = parseWhen("until", *until, now); err != nil {
+			return err
+		}
+		if *limit < 1 {
+			return usagef("--limit %d: expected 1 or more", *limit)
+		}
+		ac := hotlinev1.NewAuditServiceClient(c.conn)
+		all := &hotlinev1.QueryEventsResponse{}
+		for len(all.Events) < *limit {
+			req.PageSize = int32(min(*limit-len(all.Events), 500))
+			ctx, cancel := c.ctx()
+			resp, err := ac.QueryEvents(ctx, req)
+			cancel()
+			if err != nil {
+				return err
+			}
+			all.Events = append(all.Events, resp.GetEvents()...)
+			all.NextPageToken = resp.GetNextPageToken()
+			if all.NextPageToken == "" {
+				break
+			}
+			req.PageToken = all.NextPageToken
+		}
+		if c.output == "json" {
+			return c.printJSON(all, nil)
+		}
+		w := table(c.stdout)
+		fmt.Fprintln(w, "TIME\tACTOR\tROLE\tACTION\tOUTCOME\tSERIAL\tDETAIL")
+		for _, e := range all.GetEvents() {
+			detail := e.GetDetail()
+			for _, kv := range [][2]string{{"ticket", e.GetTicket()}, {"reason", e.GetReason()}, {"issuance", e.GetIssuanceId()}} {
+				if kv[1] != "" {
+					detail = strings.TrimSpace(detail + " " + kv[0] + "=" + kv[1])
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(e.GetTime()), e.GetActor(), roleName(e.GetRole()), e.GetAction(),
+				strings.ToLower(strings.TrimPrefix(e.GetOutcome().String(), "OUTCOME_")), orDash(e.GetSerial()), detail)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if all.NextPageToken != "" {
+			fmt.Fprintf(c.stderr, "more events: --page-token %s\n", all.NextPageToken)
+		}
+		return nil
+	}
+}
+
+func keysJWKS(fs *flag.FlagSet) func(*cmd, []string) error {
+	return func(c *cmd, pos []string) error {
+		if len(pos) != 0 {
+			return usagef("unexpected argument %q", pos[0])
+		}
+		ctx, cancel := c.ctx()
+		defer cancel()
+		resp, err := hotlinev1.NewKeyServiceClient(c.conn).GetGrantKeys(ctx, &hotlinev1.GetGrantKeysRequest{})
+		if err != nil {
+			return err
+		}
+		out := resp.GetJwksJson()
+		if !strings.HasSuffix(out, "\n") {
+			out += "\n"
+		}
+		_, err = fmt.Fprint(c.stdout, out)
+		return err
+	}
+}
