@@ -195,7 +195,7 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		}
 		iss.ExpiresAt = iss.ExpiresAt.UTC().Truncate(time.Microsecond)
 
-		e.Outcome, e.IssuanceID, e.Detail = server.OutcomeSuccess, iss.ID, limitDetail
+		e.Outcome, e.IssuanceID = server.OutcomeSuccess, iss.ID
 		e.Detail = joinDetail("seq="+strconv.FormatInt(seq, 10), limitDetail)
 		b = &pgx.Batch{}
 		b.Queue(issueBumpSQL, req.Serial, now)
