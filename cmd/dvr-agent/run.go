@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/dvrhotline/hotline/agent/grant"
+	"github.com/dvrhotline/hotline/agent/password"
+	"github.com/dvrhotline/hotline/agent/serial"
+	"github.com/dvrhotline/hotline/agent/verifier"
+	"github.com/dvrhotline/hotline/agent/voicecode"
+)
+
+// version is set at link time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+// Exit statuses of check-password. Like verifier.Outcome, append-only.
+const (
+	exitPasswordLength     = 20
+	exitPasswordKinds      = 21
+	exitPasswordCharacters = 22
+)
+
+var passwordExit = map[password.Rule]int{
+	password.RuleLength:     exitPasswordLength,
+	password.RuleKinds:      exitPasswordKinds,
+	password.RuleCharacters: exitPasswordCharacters,
+}
+
+const usage = `usage:
+  dvr-agent verify --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR [--now RFC3339] [--json] CODE_OR_GRANT
+      verify a temporary password; CODE_OR_GRANT "-" reads it from standard input
+  dvr-agent check-password [--json]
+      check the new password on standard input against the policy
+  dvr-agent version
+`
+
+// Run is the whole command: main passes it the process's arguments (without
+// the program name) and streams, and exits with what it returns.
+func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return verifier.Usage.ExitCode()
+	}
+	switch args[0] {
+	case "verify":
+		return runVerify(args[1:], stdin, stdout, stderr)
+	case "check-password":
+		return runCheckPassword(args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "dvr-agent %s (build date %s, %s, %s/%s)\n", version, verifier.BuildDate, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "dvr-agent: unknown command %q\n%s", args[0], usage)
+	return verifier.Usage.ExitCode()
+}
+
+// report is the --json form of an outcome. Absent values are null.
+type report struct {
+	Outcome    string  `json:"outcome"`
+	ExitCode   int     `json:"exit_code"`
+	Message    string  `json:"message"`
+	Kind       *string `json:"kind"`
+	RetryAfter *string `json:"retry_after"`
+	IssuedAt   *string `json:"issued_at"`
+	ExpiresAt  *string `json:"expires_at"`
+	Sequence   *int64  `json:"sequence"`
+	Failures   *uint32 `json:"failures"`
+}
+
+func timePtr(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(time.RFC3339)
+	return &s
+}
+
+// output prints one outcome: JSON on stdout, or a sentence on stdout
+// (success) or stderr (refusal).
+type output struct {
+	json           bool
+	stdout, stderr io.Writer
+}
+
+func (o output) print(name string, code int, msg string, r *verifier.Result) int {
+	if o.json {
+		rep := report{Outcome: name, ExitCode: code, Message: msg}
+		if r != nil {
+			if r.Kind != "" {
+				k := string(r.Kind)
+				rep.Kind = &k
+			}
+			rep.RetryAfter = timePtr(r.RetryAfter)
+			rep.IssuedAt = timePtr(r.IssuedAt)
+			rep.ExpiresAt = timePtr(r.ExpiresAt)
+			if !r.IssuedAt.IsZero() {
+				rep.Sequence = &r.Sequence
+			}
+			switch r.Outcome {
+			case verifier.Accepted, verifier.WrongCode, verifier.Expired, verifier.NotYetValid, verifier.AlreadyUsed, verifier.LockedOut:
+				// The state was read: the count is known.
+				rep.Failures = &r.Failures
+			}
+		}
+		b, err := json.Marshal(rep)
+		if err != nil {
+			fmt.Fprintf(o.stderr, "dvr-agent: %v\n", err)
+			return verifier.Internal.ExitCode()
+		}
+		o.stdout.Write(append(b, '\n'))
+		return code
+	}
+	if code == 0 {
+		fmt.Fprintln(o.stdout, msg)
+	} else {
+		fmt.Fprintf(o.stderr, "dvr-agent: %s\n", msg)
+	}
+	return code
+}
+
+func (o output) fail(out verifier.Outcome, format string, a ...any) int {
+	return o.print(out.String(), out.ExitCode(), fmt.Sprintf(format, a...), nil)
+}
+
+// parseInterspersed parses fs allowing flags after positional arguments
+// (`verify CODE --json`), and returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "-" || !strings.HasPrefix(args[0], "-") {
+			pos = append(pos, args[0])
+			args = args[1:]
+			continue
+		}
+		// fs stopped at "--": the rest is positional.
+		return append(pos, args...), nil
+	}
+}
+
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		if a == "--json" || a == "-json" || a == "--json=true" || a == "-json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	o := output{json: wantsJSON(args), stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("dvr-agent verify", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	serialFlag := fs.String("serial", "", "the DVR's serial number, e.g. JZ6OES#2017-08-01#3#DVR1101134C08011")
+	keyFile := fs.String("key-file", "", "the device key file the factory flashed")
+	trustFile := fs.String("trust", "", "the JWK set of trusted grant issuers")
+	stateDir := fs.String("state", "", "the directory of the replay and lockout state (must exist)")
+	nowFlag := fs.String("now", "", "the verification time as RFC 3339 (default: the clock)")
+	fs.BoolVar(&o.json, "json", o.json, "print the outcome as one JSON object")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return o.fail(verifier.Usage, "%v; %s", err, strings.ReplaceAll(strings.TrimSpace(usage), "\n", " "))
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"--serial", *serialFlag}, {"--key-file", *keyFile}, {"--trust", *trustFile}, {"--state", *stateDir}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return o.fail(verifier.Usage, "missing %s: expected verify --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR CODE_OR_GRANT", strings.Join(missing, ", "))
+	}
+	if len(pos) == 0 {
+		return o.fail(verifier.Usage, "no code or grant given: expected it as the last argument, or \"-\" to read it from standard input")
+	}
+	input := strings.Join(pos, " ")
+	if input == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, grant.MaxTokenLen+2))
+		if err != nil {
+			return o.fail(verifier.Usage, "reading the code from standard input: %v", err)
+		}
+		input = string(b)
+	}
+	now := time.Now()
+	if *nowFlag != "" {
+		if now, err = time.Parse(time.RFC3339, *nowFlag); err != nil {
+			return o.fail(verifier.Usage, "--now %q: expected RFC 3339 time like 2026-05-01T12:00:00Z", *nowFlag)
+		}
+	}
+	canon, err := serial.Canonical(*serialFlag)
+	if err != nil {
+		return o.fail(verifier.Usage, "--serial: %v", err)
+	}
+
+	kb, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return o.fail(verifier.ConfigUnreadable, "device key file: %v", err)
+	}
+	keySerial, key, err := voicecode.ParseKeyFile(kb)
+	if err != nil {
+		return o.fail(verifier.ConfigUnreadable, "%s: %v", *keyFile, err)
+	}
+	if kc, err := serial.Canonical(keySerial); err != nil || kc != canon {
+		return o.fail(verifier.ConfigUnreadable, "device key file %s is for serial %q, not %s: the factory flashed another device's key", *keyFile, keySerial, canon)
+	}
+	tb, err := os.ReadFile(*trustFile)
+	if err != nil {
+		return o.fail(verifier.ConfigUnreadable, "trust file: %v", err)
+	}
+	trust, err := grant.ParseJWKS(tb)
+	if err != nil {
+		return o.fail(verifier.ConfigUnreadable, "%s: %v", *trustFile, err)
+	}
+
+	v, err := verifier.New(verifier.Config{Serial: canon, Key: key, Trust: trust, StateDir: *stateDir})
+	if err != nil {
+		return o.fail(verifier.Internal, "%v", err)
+	}
+	r, _ := v.Verify(input, now)
+	return o.print(r.Outcome.String(), r.Outcome.ExitCode(), r.Message, &r)
+}
+
+func runCheckPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	o := output{json: wantsJSON(args), stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("dvr-agent check-password", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&o.json, "json", o.json, "print the outcome as one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return o.fail(verifier.Usage, "%v; expected: dvr-agent check-password [--json] < password", err)
+	}
+	if fs.NArg() > 0 {
+		return o.fail(verifier.Usage, "the password is read from standard input, never from the command line (where other processes can see it)")
+	}
+	// Read a little more than the longest allowed password, so that an
+	// over-long one is refused as too long rather than cut.
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(stdin), 4*password.MaxLen+2))
+	if err != nil {
+		return o.fail(verifier.Usage, "reading the password from standard input: %v", err)
+	}
+	pw := string(b)
+	if strings.HasSuffix(pw, "\n") {
+		pw = strings.TrimSuffix(strings.TrimSuffix(pw, "\n"), "\r")
+	}
+	if err := password.Check(pw); err != nil {
+		var pe *password.Error
+		if errors.As(err, &pe) {
+			return o.print("password-"+string(pe.Rule), passwordExit[pe.Rule], "new password refused: "+pe.Message, nil)
+		}
+		return o.fail(verifier.Internal, "%v", err)
+	}
+	return o.print("password-ok", 0, "the new password meets the policy", nil)
+}
