@@ -1,0 +1,283 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DB begins transactions: *pgxpool.Pool and *pgx.Conn are DBs.
+type DB interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// SealerLockKey is the one-key transaction advisory lock a sealer holds
+// while it extends the chain ("HLSEAL" in ASCII). Two-key locks (the issue
+// path's) never collide with it.
+const SealerLockKey int64 = 0x484c5345414c
+
+// DefaultBatch is how many events one sealing transaction links.
+const DefaultBatch = 5000
+
+// DefaultGrace is how long after its time an event may still be unsealed
+// (or be sealed after later events) without being reported as inserted
+// after the fact; the sealer looks back as far. It bounds how long a
+// transaction may stay open after writing its event.
+const DefaultGrace = 5 * time.Minute
+
+// ErrRewritten is returned by the sealer when the chain in the database is
+// not an extension of a head it saw before: someone removed or replaced
+// seals. The sealer then refuses to sign anything.
+var ErrRewritten = errors.New("audit: the sealed chain was rewritten")
+
+// Sealer links committed audit events into the hash chain and signs a
+// checkpoint of every new head. Run one in every replica: an advisory lock
+// lets one seal at a time and the others skip.
+type Sealer struct {
+	db  DB
+	kid string
+	key ed25519.PrivateKey
+
+	// Batch is the number of events per transaction (DefaultBatch if 0).
+	Batch int
+	// Lookback is how far back in event time a routine run looks for
+	// unsealed events (DefaultGrace if 0). A full sweep runs on the first
+	// call and whenever sealing paused for more than half of it.
+	Lookback time.Duration
+	// Logger receives Run's errors (slog.Default() if nil).
+	Logger *slog.Logger
+
+	mu    sync.Mutex
+	swept bool       // a full sweep completed
+	seen  Checkpoint // the newest (size, head) this sealer saw committed
+}
+
+// NewSealer returns a sealer over db signing with the audit key (kid, key),
+// from keyring.AuditSigner.
+func NewSealer(db DB, kid string, key ed25519.PrivateKey) *Sealer {
+	return &Sealer{db: db, kid: kid, key: key}
+}
+
+// The sealer's statements.
+const (
+	sealLockSQL = `SELECT pg_try_advisory_xact_lock($1), now()`
+	sealHeadSQL = `SELECT s.seq, s.hash, c.size, c.head, c.at
+		FROM (SELECT seq, hash FROM audit_seals ORDER BY seq DESC LIMIT 1) s
+		FULL JOIN (SELECT size, head, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1) c ON true`
+	sealSeenSQL = `SELECT hash FROM audit_seals WHERE seq = $1`
+	// A sweep walks every event by id; a routine run only the events of
+	// the last Lookback (audit_events_at index). Both are planned with their
+	// parameters (an unnamed statement, QueryExecModeDescribeExec) so the right index is chosen.
+	sealSweepSQL = `SELECT ` + eventColumns + ` FROM audit_events e
+		WHERE e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		ORDER BY e.id LIMIT $2`
+	sealWindowSQL = `SELECT ` + eventColumns + ` FROM audit_events e
+		WHERE e.at >= $3 AND e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		ORDER BY e.id LIMIT $2`
+	sealCheckpointSQL = `INSERT INTO audit_checkpoints (size, head, at, kid, signature) VALUES ($1, $2, $3, $4, $5)`
+)
+
+// SealOnce seals every committed unsealed event, one transaction (and one
+// signed checkpoint) per batch, and returns how many it sealed. It returns
+// 0 and no error when another sealer holds the lock.
+func (s *Sealer) SealOnce(ctx context.Context) (sealed int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var run sealRun
+	for {
+		n, more, err := s.sealBatch(ctx, &run)
+		sealed += n
+		if err != nil || !more {
+			return sealed, err
+		}
+	}
+}
+
+// sealRun is the state of one SealOnce across its batches.
+type sealRun struct {
+	started bool
+	sweep   bool
+	since   time.Time // window mode: events at or after
+	after   int64     // the last event id linked by this run
+}
+
+// sealBatch links one batch in one transaction; more reports a full batch.
+func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool, err error) {
+	batch, lookback := s.Batch, s.Lookback
+	if batch <= 0 {
+		batch = DefaultBatch
+	}
+	if lookback <= 0 {
+		lookback = DefaultGrace
+	}
+	tx, err := s.db.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees the latest commits
+	if err != nil {
+		return 0, false, fmt.Errorf("audit: seal: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	var (
+		locked bool
+		now    time.Time
+	)
+	if err := tx.QueryRow(ctx, sealLockSQL, SealerLockKey).Scan(&locked, &now); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: lock: %w", err)
+	}
+	if !locked {
+		return 0, false, nil // another replica is sealing
+	}
+
+	// The head to extend, and the newest checkpoint, which the sealer wrote
+	// with it: if they disagree someone changed the tail, and signing on
+	// top of it would bless the change.
+	var (
+		seq, cpSize *int64
+		hash, cpHd  []byte
+		cpAt        *time.Time
+	)
+	if err := tx.QueryRow(ctx, sealHeadSQL).Scan(&seq, &hash, &cpSize, &cpHd, &cpAt); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, fmt.Errorf("audit: seal: read the head: %w", err)
+	}
+	var (
+		size int64
+		head Hash
+	)
+	if seq != nil {
+		size = *seq
+		copy(head[:], hash)
+	}
+	switch {
+	case size == 0 && cpSize == nil:
+	case cpSize == nil || *cpSize != size || Hash(cpHd) != head:
+		return 0, false, fmt.Errorf("%w: the newest seal (seq %d) is not the newest checkpoint's head; run verify", ErrRewritten, size)
+	}
+	if s.seen.Size > 0 {
+		var h []byte
+		err := tx.QueryRow(ctx, sealSeenSQL, s.seen.Size).Scan(&h)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return 0, false, fmt.Errorf("audit: seal: %w", err)
+		}
+		if len(h) != len(Hash{}) || Hash(h) != s.seen.Head {
+			return 0, false, fmt.Errorf("%w: seal %d no longer has the head %s this sealer saw; run verify", ErrRewritten, s.seen.Size, s.seen.Head)
+		}
+	}
+	if !run.started {
+		run.started = true
+		run.sweep = !s.swept || cpAt == nil || now.Sub(*cpAt) > lookback/2
+		run.since = now.Add(-lookback)
+	}
+
+	var rows pgx.Rows
+	if run.sweep {
+		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, run.after, batch)
+	} else {
+		rows, err = tx.Query(ctx, sealWindowSQL, pgx.QueryExecModeDescribeExec, run.after, batch, run.since)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
+	}
+	var (
+		lf    leafer
+		seals [][]any
+	)
+	for rows.Next() {
+		vals := rows.RawValues()
+		if err := checkBinary(rows, vals); err != nil {
+			rows.Close()
+			return 0, false, err
+		}
+		id := int64(binary.BigEndian.Uint64(vals[colID]))
+		size++
+		head = Next(head, lf.leaf(vals), size)
+		seals = append(seals, []any{size, id, head[:], now})
+		run.after = id
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
+	}
+	if len(seals) == 0 {
+		s.swept = s.swept || run.sweep
+		return 0, false, tx.Commit(ctx)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_seals"}, []string{"seq", "event_id", "hash", "sealed_at"},
+		pgx.CopyFromRows(seals)); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: insert seals: %w", err)
+	}
+	cp := SignCheckpoint(size, head, now, s.kid, s.key)
+	if _, err := tx.Exec(ctx, sealCheckpointSQL, cp.Size, cp.Head[:], cp.Time, cp.KID, cp.Signature); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: insert checkpoint: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: commit: %w", err)
+	}
+	s.seen = cp
+	more = len(seals) == batch
+	if !more {
+		s.swept = s.swept || run.sweep
+	}
+	return len(seals), more, nil
+}
+
+// checkBinary makes sure the non-text columns came in PostgreSQL's binary
+// format, which the encoder reads.
+func checkBinary(rows pgx.Rows, vals [][]byte) error {
+	fds := rows.FieldDescriptions()
+	off := len(fds) - numColumns
+	for _, i := range []int{colID, colAt, colMethod, colUUID} {
+		if fds[off+i].Format != pgx.BinaryFormatCode {
+			return fmt.Errorf("audit: column %s arrived in text format", fds[off+i].Name)
+		}
+	}
+	if len(vals[off+colID]) != 8 && vals[off+colID] != nil || len(vals[off+colAt]) != 8 && vals[off+colAt] != nil {
+		return errors.New("audit: unexpected id or time encoding")
+	}
+	return nil
+}
+
+// Latest returns the newest checkpoint in the database (what hotlinectl
+// audit checkpoint prints), or ok false when nothing is sealed yet.
+func Latest(ctx context.Context, q Querier) (c Checkpoint, ok bool, err error) {
+	var head, sig []byte
+	err = q.QueryRow(ctx, `SELECT size, head, at, kid, signature FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).
+		Scan(&c.Size, &head, &c.Time, &c.KID, &sig)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	copy(c.Head[:], head)
+	c.Time, c.Signature = c.Time.UTC(), sig
+	return c, true, nil
+}
+
+// Run seals every interval until ctx is done, logging failures; a
+// rewritten chain (ErrRewritten) is logged at error level on every try.
+func (s *Sealer) Run(ctx context.Context, every time.Duration) {
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if n, err := s.SealOnce(ctx); err != nil && ctx.Err() == nil {
+			log.Error("audit sealer", "err", err, "sealed", n)
+		} else if n > 0 {
+			log.Debug("audit sealer", "sealed", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,354 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ProblemKind names what is wrong with the log. The values are shown to
+// auditors and scripts: append only.
+type ProblemKind string
+
+// The problem kinds (see the package documentation).
+const (
+	ProblemChanged    ProblemKind = "changed"
+	ProblemReordered  ProblemKind = "reordered"
+	ProblemRemoved    ProblemKind = "removed"
+	ProblemInserted   ProblemKind = "inserted"
+	ProblemCheckpoint ProblemKind = "checkpoint"
+	ProblemUnsigned   ProblemKind = "unsigned"
+	ProblemTruncated  ProblemKind = "truncated"
+	ProblemRewritten  ProblemKind = "rewritten"
+)
+
+// Problem is the first thing Verify found wrong.
+type Problem struct {
+	Kind ProblemKind
+	// Seq is the seal (chain position) concerned, 0 if none.
+	Seq int64
+	// EventID is the audit event concerned, 0 if none.
+	EventID int64
+	// Message is a sentence for the auditor.
+	Message string
+}
+
+// Error implements error: a Problem is why a verification failed.
+func (p *Problem) Error() string {
+	return fmt.Sprintf("audit log %s at seq %d (event %d): %s", p.Kind, p.Seq, p.EventID, p.Message)
+}
+
+// Report is the outcome of Verify.
+type Report struct {
+	// Events is the number of rows in audit_events.
+	Events int64
+	// Sealed is the number of seals (the chain's length).
+	Sealed int64
+	// Unsealed is the number of events no seal links (yet).
+	Unsealed int64
+	// Checkpoints is the number of stored checkpoints whose signature and
+	// head verified; External is whether the external checkpoint did.
+	Checkpoints int
+	External    bool
+	// Head is the recomputed head h_Sealed.
+	Head Hash
+	// FirstProblem is nil when the log verified.
+	FirstProblem *Problem
+	// Elapsed is how long the verification took.
+	Elapsed time.Duration
+}
+
+// Err returns FirstProblem as an error, nil when the log verified.
+func (r *Report) Err() error {
+	if r.FirstProblem == nil {
+		return nil
+	}
+	return r.FirstProblem
+}
+
+// Option adjusts Verify.
+type Option func(*verifier)
+
+// WithGrace sets the grace period (DefaultGrace otherwise): how long after
+// its time an event may still be unsealed, or be sealed after events that
+// happened later, without being reported as inserted.
+func WithGrace(d time.Duration) Option { return func(v *verifier) { v.grace = d } }
+
+type verifier struct {
+	grace    time.Duration
+	trusted  map[string]ed25519.PublicKey
+	external *Checkpoint
+	report   Report
+}
+
+// problem records p unless an earlier one was found.
+func (v *verifier) problem(kind ProblemKind, seq, eventID int64, format string, args ...any) {
+	if v.report.FirstProblem == nil {
+		v.report.FirstProblem = &Problem{Kind: kind, Seq: seq, EventID: eventID, Message: fmt.Sprintf(format, args...)}
+	}
+}
+
+// storedCheckpoint is a checkpoint row and whether its signature verified.
+type storedCheckpoint struct {
+	Checkpoint
+	sigErr error
+}
+
+// The verifier's statements; all run in one read-only REPEATABLE READ
+// transaction, so seals, checkpoints and events are one consistent state.
+const (
+	verifyCheckpointsSQL = `SELECT size, head, at, kid, signature FROM audit_checkpoints ORDER BY size`
+	verifyChainSQL       = `SELECT s.seq, s.event_id, s.hash, ` + eventColumns + `
+		FROM audit_seals s LEFT JOIN audit_events e ON e.id = s.event_id ORDER BY s.seq`
+	verifyCountSQL    = `SELECT count(*) FROM audit_events`
+	verifyUnsealedSQL = `SELECT e.id, e.at FROM audit_events e
+		WHERE e.at < $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		ORDER BY e.id LIMIT 1`
+	verifySealsSQL = `SELECT seq, event_id, hash FROM audit_seals ORDER BY seq`
+)
+
+// Verify recomputes the audit chain from the events in db and checks every
+// stored checkpoint against the trusted audit public keys (by kid) and the
+// recomputed chain, and, when external is not nil, that checkpoint too
+// (its signature first: an external checkpoint that does not verify is an
+// error, not a finding). The report names the first problem; the error is
+// for failures to verify at all.
+func Verify(ctx context.Context, db DB, trusted map[string]ed25519.PublicKey, external *Checkpoint, opts ...Option) (Report, error) {
+	start := time.Now()
+	v := &verifier{grace: DefaultGrace, trusted: trusted, external: external}
+	for _, o := range opts {
+		o(v)
+	}
+	if external != nil {
+		if err := external.Verify(trusted); err != nil {
+			return Report{}, fmt.Errorf("audit: the external checkpoint: %w", err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := v.run(ctx, tx); err != nil {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
+	v.report.Elapsed = time.Since(start)
+	return v.report, nil
+}
+
+func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
+	cps, err := v.checkpoints(ctx, tx)
+	if err != nil {
+		return err
+	}
+	chain, err := v.chain(ctx, tx, cps)
+	if err != nil {
+		return err
+	}
+	r := &v.report
+	n := r.Sealed
+	// What lies beyond the chain's end.
+	for _, c := range cps {
+		if c.Size > n {
+			v.problem(ProblemTruncated, c.Size, 0,
+				"a checkpoint signed at %s covers %d seals but the chain has only %d: the tail was removed",
+				c.Time.Format(checkpointTime), c.Size, n)
+		}
+	}
+	if v.external != nil && v.external.Size > n {
+		v.problem(ProblemTruncated, v.external.Size, 0,
+			"the external checkpoint of %s covers %d seals but the chain has only %d: the tail was removed",
+			v.external.Time.Format(checkpointTime), v.external.Size, n)
+	}
+	var signed int64
+	if len(cps) > 0 {
+		signed = cps[len(cps)-1].Size
+	}
+	if n > signed {
+		v.problem(ProblemUnsigned, signed+1, 0,
+			"seals %d to %d are covered by no signed checkpoint (the sealer signs one with every batch): they were added or rewritten outside the sealer",
+			signed+1, n)
+	}
+	// Events no seal links.
+	if err := tx.QueryRow(ctx, verifyCountSQL).Scan(&r.Events); err != nil {
+		return err
+	}
+	r.Unsealed = r.Events - chain.present
+	if r.Unsealed > 0 && chain.maxAt != minMicros {
+		var (
+			id int64
+			at time.Time
+		)
+		limit := pgTime(chain.maxAt - v.grace.Microseconds())
+		err := tx.QueryRow(ctx, verifyUnsealedSQL, limit).Scan(&id, &at)
+		switch {
+		case err == nil:
+			v.problem(ProblemInserted, 0, id,
+				"event %d of %s is not sealed although events of more than %s later are: it was inserted after the fact",
+				id, at.UTC().Format(checkpointTime), v.grace)
+		case err != pgx.ErrNoRows:
+			return err
+		}
+	}
+	if p := r.FirstProblem; p != nil && p.Kind == ProblemChanged {
+		return v.diagnose(ctx, tx, chain.badLeaf)
+	}
+	return nil
+}
+
+// checkpoints reads the stored checkpoints and checks their signatures.
+func (v *verifier) checkpoints(ctx context.Context, tx pgx.Tx) ([]storedCheckpoint, error) {
+	rows, err := tx.Query(ctx, verifyCheckpointsSQL)
+	if err != nil {
+		return nil, err
+	}
+	var cps []storedCheckpoint
+	for rows.Next() {
+		var (
+			c         storedCheckpoint
+			head, sig []byte
+		)
+		if err := rows.Scan(&c.Size, &head, &c.Time, &c.KID, &sig); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		copy(c.Head[:], head)
+		c.Time, c.Signature = c.Time.UTC(), sig
+		c.sigErr = c.Verify(v.trusted)
+		cps = append(cps, c)
+	}
+	return cps, rows.Err()
+}
+
+const minMicros = -1 << 63
+
+// chainState is what the chain walk leaves for the later checks.
+type chainState struct {
+	present int64 // seals whose event exists
+	maxAt   int64 // the latest event time among sealed events (PostgreSQL micros)
+	badLeaf Hash  // the leaf of the event at the first hash mismatch
+}
+
+// chain walks the seals in order, recomputing the chain, and checks each
+// stored checkpoint (and the external one) at its size.
+func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint) (chainState, error) {
+	st := chainState{maxAt: minMicros}
+	r := &v.report
+	rows, err := tx.Query(ctx, verifyChainSQL)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	var (
+		lf    leafer
+		h     Hash // the recomputed h_n
+		n     int64
+		ci    int // the next checkpoint to check
+		grace = v.grace.Microseconds()
+	)
+	for rows.Next() {
+		vals := rows.RawValues()
+		if n == 0 {
+			if err := checkBinary(rows, vals); err != nil {
+				return st, err
+			}
+		}
+		seq := int64(binary.BigEndian.Uint64(vals[0]))
+		sealedID := int64(binary.BigEndian.Uint64(vals[1]))
+		stored := vals[2]
+		ev := vals[3:]
+		if seq != n+1 {
+			if n+1 == seq-1 {
+				v.problem(ProblemRemoved, n+1, 0, "seal %d is missing: the event sealed there was removed with its seal", n+1)
+			} else {
+				v.problem(ProblemRemoved, n+1, 0, "seals %d to %d are missing: the events sealed there were removed with their seals", n+1, seq-1)
+			}
+		}
+		n = seq
+		if ev[colID] == nil {
+			v.problem(ProblemRemoved, seq, sealedID, "event %d, sealed at seq %d, is missing: it was deleted", sealedID, seq)
+			copy(h[:], stored) // carry on from the stored chain
+		} else {
+			st.present++
+			leaf := lf.leaf(ev)
+			h = Next(h, leaf, seq)
+			if string(h[:]) != string(stored) {
+				if v.report.FirstProblem == nil {
+					st.badLeaf = leaf
+				}
+				v.problem(ProblemChanged, seq, sealedID,
+					"event %d differs from what was sealed at seq %d: a field was changed", sealedID, seq)
+				copy(h[:], stored)
+			}
+			at := int64(binary.BigEndian.Uint64(ev[colAt]))
+			if at < st.maxAt-grace {
+				v.problem(ProblemInserted, seq, sealedID,
+					"event %d (%s) was sealed after events of more than %s later: it was inserted after the fact",
+					sealedID, pgTime(at).Format(checkpointTime), v.grace)
+			}
+			st.maxAt = max(st.maxAt, at)
+		}
+		for ; ci < len(cps) && cps[ci].Size <= seq; ci++ {
+			c := &cps[ci]
+			switch {
+			case c.Size < seq:
+				// Its size fell in a gap; the gap is reported already.
+			case c.sigErr != nil:
+				v.problem(ProblemCheckpoint, seq, 0, "the checkpoint at size %d of %s: %v", c.Size, c.Time.Format(checkpointTime), c.sigErr)
+			case c.Head != h:
+				v.problem(ProblemCheckpoint, seq, 0,
+					"the signed checkpoint at size %d of %s has head %s but the chain's head there is %s: history before it was rewritten",
+					c.Size, c.Time.Format(checkpointTime), c.Head, h)
+			default:
+				r.Checkpoints++
+			}
+		}
+		if x := v.external; x != nil && x.Size == seq {
+			if x.Head != h {
+				v.problem(ProblemRewritten, seq, 0,
+					"the external checkpoint of %s has head %s at size %d but the chain's head there is %s: history before it was rewritten",
+					x.Time.Format(checkpointTime), x.Head, seq, h)
+			} else {
+				r.External = true
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+	r.Sealed, r.Head = n, h
+	return st, nil
+}
+
+// diagnose tells a swap from a change: if the event at the first mismatch
+// carries content that was sealed at another position, the events were
+// reordered (their contents swapped).
+func (v *verifier) diagnose(ctx context.Context, tx pgx.Tx, leaf Hash) error {
+	p := v.report.FirstProblem
+	rows, err := tx.Query(ctx, verifySealsSQL)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var prev Hash
+	for rows.Next() {
+		vals := rows.RawValues()
+		seq := int64(binary.BigEndian.Uint64(vals[0]))
+		if seq != p.Seq && len(vals[2]) == len(prev) && Next(prev, leaf, seq) == Hash(vals[2]) {
+			other := int64(binary.BigEndian.Uint64(vals[1]))
+			p.Kind = ProblemReordered
+			p.Message = fmt.Sprintf("event %d carries the content sealed at seq %d for event %d: the events were swapped or reordered",
+				p.EventID, seq, other)
+			return nil
+		}
+		copy(prev[:], vals[2])
+	}
+	return rows.Err()
+}
+
+// pgTime converts PostgreSQL microseconds to a time.
+func pgTime(micros int64) time.Time { return time.UnixMicro(micros + pgEpochMicros).UTC() }
