@@ -18,6 +18,9 @@ type Keyring interface {
 	DeviceKey(serial string, generation int) (voicecode.DeviceKey, error)
 	// GrantSigner returns the newest grant-signing key and its kid.
 	GrantSigner() (kid string, key ed25519.PrivateKey)
+	// GrantKey returns the grant-signing key kid if it is still held and
+	// not retired, so that a retried issuance is signed as it first was.
+	GrantKey(kid string) (ed25519.PrivateKey, bool)
 	// GrantJWKS returns the JWK set of every grant-verification key still
 	// trusted: what KeyService publishes and what DVR firmware ships.
 	GrantJWKS() ([]byte, error)

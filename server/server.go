@@ -96,6 +96,9 @@ type Device struct {
 	Hold *Hold
 	// RegisteredAt is when the device entered the registry.
 	RegisteredAt time.Time
+	// RecentIssuances counts the device's issuances in the last 24 hours
+	// (filled by lookups, for the agent to see before promising a code).
+	RecentIssuances int
 }
 
 // VerificationMethod is how the support agent checked that the caller owns
@@ -268,8 +271,9 @@ type Store interface {
 	NearMatches(ctx context.Context, query string, n int) ([]string, error)
 	// CheckOwner compares a claimed contact with the registered one (audited).
 	CheckOwner(ctx context.Context, a Actor, serial, claimed string) (bool, error)
-	// SetHold places (h non-nil) or releases (h nil) a hold (audited).
-	SetHold(ctx context.Context, a Actor, serial string, h *Hold) error
+	// SetHold places (h non-nil) or releases (h nil) a hold (audited);
+	// releaseReason is the supervisor's reason for a release.
+	SetHold(ctx context.Context, a Actor, serial string, h *Hold, releaseReason string) error
 	// Issue runs the issuance transaction: idempotency by RequestID, hold
 	// check, limits, sequence assignment, insert, audit event. newIssuance
 	// fills the fields the store does not choose (ID, generation, kid, times).

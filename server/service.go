@@ -42,50 +42,6 @@ type Service struct {
 
 	modelsMu sync.Mutex
 	models   map[string]Model
-
-	// gens caches devices' key generations (serial -> int): fixed at
-	// registration, needed on every issue, not returned by Store.Issue's
-	// device lock.
-	gensMu sync.Mutex
-	gens   map[string]int
-}
-
-// maxCachedGenerations bounds the generation cache; it is emptied when full.
-const maxCachedGenerations = 200_000
-
-func (s *Service) rememberGeneration(serial string, gen int) {
-	if gen < 1 {
-		return
-	}
-	s.gensMu.Lock()
-	defer s.gensMu.Unlock()
-	if s.gens == nil || len(s.gens) >= maxCachedGenerations {
-		s.gens = make(map[string]int)
-	}
-	s.gens[serial] = gen
-}
-
-// deviceGeneration returns the master-key generation the device's key was
-// derived under (from its record, not the current one). On a cache miss the
-// device is looked up, which the store audits as a lookup; an unknown
-// device gives 0 and no error, so that Store.Issue refuses it and audits
-// the refused issuance.
-func (s *Service) deviceGeneration(ctx context.Context, a Actor, serial string) (int, error) {
-	s.gensMu.Lock()
-	gen, ok := s.gens[serial]
-	s.gensMu.Unlock()
-	if ok {
-		return gen, nil
-	}
-	d, err := s.Store.LookupDevice(ctx, a, serial)
-	if ErrorCode(err) == ENotFound {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	s.rememberGeneration(d.Serial, d.KeyGeneration)
-	return d.KeyGeneration, nil
 }
 
 // NewService returns a Service with the default limits, the system clock
@@ -238,7 +194,6 @@ func (s *Service) resolve(ctx context.Context, a Actor, field, q string) (string
 	if err != nil {
 		return "", s.withNearMatches(ctx, p.DeviceID, err)
 	}
-	s.rememberGeneration(d.Serial, d.KeyGeneration)
 	return d.Serial, nil
 }
 
@@ -376,7 +331,6 @@ func (s *Service) RegisterDevice(ctx context.Context, a Actor, in NewDevice) (De
 	if err := s.Store.RegisterDevice(ctx, a, d); err != nil {
 		return DeviceView{}, err
 	}
-	s.rememberGeneration(d.Serial, d.KeyGeneration)
 	return s.view(ctx, d)
 }
 
@@ -403,23 +357,12 @@ func (s *Service) LookupDevice(ctx context.Context, a Actor, query string) (Devi
 			return DeviceView{}, s.withNearMatches(ctx, q.DeviceID, err)
 		}
 	}
-	s.rememberGeneration(d.Serial, d.KeyGeneration)
 	v, err := s.view(ctx, d)
 	if err != nil {
 		return DeviceView{}, err
 	}
-	// The recent count is what the agent needs to know before promising a
-	// code; listing is audited as its own act.
-	recent, err := s.Store.Issuances(ctx, a, d.Serial, MaxIssuancesPage)
-	if err != nil {
-		return DeviceView{}, err
-	}
-	since := s.now().Add(-s.Limits.PerDeviceWindow)
-	for _, iss := range recent {
-		if iss.IssuedAt.After(since) {
-			v.RecentIssuances++
-		}
-	}
+	// What the agent needs to know before promising a code.
+	v.RecentIssuances = d.RecentIssuances
 	return v, nil
 }
 
@@ -466,14 +409,14 @@ func (s *Service) HoldDevice(ctx context.Context, a Actor, query, reason string)
 		return Hold{}, s.refuseInvalid(ctx, a, ev, err)
 	}
 	h := Hold{Reason: strings.TrimSpace(reason), By: a.Subject, Since: s.now().UTC().Truncate(time.Microsecond)}
-	if err := s.Store.SetHold(ctx, a, sn, &h); err != nil {
+	if err := s.Store.SetHold(ctx, a, sn, &h, ""); err != nil {
 		return Hold{}, err
 	}
 	return h, nil
 }
 
-// ReleaseDevice lifts a hold (role supervisor). The reason is required of
-// the caller; see the note on Store.SetHold about recording it.
+// ReleaseDevice lifts a hold (role supervisor); the reason is required and
+// recorded in the release's audit event.
 func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason string) error {
 	ev := AuditEvent{Action: ActionRelease, Serial: bestSerial(query), Reason: clip(reason, maxReasonLen)}
 	if err := s.allow(ctx, a, ev); err != nil {
@@ -486,7 +429,7 @@ func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason stri
 	if err != nil {
 		return s.refuseInvalid(ctx, a, ev, err)
 	}
-	return s.Store.SetHold(ctx, a, sn, nil)
+	return s.Store.SetHold(ctx, a, sn, nil, reason)
 }
 
 // Issued is an issuance with its credentials, as returned to the caller
@@ -523,21 +466,14 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	}
 	req.Serial = sn
 
-	gen, err := s.deviceGeneration(ctx, a, sn)
-	if err != nil {
-		return Issued{}, err
-	}
 	kid, _ := s.Keyring.GrantSigner()
 	iss, err := s.Store.Issue(ctx, a, req, s.Limits, func(iss *Issuance) {
 		iss.ID = NewUUID()
 		if iss.IssuedAt.IsZero() {
 			iss.IssuedAt = s.now().UTC().Truncate(time.Microsecond)
 		}
-		// The device's own generation. A store that reads it from the
-		// device row it locks may fill it in first; that wins.
-		if iss.KeyGeneration == 0 {
-			iss.KeyGeneration = gen
-		}
+		// KeyGeneration is the device's own, filled in by the store from
+		// the device row it locks.
 		iss.SigningKeyID = kid
 		iss.ExpiresAt = voicecode.ExpiresAt(iss.IssuedAt)
 	})
@@ -602,11 +538,14 @@ func (s *Service) mint(iss Issuance) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	kid, sk := s.Keyring.GrantSigner()
-	if kid != iss.SigningKeyID {
-		// The signing key rotated between the first answer and this
-		// retry: the grant is re-signed with the current key (same claims,
-		// still verifiable through the published key set).
+	// Sign with the key the issuance recorded, so that a retry returns the
+	// identical grant even after a rotation (Ed25519 is deterministic).
+	kid := iss.SigningKeyID
+	sk, ok := s.Keyring.GrantKey(kid)
+	if !ok {
+		// That key was retired since: re-sign the same claims with the
+		// current key, still verifiable through the published key set.
+		kid, sk = s.Keyring.GrantSigner()
 		s.log().Warn("grant re-signed under a newer key", "issuance", iss.ID, "stored_kid", iss.SigningKeyID, "kid", kid)
 	}
 	g, err := grant.Sign(sk, kid, grant.NewClaims(iss.Serial, iss.ID, iss.Sequence, iss.IssuedAt, iss.ExpiresAt))

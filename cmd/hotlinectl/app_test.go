@@ -52,7 +52,8 @@ func (k *keyring) CurrentGeneration() int { return 1 }
 func (k *keyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, error) {
 	return voicecode.DeriveDeviceKey(bytes.Repeat([]byte{byte(gen)}, 32), gen, serial)
 }
-func (k *keyring) GrantSigner() (string, ed25519.PrivateKey) { return "g1", k.signer }
+func (k *keyring) GrantSigner() (string, ed25519.PrivateKey)      { return "g1", k.signer }
+func (k *keyring) GrantKey(kid string) (ed25519.PrivateKey, bool) { return k.signer, kid == "g1" }
 func (k *keyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"g1": k.signer.Public().(ed25519.PublicKey)})
 }

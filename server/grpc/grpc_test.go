@@ -75,6 +75,9 @@ func (k *testKeyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, er
 	return voicecode.DeriveDeviceKey(master, gen, serial)
 }
 func (k *testKeyring) GrantSigner() (string, ed25519.PrivateKey) { return "grant-test-1", k.signer }
+func (k *testKeyring) GrantKey(kid string) (ed25519.PrivateKey, bool) {
+	return k.signer, kid == "grant-test-1"
+}
 func (k *testKeyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"grant-test-1": k.signer.Public().(ed25519.PublicKey)})
 }

@@ -327,6 +327,16 @@ func (k *Keyring) GrantSigner() (string, ed25519.PrivateKey) {
 	return s.KID, s.Private()
 }
 
+// GrantKey implements server.Keyring.
+func (k *Keyring) GrantKey(kid string) (ed25519.PrivateKey, bool) {
+	for _, s := range k.signing {
+		if s.KID == kid && s.Purpose == PurposeGrant && s.Retired == nil {
+			return s.Private(), true
+		}
+	}
+	return nil, false
+}
+
 // StaffSigner returns the development staff-token issuer's key.
 func (k *Keyring) StaffSigner() (string, ed25519.PrivateKey) {
 	s, _ := k.current(PurposeStaff)

@@ -81,7 +81,9 @@ func (db *DB) RegisterDevice(ctx context.Context, a server.Actor, d server.Devic
 
 // deviceColumns are what scanDevice reads.
 const deviceColumns = `serial, device_id, model, production_date, firmware, owner_contact,
-	key_generation, hold_reason, hold_by, hold_since, registered_at`
+	key_generation, hold_reason, hold_by, hold_since, registered_at,
+	(SELECT count(*) FROM issuances i WHERE i.serial = devices.serial
+		AND i.issued_at > clock_timestamp() - interval '24 hours')`
 
 func scanDevice(row pgx.Row) (server.Device, error) {
 	var (
@@ -90,7 +92,7 @@ func scanDevice(row pgx.Row) (server.Device, error) {
 		since      *time.Time
 	)
 	err := row.Scan(&d.Serial, &d.DeviceID, &d.Model, &d.ProductionDate, &d.Firmware, &d.OwnerContact,
-		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt)
+		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt, &d.RecentIssuances)
 	if err == nil && reason != nil {
 		d.Hold = &server.Hold{Reason: *reason, By: *by, Since: since.UTC()}
 	}
@@ -253,7 +255,7 @@ func sameContact(registered, claimed string) bool {
 // succeeds and says so in the event). h.By defaults to the actor, h.Since
 // to the database clock. Whether a may do this is the service layer's
 // decision. Audited as ActionHold or ActionRelease.
-func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.Hold) error {
+func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.Hold, releaseReason string) error {
 	action := server.ActionRelease
 	if h != nil {
 		action = server.ActionHold
@@ -275,6 +277,7 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 			return err
 		}
 		if h == nil {
+			e.Reason = releaseReason
 			if !held {
 				e.Detail = "not_on_hold"
 			}

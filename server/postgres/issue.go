@@ -27,7 +27,7 @@ const (
 	// 2. Idempotency: a retried request id returns the first answer.
 	issueExistingSQL = `SELECT ` + issuanceColumns + ` FROM issuances WHERE actor = $1 AND request_id = $2`
 	// 3. Serialise this device's issuances and read its state.
-	issueLockDeviceSQL = `SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at
+	issueLockDeviceSQL = `SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation
 		FROM devices WHERE serial = $1 FOR UPDATE`
 	// 4. The issue time and the limit counts. A statement of its own, after
 	// both locks, so that its snapshot sees every issuance committed before
@@ -108,8 +108,9 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 			holdReason, holdBy *string
 			holdSince, lastAt  *time.Time
 			lastSeq            int64
+			keyGen             int
 		)
-		devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &lastSeq, &lastAt)
+		devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &lastSeq, &lastAt, &keyGen)
 		var (
 			now          time.Time
 			devN, agentN int
@@ -184,8 +185,10 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 				"sequence_wrap seq="+strconv.FormatInt(seq, 10))
 		}
 
-		iss := server.Issuance{RequestID: req.RequestID, Serial: req.Serial, Sequence: seq, IssuedAt: now}
+		iss := server.Issuance{RequestID: req.RequestID, Serial: req.Serial, Sequence: seq, IssuedAt: now, KeyGeneration: keyGen}
 		prepare(&iss)
+		// The device's own generation, read under its lock, wins.
+		iss.KeyGeneration = keyGen
 		// The store's own choices are not prepare's to change.
 		iss.RequestID, iss.Serial, iss.Sequence, iss.IssuedAt = req.RequestID, req.Serial, seq, now
 		iss.Actor, iss.ActorRole = a.Subject, a.Role

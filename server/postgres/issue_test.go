@@ -122,7 +122,7 @@ func TestIssue(t *testing.T) {
 
 	t.Run("refused/device-on-hold", func(t *testing.T) {
 		s := registerDevice(t, db, "o@example.com")
-		if err := db.SetHold(ctx, supervisor, s, &server.Hold{Reason: "reported stolen"}); err != nil {
+		if err := db.SetHold(ctx, supervisor, s, &server.Hold{Reason: "reported stolen"}, ""); err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range []server.Actor{agent(newName("a")), supervisor} {

@@ -277,7 +277,7 @@ func TestSetHold(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			if err := db.SetHold(ctx, supervisor, s, st.hold); err != nil {
+			if err := db.SetHold(ctx, supervisor, s, st.hold, ""); err != nil {
 				t.Fatal(err)
 			}
 			d, err := db.LookupDevice(ctx, a, s)
@@ -302,14 +302,14 @@ func TestSetHold(t *testing.T) {
 		})
 	}
 	t.Run("invalid/hold-without-reason", func(t *testing.T) {
-		se := wantCode(t, db.SetHold(ctx, supervisor, s, &server.Hold{Reason: " "}), server.EInvalid)
+		se := wantCode(t, db.SetHold(ctx, supervisor, s, &server.Hold{Reason: " "}, ""), server.EInvalid)
 		if se.Field != "reason" {
 			t.Errorf("field %q", se.Field)
 		}
 	})
 	t.Run("not-found/unknown-serial", func(t *testing.T) {
 		u := "ZZZZZZ#2020-01-01#1#HOLDHOLDHOLD"
-		wantCode(t, db.SetHold(ctx, supervisor, u, &server.Hold{Reason: "x"}), server.ENotFound)
+		wantCode(t, db.SetHold(ctx, supervisor, u, &server.Hold{Reason: "x"}, ""), server.ENotFound)
 		if ev := lastEvent(t, db, u); ev.Outcome != server.OutcomeRefused || ev.Action != server.ActionHold {
 			t.Errorf("event %+v", ev)
 		}
