@@ -49,9 +49,10 @@ show hotlinectl lookup 'jz6oes # 2017-08-01 # 3 # dvr1101134c08011'
 show hotlinectl check-owner 'JZ6OES#2017-08-01#3#DVR1101134C08011' jane.doe@example.com
 
 step "The agent issues a temporary password"
-show hotlinectl issue 'JZ6OES#2017-08-01#3#DVR1101134C08011' --ticket SUP-4711 --verified-by owner-contact
-json=$(hotlinectl issue 'JZ6OES#2017-08-01#3#DVR1101134C08011' --ticket SUP-4711 --verified-by owner-contact -o json)
-code=$(echo "$json" | sed -n 's/.*"voice_code": *"\([^"]*\)".*/\1/p')
+echo "$ hotlinectl issue 'JZ6OES#2017-08-01#3#DVR1101134C08011' --ticket SUP-4711 --verified-by owner-contact"
+out=$(hotlinectl issue 'JZ6OES#2017-08-01#3#DVR1101134C08011' --ticket SUP-4711 --verified-by owner-contact)
+echo "$out"
+code=$(echo "$out" | sed -n 's/^voice code *//p')
 
 step "At the factory the DVR was flashed with its key and the trusted grant keys"
 dvr="$work/dvr"; mkdir -p "$dvr/state"
@@ -75,5 +76,9 @@ show sh -c "echo -n 'Winter-2026' | dvr-agent check-password"
 step "An auditor reads the trail"
 export HOTLINE_TOKEN=$(hotline-server token --subject eve --role auditor)
 show hotlinectl audit query --serial 'JZ6OES#2017-08-01#3#DVR1101134C08011'
+if hotlinectl audit verify >/dev/null 2>&1; then
+	sleep 2 # the sealer links committed events within a second or two
+	show hotlinectl audit verify
+fi
 echo
 echo "demo done"
