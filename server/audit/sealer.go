@@ -196,7 +196,8 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		id := int64(binary.BigEndian.Uint64(vals[colID]))
 		size++
 		head = Next(head, lf.leaf(vals), size)
-		seals = append(seals, []any{size, id, head[:], now})
+		h := head // each row keeps its own copy
+		seals = append(seals, []any{size, id, h[:], now})
 		run.after = id
 	}
 	rows.Close()

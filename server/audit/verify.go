@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -39,7 +40,14 @@ type Problem struct {
 
 // Error implements error: a Problem is why a verification failed.
 func (p *Problem) Error() string {
-	return fmt.Sprintf("audit log %s at seq %d (event %d): %s", p.Kind, p.Seq, p.EventID, p.Message)
+	where := ""
+	if p.Seq != 0 {
+		where += fmt.Sprintf(" at seq %d", p.Seq)
+	}
+	if p.EventID != 0 {
+		where += fmt.Sprintf(" (event %d)", p.EventID)
+	}
+	return fmt.Sprintf("audit log %s%s: %s", p.Kind, where, p.Message)
 }
 
 // Report is the outcome of Verify.
@@ -172,6 +180,9 @@ func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
 		v.problem(ProblemUnsigned, signed+1, 0,
 			"seals %d to %d are covered by no signed checkpoint (the sealer signs one with every batch): they were added or rewritten outside the sealer",
 			signed+1, n)
+		if p := r.FirstProblem; p.Kind == ProblemUnsigned && signed+1 == n {
+			p.Message = fmt.Sprintf("seal %d is covered by no signed checkpoint (the sealer signs one with every batch): it was added or rewritten outside the sealer", n)
+		}
 	}
 	// Events no seal links.
 	if err := tx.QueryRow(ctx, verifyCountSQL).Scan(&r.Events); err != nil {
@@ -230,7 +241,7 @@ const minMicros = -1 << 63
 type chainState struct {
 	present int64 // seals whose event exists
 	maxAt   int64 // the latest event time among sealed events (PostgreSQL micros)
-	badLeaf Hash  // the leaf of the event at the first hash mismatch
+	badLeaf []byte // 0x00 || encoding of the event at the first hash mismatch
 }
 
 // chain walks the seals in order, recomputing the chain, and checks each
@@ -278,14 +289,14 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 			h = Next(h, leaf, seq)
 			if string(h[:]) != string(stored) {
 				if v.report.FirstProblem == nil {
-					st.badLeaf = leaf
+					st.badLeaf = append([]byte(nil), lf.buf...)
 				}
 				v.problem(ProblemChanged, seq, sealedID,
 					"event %d differs from what was sealed at seq %d: a field was changed", sealedID, seq)
 				copy(h[:], stored)
 			}
 			at := int64(binary.BigEndian.Uint64(ev[colAt]))
-			if at < st.maxAt-grace {
+			if st.maxAt != minMicros && at < st.maxAt-grace {
 				v.problem(ProblemInserted, seq, sealedID,
 					"event %d (%s) was sealed after events of more than %s later: it was inserted after the fact",
 					sealedID, pgTime(at).Format(checkpointTime), v.grace)
@@ -324,21 +335,30 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 	return st, nil
 }
 
+// idOffset is where the id's value starts in 0x00 || encoding: after the
+// prefix, the version, the presence byte and the length.
+const idOffset = 1 + 1 + 1 + 4
+
 // diagnose tells a swap from a change: if the event at the first mismatch
-// carries content that was sealed at another position, the events were
-// reordered (their contents swapped).
-func (v *verifier) diagnose(ctx context.Context, tx pgx.Tx, leaf Hash) error {
+// carries the content that was sealed at another position (with its own
+// id or with that position's), the events were reordered or their
+// contents swapped. It costs a pass over the seals, on failure only.
+func (v *verifier) diagnose(ctx context.Context, tx pgx.Tx, enc []byte) error {
 	p := v.report.FirstProblem
 	rows, err := tx.Query(ctx, verifySealsSQL)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	leaf := sha256.Sum256(enc)
+	moved := append([]byte(nil), enc...)
 	var prev Hash
 	for rows.Next() {
 		vals := rows.RawValues()
 		seq := int64(binary.BigEndian.Uint64(vals[0]))
-		if seq != p.Seq && len(vals[2]) == len(prev) && Next(prev, leaf, seq) == Hash(vals[2]) {
+		copy(moved[idOffset:], vals[1])
+		if seq != p.Seq && len(vals[2]) == len(prev) &&
+			(Next(prev, leaf, seq) == Hash(vals[2]) || Next(prev, sha256.Sum256(moved), seq) == Hash(vals[2])) {
 			other := int64(binary.BigEndian.Uint64(vals[1]))
 			p.Kind = ProblemReordered
 			p.Message = fmt.Sprintf("event %d carries the content sealed at seq %d for event %d: the events were swapped or reordered",
