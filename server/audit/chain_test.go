@@ -19,7 +19,7 @@ var vectorEvent = Event{
 	Action: "recovery.issue", Outcome: "success", Serial: ptr("JZ6OES#2017-08-01#3#DVR1101134C08011"),
 	Ticket: ptr("T-1001"), Method: ptr[int16](1), Reason: ptr(""), RequestID: nil,
 	IssuanceID: &[16]byte{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x47, 0x08, 0x89, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10},
-	Detail: nil,
+	Detail:     nil,
 }
 
 // TestEncodingMatchesFormat re-implements FORMAT byte by byte, separately
@@ -185,11 +185,11 @@ func FuzzParseCheckpoint(f *testing.F) {
 	good := SignCheckpoint(10, vectorEvent.Leaf(), now, auditKID, auditKey)
 	text, _ := good.MarshalText()
 	js, _ := json.Marshal(good)
-	f.Add(text)                                             // the text form
-	f.Add(js)                                               // the JSON form
-	f.Add(bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))) // written on Windows
+	f.Add(text)                                                                                 // the text form
+	f.Add(js)                                                                                   // the JSON form
+	f.Add(bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n")))                                 // written on Windows
 	f.Add([]byte("hotline audit checkpoint v1\nkid a\nsize 0\nhead 00\ntime x\nsignature y\n")) // every field wrong
-	f.Add([]byte(`{"size":-1}`))                            // JSON with missing members
+	f.Add([]byte(`{"size":-1}`))                                                                // JSON with missing members
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseCheckpoint(b)
 		if err != nil {

@@ -239,8 +239,8 @@ const minMicros = -1 << 63
 
 // chainState is what the chain walk leaves for the later checks.
 type chainState struct {
-	present int64 // seals whose event exists
-	maxAt   int64 // the latest event time among sealed events (PostgreSQL micros)
+	present int64  // seals whose event exists
+	maxAt   int64  // the latest event time among sealed events (PostgreSQL micros)
 	badLeaf []byte // 0x00 || encoding of the event at the first hash mismatch
 }
 
