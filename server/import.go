@@ -59,7 +59,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -660,4 +662,22 @@ func (s *ImportSession) Finish(sha256 string) (ImportReport, error) {
 	out.Errors, out.ErrorsDropped = s.report.Errors, s.report.ErrorsDropped
 	slices.SortStableFunc(out.Errors, func(a, b RowError) int { return cmp.Compare(a.Line, b.Line) })
 	return out, nil
+}
+
+// ImportFile imports the file r (format as in ParseImportFile) into st as
+// a, against the model catalogue models: the whole import of one file,
+// hashing it as it is read. A file that cannot be read, or a batch that
+// fails, stops it; the batches committed before stay, and running the same
+// file again completes it.
+func ImportFile(ctx context.Context, st ImportStore, a Actor, models []Model, r io.Reader, format string, opts ImportOptions) (ImportReport, error) {
+	sess, err := NewImportSession(ctx, st, a, models, opts)
+	if err != nil {
+		return ImportReport{}, err
+	}
+	h := sha256.New()
+	if err := ParseImportFile(io.TeeReader(r, h), format, sess.Add); err != nil {
+		sess.wait()
+		return sess.report, err
+	}
+	return sess.Finish(hex.EncodeToString(h.Sum(nil)))
 }

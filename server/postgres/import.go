@@ -1,0 +1,359 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dvrhotline/hotline/server"
+)
+
+// Bulk import (server.ImportStore). An import is a row of device_imports;
+// each batch is one transaction that
+//
+//  1. copies the batch (pgx CopyFrom, binary) into a temporary staging
+//     table dropped at commit: no WAL, no indexes, one round trip;
+//  2. runs one merge statement: INSERT ... SELECT ... ON CONFLICT DO
+//     NOTHING (on the serial or the device id) for the new devices, and in
+//     the same statement returns the staged rows it did not insert, joined
+//     with the device that holds their serial or device id;
+//  3. classifies those few rows in Go: identical → unchanged, different →
+//     conflict (or, with Update, one UPDATE of model, firmware and owner
+//     contact for all of them: never holds, sequence numbers or key
+//     generation, never a device on hold);
+//  4. records the batch in device_import_batches and commits.
+//
+// So a batch lands whole or not at all, a re-run of the same file finds
+// every committed row unchanged, and a device id registered under another
+// serial is a row's conflict, not the batch's failure.
+
+var _ server.ImportStore = (*DB)(nil)
+
+// BeginImport records a new import by a with opts (KeyGeneration defaults
+// to 1) and returns its id.
+func (db *DB) BeginImport(ctx context.Context, a server.Actor, opts server.ImportOptions) (string, error) {
+	if opts.KeyGeneration == 0 {
+		opts.KeyGeneration = 1
+	}
+	id := server.NewUUID()
+	_, err := db.pool.Exec(ctx, `INSERT INTO device_imports (id, actor, role, client_addr, update_conflicting, key_generation)
+		VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6)`, id, a.Subject, string(a.Role), a.ClientAddr, opts.Update, opts.KeyGeneration)
+	if err != nil {
+		return "", translate(err, "beginning an import")
+	}
+	return id, nil
+}
+
+// errRaced says that a staged row was neither inserted nor found: another
+// transaction registered its serial or device id after this statement's
+// snapshot. The batch is rolled back and run again, which sees it.
+var errRaced = errors.New("postgres: a staged row was registered concurrently")
+
+// ImportBatch applies batch b of import importID in one transaction and
+// reports what it did, conflicts with their line numbers and what differs.
+// A batch whose Seq is already committed is not applied again: its stored
+// counts are returned (without row errors). The import must exist and not
+// be finished.
+func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error) {
+	if b.Seq < 1 {
+		return server.ImportReport{}, server.Invalid("seq", "batches are numbered from 1, got %d", b.Seq)
+	}
+	var rep server.ImportReport
+	var err error
+	for range 3 {
+		rep, err = db.importBatch(ctx, importID, b)
+		if !errors.Is(err, errRaced) {
+			break
+		}
+	}
+	if err != nil {
+		return server.ImportReport{}, translate(err, "importing a batch of devices")
+	}
+	return rep, nil
+}
+
+func (db *DB) importBatch(ctx context.Context, importID string, b server.ImportBatch) (server.ImportReport, error) {
+	rep := server.ImportReport{ImportID: importID, Batches: 1,
+		Received: len(b.Rows) + b.Invalid + b.Duplicates, Invalid: b.Invalid, Duplicates: b.Duplicates}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var (
+			update, finished bool
+			keyGen           int
+			done             *int
+		)
+		err := tx.QueryRow(ctx, `SELECT i.update_conflicting, i.key_generation, i.finished_at IS NOT NULL, b.received
+			FROM device_imports i LEFT JOIN device_import_batches b ON b.import_id = i.id AND b.seq = $2
+			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&update, &keyGen, &finished, &done)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
+		}
+		if err != nil {
+			return err
+		}
+		if finished {
+			return server.Errorf(server.EPrecondition, "import %s is finished; start a new one", importID)
+		}
+		if done != nil {
+			rep = server.ImportReport{ImportID: importID}
+			return tx.QueryRow(ctx, `SELECT 1, received, inserted, updated, unchanged, conflicts, duplicates, invalid
+				FROM device_import_batches WHERE import_id = $1 AND seq = $2`, importID, b.Seq).
+				Scan(&rep.Batches, &rep.Received, &rep.Inserted, &rep.Updated, &rep.Unchanged, &rep.Conflicts, &rep.Duplicates, &rep.Invalid)
+		}
+		if len(b.Rows) > 0 {
+			if err := mergeBatch(ctx, tx, b.Rows, keyGen, update, &rep); err != nil {
+				return err
+			}
+		}
+		var first, last *int
+		if len(b.Rows) > 0 {
+			f, l := b.Rows[0].Line, b.Rows[len(b.Rows)-1].Line
+			first, last = &f, &l
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO device_import_batches
+			(import_id, seq, first_line, last_line, received, inserted, updated, unchanged, conflicts, duplicates, invalid)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			importID, b.Seq, first, last, rep.Received, rep.Inserted, rep.Updated, rep.Unchanged, rep.Conflicts, rep.Duplicates, rep.Invalid)
+		return err
+	})
+	return rep, err
+}
+
+// stageSQL is the per-batch staging table: temporary (no WAL, local
+// buffers), no indexes, dropped with the transaction.
+const stageSQL = `CREATE TEMP TABLE import_stage (
+	line integer NOT NULL,
+	serial text NOT NULL,
+	device_id text NOT NULL,
+	model text NOT NULL,
+	production_date date NOT NULL,
+	firmware text NOT NULL,
+	owner_contact text NOT NULL
+) ON COMMIT DROP`
+
+var stageColumns = []string{"line", "serial", "device_id", "model", "production_date", "firmware", "owner_contact"}
+
+// mergeSQL inserts the staged devices that are new and returns the staged
+// rows it did not insert, with the device holding their serial (d) or,
+// failing that, their device id (o). The anti-join with what was inserted
+// is materialised first, so a batch of new devices probes nothing. The
+// joins read this statement's snapshot, which is what a row that was not
+// inserted conflicted with (unless it committed meanwhile: errRaced).
+const mergeSQL = `WITH ins AS (
+	INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
+	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage
+	ON CONFLICT DO NOTHING
+	RETURNING serial
+), missed AS MATERIALIZED (
+	SELECT * FROM import_stage s WHERE NOT EXISTS (SELECT FROM ins WHERE ins.serial = s.serial)
+)
+SELECT m.line, m.serial, m.model, m.firmware, m.owner_contact,
+	d.serial IS NOT NULL, COALESCE(d.model, ''), COALESCE(d.firmware, ''), COALESCE(d.owner_contact, ''),
+	d.hold_reason IS NOT NULL, COALESCE(o.serial, '')
+FROM missed m
+LEFT JOIN devices d ON d.serial = m.serial
+LEFT JOIN devices o ON d.serial IS NULL AND o.device_id = m.device_id
+ORDER BY m.line`
+
+// updateSQL overwrites what an import may change of devices not on hold.
+const updateSQL = `UPDATE devices d SET model = u.model, firmware = u.firmware, owner_contact = u.owner_contact
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(serial, model, firmware, owner_contact)
+WHERE d.serial = u.serial AND d.hold_reason IS NULL
+RETURNING d.serial`
+
+// stageSource feeds a batch to CopyFrom without building a [][]any.
+type stageSource struct {
+	rows []server.ImportDevice
+	i    int
+	vals [7]any
+}
+
+func (s *stageSource) Next() bool { s.i++; return s.i <= len(s.rows) }
+func (s *stageSource) Err() error { return nil }
+func (s *stageSource) Values() ([]any, error) {
+	r := &s.rows[s.i-1]
+	s.vals = [7]any{int32(r.Line), r.Serial, r.DeviceID, r.Model, r.ProductionDate, r.Firmware, r.OwnerContact}
+	return s.vals[:], nil
+}
+
+type conflict struct {
+	line                    int
+	serial, model, fw, cont string
+	reason                  string
+	held, updatable         bool
+}
+
+func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyGen int, update bool, rep *server.ImportReport) error {
+	if _, err := tx.Exec(ctx, stageSQL); err != nil {
+		return err
+	}
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"import_stage"}, stageColumns, &stageSource{rows: rows})
+	if err != nil {
+		return err
+	}
+	if int(n) != len(rows) {
+		return fmt.Errorf("postgres: staged %d rows of %d", n, len(rows))
+	}
+	res, err := tx.Query(ctx, mergeSQL, keyGen)
+	if err != nil {
+		return err
+	}
+	var (
+		missed    int
+		conflicts []conflict
+	)
+	for res.Next() {
+		var (
+			c                           conflict
+			found                       bool
+			regModel, regFW, regContact string
+			other                       string
+		)
+		if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &regModel, &regFW, &regContact, &c.held, &other); err != nil {
+			res.Close()
+			return err
+		}
+		missed++
+		switch {
+		case found:
+			diff := differences(regModel, regFW, regContact, c.model, c.fw, c.cont)
+			if diff == "" {
+				rep.Unchanged++
+				continue
+			}
+			c.reason, c.updatable = diff, true
+		case other != "":
+			c.reason = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
+		default:
+			res.Close()
+			return errRaced
+		}
+		conflicts = append(conflicts, c)
+	}
+	if err := res.Err(); err != nil {
+		return err
+	}
+	rep.Inserted = len(rows) - missed
+
+	updated := map[string]bool{}
+	if update {
+		var s, m, f, o []string
+		for _, c := range conflicts {
+			if c.updatable && !c.held {
+				s, m, f, o = append(s, c.serial), append(m, c.model), append(f, c.fw), append(o, c.cont)
+			}
+		}
+		if len(s) > 0 {
+			ur, err := tx.Query(ctx, updateSQL, s, m, f, o)
+			if err != nil {
+				return err
+			}
+			got, err := pgx.CollectRows(ur, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			for _, s := range got {
+				updated[s] = true
+			}
+		}
+	}
+	for _, c := range conflicts {
+		if updated[c.serial] {
+			rep.Updated++
+			continue
+		}
+		reason := c.reason
+		switch {
+		case !c.updatable:
+		case c.held:
+			reason += "; the device is on hold, so it was not updated (release it first)"
+		case !update:
+			reason += "; not updated (import with update to overwrite)"
+		default:
+			reason += "; not updated: the device was put on hold meanwhile"
+		}
+		rep.Conflicts++
+		rep.AddError(server.RowError{Line: c.line, Serial: c.serial, Kind: server.RowConflict, Reason: reason})
+	}
+	return nil
+}
+
+// differences says how a registered device differs from a row, "" when
+// it does not. Contacts compare as CheckOwner does (e-mail case-folded,
+// phone numbers by their digits); the registered one is shown masked.
+func differences(regModel, regFW, regContact, model, fw, contact string) string {
+	var d []string
+	if regModel != model {
+		d = append(d, fmt.Sprintf("model %s is registered, the file says %s", regModel, model))
+	}
+	if regFW != fw {
+		d = append(d, fmt.Sprintf("firmware %q is registered, the file says %q", regFW, fw))
+	}
+	if normContact(regContact) != normContact(contact) {
+		switch {
+		case regContact == "":
+			d = append(d, "no owner contact is registered, the file gives one")
+		case contact == "":
+			d = append(d, fmt.Sprintf("owner contact %s is registered, the file gives none", server.MaskContact(regContact)))
+		default:
+			d = append(d, fmt.Sprintf("owner contact %s is registered, the file gives another", server.MaskContact(regContact)))
+		}
+	}
+	return strings.Join(d, "; ")
+}
+
+var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// FinishImport writes import importID's one audit event (ActionImport,
+// request id = the import id, detail = its counts and sha256) and marks it
+// finished, in one transaction; it returns the counts summed over the
+// committed batches. Only the actor who began it may finish it, once.
+func (db *DB) FinishImport(ctx context.Context, a server.Actor, importID, sha256 string) (server.ImportReport, error) {
+	sha256 = strings.ToLower(strings.TrimSpace(sha256))
+	if !sha256RE.MatchString(sha256) {
+		return server.ImportReport{}, server.Invalid("sha256", "expected the file's SHA-256 as 64 hex digits")
+	}
+	rep := server.ImportReport{ImportID: importID, SHA256: sha256}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var (
+			actor    string
+			update   bool
+			finished bool
+		)
+		err := tx.QueryRow(ctx, `SELECT actor, update_conflicting, finished_at IS NOT NULL FROM device_imports WHERE id = $1 FOR UPDATE`,
+			importID).Scan(&actor, &update, &finished)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
+		}
+		if err != nil {
+			return err
+		}
+		if actor != a.Subject {
+			return server.Errorf(server.EPermission, "import %s was begun by another staff member", importID)
+		}
+		if finished {
+			return server.Errorf(server.EPrecondition, "import %s is already finished", importID)
+		}
+		err = tx.QueryRow(ctx, `SELECT count(*), COALESCE(sum(received), 0), COALESCE(sum(inserted), 0), COALESCE(sum(updated), 0),
+				COALESCE(sum(unchanged), 0), COALESCE(sum(conflicts), 0), COALESCE(sum(duplicates), 0), COALESCE(sum(invalid), 0)
+			FROM device_import_batches WHERE import_id = $1`, importID).
+			Scan(&rep.Batches, &rep.Received, &rep.Inserted, &rep.Updated, &rep.Unchanged, &rep.Conflicts, &rep.Duplicates, &rep.Invalid)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE device_imports SET finished_at = now(), sha256 = $2 WHERE id = $1`, importID, sha256); err != nil {
+			return err
+		}
+		e := event(a, server.ActionImport, server.OutcomeSuccess, "")
+		e.RequestID = importID
+		e.Detail = fmt.Sprintf("sha256=%s %s update=%t", sha256, rep.Summary(), update)
+		return insertEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return server.ImportReport{}, translate(err, "finishing an import")
+	}
+	return rep, nil
+}
