@@ -11,12 +11,11 @@ import (
 	"time"
 
 	"github.com/dvrhotline/hotline/agent/grant"
-	"github.com/dvrhotline/hotline/agent/state"
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
 
 // The benchmarks measure the cryptographic check alone (no state I/O,
-// which BenchmarkStateSave measures) against the one primitive it cannot
+// which BenchmarkStateSave in agent/state measures) against the one primitive it cannot
 // avoid. BenchmarkVerifyVoiceCode and BenchmarkVerifyGrant also time their
 // baseline in the same run, interleaved in blocks so that both see the same
 // machine load, and report the ratio as "x-baseline". Goals (DESIGN.md):
@@ -171,23 +170,6 @@ func BenchmarkEd25519VerifyBaseline(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		gb.ed25519(b)
-	}
-}
-
-// BenchmarkStateSave: one durable state save (write, fsync, rename, fsync
-// the directory) on the machine's temp file system.
-func BenchmarkStateSave(b *testing.B) {
-	s, err := state.Open(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	st := state.State{Slot: voicecode.SlotOf(t0)}
-	for b.Loop() {
-		st.Slot++
-		if err := s.Save(st); err != nil {
-			b.Fatal(err)
-		}
 	}
 }
 
