@@ -89,6 +89,7 @@ func NewStaffVerifierJWKS(jwks []byte) (*StaffVerifier, error) {
 func newStaffParser(now func() time.Time) *jwt.Parser {
 	return jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithStrictDecoding(),
 		jwt.WithIssuer(StaffTokenIssuer),
 		jwt.WithAudience(StaffTokenAudience),
 		jwt.WithExpirationRequired(),

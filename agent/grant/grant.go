@@ -226,6 +226,7 @@ func (t *TrustSet) Verify(token, serial string, now time.Time) (Claims, error) {
 	var kid string
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithStrictDecoding(), // one token text per signature: no malleable padding bits
 		jwt.WithIssuer(Issuer),
 		jwt.WithAudience(Audience),
 		jwt.WithExpirationRequired(),

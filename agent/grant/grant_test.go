@@ -164,3 +164,20 @@ func TestJWKSRoundTripAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesAMalleatedSignatureEncoding: the last base64url character of a
+// 64-byte signature carries 4 unused bits; a second token text for the same
+// signature must not verify.
+func TestRefusesAMalleatedSignatureEncoding(t *testing.T) {
+	pub, priv := newKey(t)
+	trust := NewTrustSet(map[string]ed25519.PublicKey{"grant-1": pub})
+	tok, _ := Sign(priv, "grant-1", claims())
+	alphabet := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	for i := 1; i < 4; i++ {
+		twin := tok[:len(tok)-1] + string(alphabet[last^i])
+		if _, err := trust.Verify(twin, serial, issued); err == nil {
+			t.Fatalf("a second encoding of the signature verified: %s", twin)
+		}
+	}
+}

@@ -42,10 +42,8 @@
 //
 // The build date (set at link time in BuildDate) is the floor: a clock before
 // it is not set and gets ClockNotSet with no state change. A genuine voice
-// code issued up to 24 hours ahead of the clock (beyond the format's skew)
-// is told apart as NotYetValid by a second MAC check against the next day's
-// slots, made only for codes that already failed the first; that doubles a
-// forger's odds per attempt to 2^-44, which the lockout makes irrelevant.
+// code or grant issued later than the clock (beyond the skew allowance) is
+// NotYetValid: the DVR's clock is behind.
 package verifier
 
 import (
@@ -371,12 +369,6 @@ func when(t, now time.Time) string {
 func (v *Verifier) checkVoice(c voicecode.Code, now time.Time) (bool, Result) {
 	f, err := c.Verify(v.key, v.serial, now)
 	if errors.Is(err, voicecode.ErrWrongCode) {
-		// A genuine code from the clock's future fails the first check,
-		// which reconstructs the slot in the past: look a day ahead.
-		if g, ferr := c.Verify(v.key, v.serial, now.Add(voicecode.Validity)); ferr == nil && g.IssuedAt.After(now.Add(voicecode.Skew)) {
-			return false, Result{Outcome: NotYetValid, Err: err, IssuedAt: g.IssuedAt, ExpiresAt: g.ExpiresAt, Slot: g.Slot, Sequence: int64(g.Seq8),
-				Message: fmt.Sprintf("this code was issued at %s, later than the DVR's clock (%s): set the DVR's date and time, then try again", g.IssuedAt.Format("2006-01-02 15:04 MST"), now.UTC().Format("2006-01-02 15:04 MST"))}
-		}
 		return true, Result{Outcome: WrongCode, Err: err, Message: "wrong code: it is not a code for this DVR; check the serial number you gave the hotline"}
 	}
 	r := Result{IssuedAt: f.IssuedAt, ExpiresAt: f.ExpiresAt, Slot: f.Slot, Sequence: int64(f.Seq8), Err: err}
@@ -384,6 +376,9 @@ func (v *Verifier) checkVoice(c voicecode.Code, now time.Time) (bool, Result) {
 	case err == nil:
 		r.Outcome = Accepted
 		r.Message = fmt.Sprintf("accepted: temporary password issued %s (sequence %d); now set a new admin password", f.IssuedAt.Format("2006-01-02 15:04 MST"), f.Seq8)
+	case errors.Is(err, voicecode.ErrNotYetValid):
+		r.Outcome = NotYetValid
+		r.Message = fmt.Sprintf("this code was issued at %s, later than the DVR's clock (%s): set the DVR's date and time, then try again", f.IssuedAt.Format("2006-01-02 15:04 MST"), now.UTC().Format("2006-01-02 15:04 MST"))
 	case errors.Is(err, voicecode.ErrExpired):
 		r.Outcome = Expired
 		r.Message = fmt.Sprintf("this code expired at %s; ask the hotline for a new one", f.ExpiresAt.Format("2006-01-02 15:04 MST"))

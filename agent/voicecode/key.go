@@ -118,6 +118,9 @@ func ParseKeyFile(b []byte) (serial string, k DeviceKey, err error) {
 	if err := dec.Decode(&f); err != nil {
 		return "", DeviceKey{}, fmt.Errorf("device key file: not the JSON written by `hotline-server keys device-key`: %v", err)
 	}
+	if dec.More() {
+		return "", DeviceKey{}, errors.New("device key file: data after the key's JSON object: expected exactly one key")
+	}
 	if f.Type != KeyFileType || f.Version != 1 {
 		return "", DeviceKey{}, fmt.Errorf("device key file: type %q version %d: expected %q version 1", f.Type, f.Version, KeyFileType)
 	}

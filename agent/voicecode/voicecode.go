@@ -41,6 +41,8 @@ const (
 	Skew = 10 * time.Minute
 	// MaxGeneration is the largest key generation a code can carry (4 bits).
 	MaxGeneration = 15
+	// MaxInputLen bounds what Decode reads, separators included.
+	MaxInputLen = 64
 )
 
 // Epoch is the earliest time the format can represent; a device clock before
@@ -61,6 +63,9 @@ var (
 	ErrWrongCode = errors.New("voicecode: wrong code")
 	// ErrExpired: genuine, but issued more than Validity ago.
 	ErrExpired = errors.New("voicecode: code expired")
+	// ErrNotYetValid: genuine, but issued later than the verifier's clock
+	// plus Skew: the device's clock is behind.
+	ErrNotYetValid = errors.New("voicecode: code not yet valid (device clock behind)")
 	// ErrClockNotSet: the verifier's clock is before Epoch.
 	ErrClockNotSet = errors.New("voicecode: device clock is not set")
 )
@@ -181,6 +186,9 @@ func format(sym []byte) string {
 // mistyped symbol or swapped neighbours give an error wrapping ErrTypo;
 // anything else malformed wraps ErrMalformed. The MAC is not checked here.
 func Decode(s string) (Code, error) {
+	if len(s) > MaxInputLen {
+		return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("%d characters: expected %d symbols, with at most a few spaces or hyphens", len(s), Length)}
+	}
 	var sym [Length]byte
 	n := 0
 	for i := 0; i < len(s); i++ {
@@ -236,9 +244,13 @@ func printable(s string, i int) string {
 }
 
 // Verify checks the code's MAC under the device key k for the canonical
-// serial, at time now, and returns its fields. The slot is reconstructed as
-// the latest slot not after now+Skew that matches Slot16; the MAC covers the
-// full slot, so a code cannot be replayed 2^16 slots (455 days) later.
+// serial, at time now, and returns its fields. The full slot is
+// reconstructed as the slot nearest to now that matches Slot16 (within
+// about 227 days either way); the MAC covers the full slot, so a code cannot
+// be replayed 2^16 slots (455 days) later. A genuine code is then checked
+// against the clock: ErrNotYetValid when it starts more than Skew after now,
+// ErrExpired from Validity after its slot start. Fields are returned with
+// both errors.
 func (c Code) Verify(k DeviceKey, serial string, now time.Time) (Fields, error) {
 	if now.Before(Epoch) {
 		return Fields{}, ErrClockNotSet
@@ -246,8 +258,8 @@ func (c Code) Verify(k DeviceKey, serial string, now time.Time) (Fields, error) 
 	if !k.valid() {
 		return Fields{}, errors.New("voicecode: verify with an empty device key")
 	}
-	nowSlot := SlotOf(now.Add(Skew))
-	slot := nowSlot - uint64(uint16(nowSlot)-c.Slot16)
+	nowSlot := SlotOf(now)
+	slot := uint64(int64(nowSlot) + int64(int16(c.Slot16-uint16(nowSlot))))
 	want := computeMAC(&k, c.Version, c.Generation, slot, c.Seq8, serial)
 	var a, b [8]byte
 	binary.BigEndian.PutUint64(a[:], want&(1<<MACBits-1))
@@ -257,6 +269,9 @@ func (c Code) Verify(k DeviceKey, serial string, now time.Time) (Fields, error) 
 	}
 	issued := time.Unix(int64(slot)*SlotSeconds, 0).UTC()
 	f := Fields{Generation: c.Generation, Slot: slot, Seq8: c.Seq8, IssuedAt: issued, ExpiresAt: issued.Add(Validity)}
+	if issued.After(now.Add(Skew)) {
+		return f, ErrNotYetValid
+	}
 	if !now.Before(f.ExpiresAt) {
 		return f, ErrExpired
 	}
