@@ -8,7 +8,9 @@
 --
 -- -M prepared (or extended) is needed: variables holding timestamps are
 -- sent as parameters. DB.Issue sends statements 1-4 as one pipelined batch
--- and 5-7 as another; pgbench sends one statement per round trip.
+-- and 5-7 as another; pgbench sends one statement per round trip. The
+-- issuance id, which the service chooses, is made by the INSERT here, so
+-- that the script runs no statement DB.Issue does not.
 -- No limits are enforced here: use enough devices and agents that the
 -- Go side stays under its limits too.
 
@@ -24,7 +26,7 @@ SELECT id::text, request_id, serial, sequence, key_generation, signing_kid,
     issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason
     FROM issuances WHERE actor = 'bench-agent-' || :agent AND request_id = 'bench-' || :req;
 -- 3. The device, locked.
-SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at
+SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation
     FROM devices WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0') FOR UPDATE;
 -- 4. The issue time and the limit counts.
 WITH t AS (
@@ -41,11 +43,11 @@ FROM t \gset
 UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::timestamptz
     WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0') RETURNING last_sequence AS seq \gset
 -- 6. The issuance (the id is chosen by the service; here by the database).
-SELECT gen_random_uuid()::text AS id \gset
 INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
         issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason)
-    VALUES (:id::uuid, 'bench-' || :req, 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0'), :seq, 1, 'bench-kid',
-        :now::timestamptz, :now::timestamptz + interval '24 hours', 'bench-agent-' || :agent, 'agent', 'BENCH-1', 1, '', '');
+    VALUES (gen_random_uuid(), 'bench-' || :req, 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0'), :seq, 1, 'bench-kid',
+        :now::timestamptz, :now::timestamptz + interval '24 hours', 'bench-agent-' || :agent, 'agent', 'BENCH-1', 1, '', '')
+    RETURNING id::text AS id \gset
 -- 7. Its audit event.
 INSERT INTO audit_events (actor, role, client_addr, action, outcome, serial, ticket, method, reason, request_id, issuance_id, detail)
     VALUES ('bench-agent-' || :agent, 'agent', NULLIF('127.0.0.1', ''), 'recovery.issue', 'success',
