@@ -88,6 +88,9 @@ const (
 // signed checkpoint) per batch, and returns how many it sealed. It returns
 // 0 and no error when another sealer holds the lock.
 func (s *Sealer) SealOnce(ctx context.Context) (sealed int, err error) {
+	if len(s.key) != ed25519.PrivateKeySize || s.kid == "" {
+		return 0, errors.New("audit: the sealer has no audit key (keyring purpose \"audit\"): it cannot sign checkpoints")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var run sealRun
