@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -38,10 +39,27 @@ type StaffClaims struct {
 // StaffVerifier verifies staff bearer tokens: EdDSA only (RFC 8725: the
 // algorithm is pinned, never taken from the token), the key chosen only by
 // "kid" from a configured set, issuer, audience and expiry required.
+//
+// A token that verified is remembered (by its exact text, until its expiry,
+// at most maxVerifiedTokens of them), so that a tool making many calls with
+// one token pays for the signature check once, not on every RPC.
 type StaffVerifier struct {
 	keys   map[string]ed25519.PublicKey
 	parser *jwt.Parser
+	now    func() time.Time
+
+	mu       sync.Mutex
+	verified map[string]verifiedToken
 }
+
+// verifiedToken is a cache entry: the actor a token named and its expiry.
+type verifiedToken struct {
+	actor Actor
+	exp   time.Time
+}
+
+// maxVerifiedTokens bounds the cache; it is emptied when full.
+const maxVerifiedTokens = 4096
 
 // NewStaffVerifier returns a verifier trusting keys (kid -> public key).
 func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error) {
@@ -55,7 +73,7 @@ func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error)
 		}
 		m[kid] = k
 	}
-	return &StaffVerifier{keys: m, parser: newStaffParser(time.Now)}, nil
+	return &StaffVerifier{keys: m, parser: newStaffParser(time.Now), now: time.Now}, nil
 }
 
 // NewStaffVerifierJWKS returns a verifier trusting the Ed25519 keys of a JWK
@@ -100,7 +118,11 @@ func newStaffParser(now func() time.Time) *jwt.Parser {
 }
 
 // SetClock replaces the verifier's clock (tests).
-func (v *StaffVerifier) SetClock(now func() time.Time) { v.parser = newStaffParser(now) }
+func (v *StaffVerifier) SetClock(now func() time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.parser, v.now, v.verified = newStaffParser(now), now, nil
+}
 
 // Verify checks a staff bearer token and returns the actor it names
 // (without ClientAddr). Every failure is an EUnauthenticated *Error whose
@@ -115,8 +137,15 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	if len(token) > maxStaffTokenLen {
 		return refuse("staff token too long", nil)
 	}
+	v.mu.Lock()
+	hit, ok := v.verified[token]
+	parser, now := v.parser, v.now
+	v.mu.Unlock()
+	if ok && now().Before(hit.exp) {
+		return hit.actor, nil
+	}
 	var c StaffClaims
-	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+	_, err := parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		k, ok := v.keys[kid]
 		if !ok {
@@ -137,7 +166,14 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	if !c.Role.Valid() {
 		return refuse(fmt.Sprintf("staff token role %q: expected agent, supervisor, auditor or provisioner", c.Role), nil)
 	}
-	return Actor{Subject: c.Subject, Role: c.Role}, nil
+	a := Actor{Subject: c.Subject, Role: c.Role}
+	v.mu.Lock()
+	if v.verified == nil || len(v.verified) >= maxVerifiedTokens {
+		v.verified = make(map[string]verifiedToken)
+	}
+	v.verified[token] = verifiedToken{actor: a, exp: c.ExpiresAt.Time}
+	v.mu.Unlock()
+	return a, nil
 }
 
 // StaffIssuer signs staff tokens; hotline-server uses it for development

@@ -186,3 +186,35 @@ func TestStaffVerifierJWKS(t *testing.T) {
 }
 
 func jwtB64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestRememberedTokenStillExpires: the verified-token cache must not keep a
+// token alive past its exp.
+func TestRememberedTokenStillExpires(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	iss, err := NewStaffIssuer("staff-1", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := iss.Issue("alice", RoleAgent, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewStaffVerifier(iss.PublicKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	v.SetClock(func() time.Time { return now })
+	for range 2 { // the second call is answered from the cache
+		if a, err := v.Verify(tok); err != nil || a.Subject != "alice" {
+			t.Fatalf("fresh token: %v", err)
+		}
+	}
+	now = now.Add(2 * time.Hour)
+	if _, err := v.Verify(tok); ErrorCode(err) != EUnauthenticated {
+		t.Fatalf("expired token accepted from the cache: %v", err)
+	}
+	if _, err := v.Verify(tok[:len(tok)-2] + "AA"); err == nil {
+		t.Fatal("a token differing from a remembered one in its signature was accepted")
+	}
+}

@@ -67,10 +67,23 @@ type SigningKey struct {
 	// still published until every grant it signed has expired.
 	Retired *time.Time
 	Seed    Secret
+	// priv caches the expanded key: expanding a seed costs a scalar
+	// multiplication, too much to repeat on every issuance.
+	priv Secret
+}
+
+func newSigningKey(kid, purpose string, created time.Time, retired *time.Time, seed []byte) SigningKey {
+	return SigningKey{KID: kid, Purpose: purpose, Created: created, Retired: retired, Seed: seed,
+		priv: Secret(ed25519.NewKeyFromSeed(seed))}
 }
 
 // Private returns the Ed25519 private key.
-func (k SigningKey) Private() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(k.Seed) }
+func (k SigningKey) Private() ed25519.PrivateKey {
+	if k.priv != nil {
+		return ed25519.PrivateKey(k.priv)
+	}
+	return ed25519.NewKeyFromSeed(k.Seed)
+}
 
 // Public returns the Ed25519 public key.
 func (k SigningKey) Public() ed25519.PublicKey {
@@ -182,7 +195,7 @@ func Open(dir string) (*Keyring, error) {
 		if len(s.Seed) != ed25519.SeedSize || s.KID == "" {
 			return nil, fmt.Errorf("keyring: signing key %q is malformed", s.KID)
 		}
-		k.signing = append(k.signing, SigningKey{KID: s.KID, Purpose: s.Purpose, Created: s.Created, Retired: s.Retired, Seed: Secret(s.Seed)})
+		k.signing = append(k.signing, newSigningKey(s.KID, s.Purpose, s.Created, s.Retired, s.Seed))
 	}
 	if len(k.masters) == 0 {
 		return nil, fmt.Errorf("keyring: %s has no master key", path)
@@ -236,7 +249,7 @@ func (k *Keyring) addSigning(purpose string) (SigningKey, error) {
 	if _, err := rand.Read(seed); err != nil {
 		return SigningKey{}, err
 	}
-	s := SigningKey{KID: fmt.Sprintf("%s-%d", purpose, n), Purpose: purpose, Created: k.now().UTC(), Seed: seed}
+	s := newSigningKey(fmt.Sprintf("%s-%d", purpose, n), purpose, k.now().UTC(), nil, seed)
 	k.signing = append(k.signing, s)
 	return s, nil
 }
