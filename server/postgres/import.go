@@ -18,14 +18,14 @@ import (
 //
 //  1. copies the batch (pgx CopyFrom, binary) into a temporary staging
 //     table dropped at commit: no WAL, no indexes, one round trip;
-//  2. runs one merge statement: INSERT ... SELECT ... WHERE NOT EXISTS (a
-//     device with the serial or the device id) for the new devices, and in
-//     the same statement returns the staged rows it did not insert, joined
-//     with the device that holds their serial or device id;
-//  3. classifies those few rows in Go: identical → unchanged, different →
-//     conflict (or, with Update, one UPDATE of model, firmware and owner
-//     contact for all of them: never holds, sequence numbers or key
-//     generation, never a device on hold);
+//  2. runs one merge statement, INSERT ... SELECT ... WHERE NOT EXISTS (a
+//     device with the serial or the device id): the new devices;
+//  3. only when rows were left out, reads those that differ from the
+//     registry and classifies them in Go: a different model, firmware or
+//     owner contact is a conflict (or, with Update, one UPDATE of model,
+//     firmware and owner contact for all of them: never holds, sequence
+//     numbers or key generation, never a device on hold); a device id
+//     registered under another serial is a conflict; the rest unchanged;
 //  4. records the batch in device_import_batches and commits.
 //
 // So a batch lands whole or not at all, a re-run of the same file finds
@@ -145,32 +145,31 @@ const stageSQL = `CREATE TEMP TABLE import_stage (
 
 var stageColumns = []string{"line", "serial", "device_id", "model", "production_date", "firmware", "owner_contact"}
 
-// mergeSQL inserts the staged devices that are new and returns the staged
-// rows it did not insert, with the device holding their serial (d) or,
-// failing that, their device id (o). The anti-join with what was inserted
-// is materialised first, so a batch of new devices probes nothing more.
-//
-// New rows are found with NOT EXISTS rather than ON CONFLICT DO NOTHING:
-// speculative insertion cost about a fifth more per row. Imports take
-// importLock, so they cannot race each other; a device registered one by
-// one in between makes the INSERT fail with a unique violation, and the
+// insertSQL inserts the staged devices that are new: one statement per
+// batch. New rows are found with NOT EXISTS rather than ON CONFLICT DO
+// NOTHING: speculative insertion cost about a fifth more per row. Imports
+// take importLock, so they cannot race each other; a device registered one
+// by one in between makes the INSERT fail with a unique violation, and the
 // batch is rolled back and run again (errRaced).
-const mergeSQL = `WITH ins AS (
-	INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
+const insertSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
 	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage s
 	WHERE NOT EXISTS (SELECT FROM devices d WHERE d.serial = s.serial)
-		AND NOT EXISTS (SELECT FROM devices d WHERE d.device_id = s.device_id)
-	RETURNING serial
-), missed AS MATERIALIZED (
-	SELECT * FROM import_stage s WHERE NOT EXISTS (SELECT FROM ins WHERE ins.serial = s.serial)
-)
-SELECT m.line, m.serial, m.model, m.firmware, m.owner_contact,
+		AND NOT EXISTS (SELECT FROM devices d WHERE d.device_id = s.device_id)`
+
+// classifySQL runs only when insertSQL left rows out (a re-import, or a
+// file overlapping the registry). It sees the batch's own inserts, which
+// are identical to their rows, so it returns only the staged rows that
+// differ from the device holding their serial (d) and those whose device
+// id is registered under another serial (o); every other row that was not
+// inserted is unchanged.
+const classifySQL = `SELECT s.line, s.serial, s.model, s.firmware, s.owner_contact,
 	d.serial IS NOT NULL, COALESCE(d.model, ''), COALESCE(d.firmware, ''), COALESCE(d.owner_contact, ''),
 	d.hold_reason IS NOT NULL, COALESCE(o.serial, '')
-FROM missed m
-LEFT JOIN devices d ON d.serial = m.serial
-LEFT JOIN devices o ON d.serial IS NULL AND o.device_id = m.device_id
-ORDER BY m.line`
+FROM import_stage s
+LEFT JOIN devices d ON d.serial = s.serial
+LEFT JOIN devices o ON d.serial IS NULL AND o.device_id = s.device_id
+WHERE d.serial IS NULL OR (d.model, d.firmware, d.owner_contact) IS DISTINCT FROM (s.model, s.firmware, s.owner_contact)
+ORDER BY s.line`
 
 // importLock is the transaction-level advisory lock every import batch
 // holds: batches of concurrent imports apply one at a time, so that their
@@ -219,46 +218,48 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyG
 	if int(n) != len(rows) {
 		return fmt.Errorf("postgres: staged %d rows of %d", n, len(rows))
 	}
-	res, err := tx.Query(ctx, mergeSQL, keyGen)
+	tag, err := tx.Exec(ctx, insertSQL, keyGen)
 	if err != nil {
 		return err
 	}
-	var (
-		missed    int
-		conflicts []conflict
-	)
-	for res.Next() {
-		var (
-			c                           conflict
-			found                       bool
-			regModel, regFW, regContact string
-			other                       string
-		)
-		if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &regModel, &regFW, &regContact, &c.held, &other); err != nil {
-			res.Close()
+	rep.Inserted = int(tag.RowsAffected())
+	var conflicts []conflict
+	if rep.Inserted < len(rows) {
+		res, err := tx.Query(ctx, classifySQL)
+		if err != nil {
 			return err
 		}
-		missed++
-		switch {
-		case found:
-			diff := differences(regModel, regFW, regContact, c.model, c.fw, c.cont)
-			if diff == "" {
-				rep.Unchanged++
-				continue
+		for res.Next() {
+			var (
+				c                           conflict
+				found                       bool
+				regModel, regFW, regContact string
+				other                       string
+			)
+			if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &regModel, &regFW, &regContact, &c.held, &other); err != nil {
+				res.Close()
+				return err
 			}
-			c.reason, c.updatable = diff, true
-		case other != "":
-			c.reason = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
-		default:
-			res.Close()
-			return errRaced
+			switch {
+			case found:
+				c.reason = differences(regModel, regFW, regContact, c.model, c.fw, c.cont)
+				if c.reason == "" { // the same contact, written differently
+					continue
+				}
+				c.updatable = true
+			case other != "":
+				c.reason = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
+			default:
+				res.Close()
+				return errRaced
+			}
+			conflicts = append(conflicts, c)
 		}
-		conflicts = append(conflicts, c)
+		if err := res.Err(); err != nil {
+			return err
+		}
+		rep.Unchanged = len(rows) - rep.Inserted - len(conflicts)
 	}
-	if err := res.Err(); err != nil {
-		return err
-	}
-	rep.Inserted = len(rows) - missed
 
 	updated := map[string]bool{}
 	if update {
