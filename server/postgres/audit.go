@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dvrhotline/hotline/server"
 )
@@ -32,7 +33,13 @@ func event(a server.Actor, action server.Action, outcome server.Outcome, serial 
 }
 
 // insertEvent appends e within tx.
-func insertEvent(ctx context.Context, tx pgx.Tx, e *server.AuditEvent) error {
+// execer is what insertEvent needs: a pgx.Tx, or a *pgx.Conn inside an
+// explicit transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func insertEvent(ctx context.Context, tx execer, e *server.AuditEvent) error {
 	_, err := tx.Exec(ctx, insertEventSQL, eventArgs(e)...)
 	return err
 }

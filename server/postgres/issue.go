@@ -83,7 +83,19 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		out     server.Issuance
 		refusal error
 	)
-	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+	// The transaction is opened by the first batch and committed by the
+	// second, so that a successful issue costs two round trips instead of
+	// four (BEGIN and COMMIT would otherwise be round trips of their own).
+	pc, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return server.Issuance{}, translate(err, "issuing a temporary password")
+	}
+	// A connection released inside a transaction (after a failed ROLLBACK)
+	// is closed by the pool, never reused half-way.
+	defer pc.Release()
+	tx := pc.Conn()
+	committed := false
+	body := func() error {
 		e := event(a, server.ActionIssue, server.OutcomeRefused, req.Serial)
 		e.Ticket, e.Method, e.Reason, e.RequestID = req.Ticket, req.Method, req.OverrideReason, req.RequestID
 		refuse := func(err error, detail string) error {
@@ -94,14 +106,17 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		// One round trip for statements 1 to 4; each runs after the one
 		// before it, with its own snapshot (read committed).
 		b := &pgx.Batch{}
+		b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 		b.Queue(issueLockActorSQL, issueLockNamespace, a.Subject)
 		b.Queue(issueExistingSQL, a.Subject, req.RequestID)
 		b.Queue(issueLockDeviceSQL, req.Serial)
 		b.Queue(issueCountsSQL, req.Serial, lim.PerDeviceWindow, a.Subject, lim.PerAgentWindow)
 		br := tx.SendBatch(ctx, b)
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
+		for range 2 { // BEGIN, the actor lock
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
 		}
 		existing, existErr := scanIssuance(br.QueryRow())
 		var (
@@ -205,6 +220,7 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
 			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason)
 		b.Queue(insertEventSQL, eventArgs(e)...)
+		b.Queue("COMMIT")
 		br = tx.SendBatch(ctx, b)
 		var bumped int64
 		if err := br.QueryRow().Scan(&bumped); err != nil {
@@ -215,20 +231,33 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 			br.Close()
 			return fmt.Errorf("postgres: sequence moved under the row lock: want %d, got %d", seq, bumped)
 		}
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
-		}
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
+		for range 3 { // insert, event, COMMIT
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
 		}
 		if err := br.Close(); err != nil {
 			return err
 		}
+		committed = true
 		out = iss
 		return nil
-	})
+	}
+	err = body()
+	if err == nil && !committed {
+		// A refusal's event, or an idempotent retry's read: commit it.
+		_, err = tx.Exec(ctx, "COMMIT")
+		committed = err == nil
+	}
+	if !committed && tx.PgConn().TxStatus() != 'I' {
+		// Roll back even when ctx is done, so the connection is clean.
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, rerr := tx.Exec(rctx, "ROLLBACK"); rerr != nil {
+			tx.PgConn().Close(rctx) // the pool then discards it
+		}
+		cancel()
+	}
 	if err != nil {
 		return server.Issuance{}, translate(err, "issuing a temporary password")
 	}
