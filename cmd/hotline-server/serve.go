@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/audit"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/keyring"
 	"github.com/dvrhotline/hotline/server/postgres"
@@ -51,6 +53,8 @@ type Main struct {
 	Limits server.Limits
 	// ShutdownTimeout bounds the graceful stop before connections are cut.
 	ShutdownTimeout time.Duration
+	// SealEvery is how often the audit sealer runs.
+	SealEvery time.Duration
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
 
@@ -68,6 +72,7 @@ func NewMain(stdout, stderr io.Writer) *Main {
 		Listen:          envOr("HOTLINE_LISTEN", "127.0.0.1:7443"),
 		Limits:          server.DefaultLimits,
 		ShutdownTimeout: 10 * time.Second,
+		SealEvery:       time.Second,
 		stdout:          stdout,
 		stderr:          stderr,
 		ready:           make(chan struct{}),
@@ -103,6 +108,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.Limits.PerDevice, "limit-per-device", envInt("HOTLINE_LIMIT_PER_DEVICE", m.Limits.PerDevice), "issuances per device per 24h before a supervisor is needed")
 	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
+	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -163,8 +169,18 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := postgres.Migrate(ctx, m.DatabaseURL); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	m.db, err = postgres.Open(ctx, m.DatabaseURL)
+	// Serve as the service role: it may insert and read audit events but
+	// never change or delete them. Refuse to start if it could.
+	pcfg, err := pgxpool.ParseConfig(m.DatabaseURL)
 	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	pcfg.AfterConnect = audit.SetServiceRole
+	m.db, err = postgres.OpenConfig(ctx, pcfg)
+	if err != nil {
+		return err
+	}
+	if err := audit.CheckServiceRole(ctx, m.db.Pool()); err != nil {
 		return err
 	}
 
@@ -230,6 +246,19 @@ Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is
 	}
 	close(m.ready)
 
+	// The sealer links committed audit events into the signed chain. Every
+	// replica runs one; an advisory lock lets one seal at a time.
+	sealCtx, stopSealer := context.WithCancel(context.Background())
+	defer stopSealer()
+	auditKID, auditKey := kr.AuditSigner()
+	sealer := audit.NewSealer(m.db.Pool(), auditKID, auditKey)
+	sealer.Logger = m.Logger
+	sealerDone := make(chan struct{})
+	go func() {
+		defer close(sealerDone)
+		sealer.Run(sealCtx, m.SealEvery)
+	}()
+
 	errc := make(chan error, 1)
 	go func() { errc <- m.grpc.Serve(m.listener) }()
 	select {
@@ -241,6 +270,8 @@ Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is
 	sctx, cancel := context.WithTimeout(context.Background(), m.ShutdownTimeout)
 	defer cancel()
 	m.grpc.Shutdown(sctx)
+	stopSealer()
+	<-sealerDone
 	return nil
 }
 
