@@ -12,6 +12,7 @@ all: build
 
 build:
 	$(GO) build ./...
+	@$(MAKE) --no-print-directory agent-size
 
 ## test: every test against a real PostgreSQL (found or started by scripts/ensure-postgres.sh)
 test: fmt-check vet
@@ -19,6 +20,7 @@ test: fmt-check vet
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
 	  echo "test database server: $$HOTLINE_TEST_DATABASE_URL" && \
 	  $(GO) test -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory agent-size
 
 vet:
 	$(GO) vet ./...
