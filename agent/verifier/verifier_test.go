@@ -217,7 +217,7 @@ func TestRefusedForgedGrants(t *testing.T) {
 			delete(c, "exp")
 			return signRaw(t, map[string]any{"alg": "EdDSA", "typ": "JWT", "kid": testKid}, c, edSign(testSigner))
 		}(), Malformed},
-		{"refused/truncated-signature", func() string { g := mintGrant(t, testSerial, t0, 5); return g[:len(g)-4] }(), WrongCode},
+		{"refused/truncated-signature", func() string { g := mintGrant(t, testSerial, t0, 5); return g[:len(g)-6] }(), WrongCode}, // 80 symbols: valid base64 of a 60-byte signature,
 		{"refused/not-base64", "eyJ!.eyJ!.AAAA", Malformed},
 	}
 	for _, tt := range tests {
