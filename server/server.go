@@ -198,17 +198,20 @@ type Action string
 
 // The audited actions.
 const (
-	ActionLookup         Action = "device.lookup"
-	ActionOwnerCheck     Action = "device.owner_check"
-	ActionRegister       Action = "device.register"
-	ActionImport         Action = "device.import"
-	ActionHold           Action = "device.hold"
-	ActionRelease        Action = "device.release"
-	ActionIssue          Action = "recovery.issue"
-	ActionListIssuances  Action = "recovery.list"
-	ActionAuditQuery     Action = "audit.query"
-	ActionAuditExport    Action = "audit.export"
-	ActionKeysDeviceKeys Action = "keys.device_keys"
+	ActionLookup          Action = "device.lookup"
+	ActionOwnerCheck      Action = "device.owner_check"
+	ActionRegister        Action = "device.register"
+	ActionImport          Action = "device.import"
+	ActionHold            Action = "device.hold"
+	ActionRelease         Action = "device.release"
+	ActionIssue           Action = "recovery.issue"
+	ActionListIssuances   Action = "recovery.list"
+	ActionAuditQuery      Action = "audit.query"
+	ActionAuditExport     Action = "audit.export"
+	ActionAuditSummary    Action = "audit.summary"
+	ActionAuditCheckpoint Action = "audit.checkpoint"
+	ActionAuditVerify     Action = "audit.verify"
+	ActionKeysDeviceKeys  Action = "keys.device_keys"
 )
 
 // AuditEvent is one entry of the append-only audit log.
@@ -284,4 +287,13 @@ type Store interface {
 	Audit(ctx context.Context, e AuditEvent) error
 	// QueryAudit returns events matching f, newest first.
 	QueryAudit(ctx context.Context, a Actor, f AuditFilter) ([]AuditEvent, error)
+	// ExportAudit calls fn with every event matching f (Limit and the
+	// keyset cursor ignored), oldest first by (time, id), as they are read
+	// from the database; it stops at fn's first error and returns it. The
+	// export is recorded (ActionAuditExport) and committed before the
+	// first event is read.
+	ExportAudit(ctx context.Context, a Actor, f AuditFilter, fn func(AuditEvent) error) error
+	// SummarizeAudit counts the events of [from, to) (ActionAuditSummary,
+	// in the same transaction).
+	SummarizeAudit(ctx context.Context, a Actor, from, to time.Time) (AuditSummary, error)
 }

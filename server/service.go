@@ -39,6 +39,10 @@ type Service struct {
 	Now func() time.Time
 	// Logger receives operational logs; never a code, a grant or a key.
 	Logger *slog.Logger
+	// AuditLog verifies the tamper-evident audit log (server/audit's Log).
+	// Optional: without it VerifyAudit and AuditCheckpoint are
+	// EPrecondition.
+	AuditLog AuditLog
 
 	modelsMu sync.Mutex
 	models   map[string]Model
@@ -61,8 +65,12 @@ var permissions = map[Action][]Role{
 	ActionListIssuances: {RoleAgent, RoleSupervisor},
 	ActionHold:          {RoleSupervisor},
 	ActionRelease:       {RoleSupervisor},
-	ActionAuditQuery:    {RoleAuditor},
-	ActionAuditExport:   {RoleAuditor},
+	// The audit log: auditors, and supervisors who answer for their team.
+	ActionAuditQuery:      {RoleAuditor, RoleSupervisor},
+	ActionAuditExport:     {RoleAuditor, RoleSupervisor},
+	ActionAuditSummary:    {RoleAuditor, RoleSupervisor},
+	ActionAuditCheckpoint: {RoleAuditor, RoleSupervisor},
+	ActionAuditVerify:     {RoleAuditor, RoleSupervisor},
 }
 
 // Allowed reports whether role may perform act.
@@ -573,50 +581,6 @@ func (s *Service) Issuances(ctx context.Context, a Actor, query string, limit in
 		return nil, s.refuseInvalid(ctx, a, ev, err)
 	}
 	return s.Store.Issuances(ctx, a, sn, limit)
-}
-
-// QueryAudit returns audit events matching f, newest first (role auditor).
-// f.Serial is canonicalised; f.Limit 0 means DefaultAuditPage.
-func (s *Service) QueryAudit(ctx context.Context, a Actor, f AuditFilter) ([]AuditEvent, error) {
-	ev := AuditEvent{Action: ActionAuditQuery}
-	if err := s.allow(ctx, a, ev); err != nil {
-		return nil, err
-	}
-	if e := s.checkFilter(&f); e != nil {
-		return nil, s.refuse(ctx, a, ev, e)
-	}
-	return s.Store.QueryAudit(ctx, a, f)
-}
-
-func (s *Service) checkFilter(f *AuditFilter) *Error {
-	if f.Serial != "" {
-		c, err := serial.Canonical(f.Serial)
-		if err != nil {
-			return parseError("serial", err)
-		}
-		f.Serial = c
-	}
-	if len(f.Actor) > 128 {
-		return Invalid("actor", "actor: expected at most 128 characters")
-	}
-	if f.Action != "" && !actionRE.MatchString(string(f.Action)) {
-		return Invalid("action", "action %q: expected a name like %s or %s", f.Action, ActionIssue, ActionLookup)
-	}
-	switch f.Outcome {
-	case "", OutcomeSuccess, OutcomeRefused:
-	default:
-		return Invalid("outcome", "outcome %q: expected success or refused", f.Outcome)
-	}
-	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return Invalid("end_time", "end_time must be after start_time")
-	}
-	switch {
-	case f.Limit == 0:
-		f.Limit = DefaultAuditPage
-	case f.Limit < 0 || f.Limit > MaxAuditPage:
-		return Invalid("page_size", "page_size %d: expected 0 (default %d) to %d", f.Limit, DefaultAuditPage, MaxAuditPage)
-	}
-	return nil
 }
 
 // GrantJWKS returns the grant-verification public keys as a JWK set (any

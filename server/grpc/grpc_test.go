@@ -561,7 +561,7 @@ func TestPermissionDenied(t *testing.T) {
 	}
 	denied := map[server.Role][]string{
 		server.RoleAgent:       {"register", "hold", "release", "audit"},
-		server.RoleSupervisor:  {"register", "audit"},
+		server.RoleSupervisor:  {"register"},
 		server.RoleAuditor:     {"register", "lookup", "check-owner", "hold", "release", "issue", "history"},
 		server.RoleProvisioner: {"lookup", "check-owner", "hold", "release", "issue", "history", "audit"},
 	}

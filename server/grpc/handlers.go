@@ -2,9 +2,6 @@ package grpcserver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"time"
@@ -155,96 +152,6 @@ func (s recoveryServer) ListIssuances(ctx context.Context, r *hotlinev1.ListIssu
 	resp := &hotlinev1.ListIssuancesResponse{Issuances: make([]*hotlinev1.Issuance, len(list))}
 	for i, iss := range list {
 		resp.Issuances[i] = issuanceToProto(iss)
-	}
-	return resp, nil
-}
-
-type auditServer struct {
-	hotlinev1.UnimplementedAuditServiceServer
-	*handlers
-}
-
-// pageToken is the opaque keyset cursor of QueryEvents: the last event's
-// (time, id) and a digest of the filter, so a token is refused with a
-// different filter instead of silently skipping events.
-type pageToken struct {
-	Time   int64  `json:"t"`
-	ID     int64  `json:"i"`
-	Filter string `json:"f"`
-}
-
-func filterDigest(r *hotlinev1.QueryEventsRequest) string {
-	h := sha256.New()
-	for _, s := range []string{r.GetSerial(), r.GetActor(), r.GetAction(), r.GetOutcome().String(),
-		r.GetStartTime().AsTime().String(), r.GetEndTime().AsTime().String()} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
-}
-
-func (s auditServer) QueryEvents(ctx context.Context, r *hotlinev1.QueryEventsRequest) (*hotlinev1.QueryEventsResponse, error) {
-	a, err := s.actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	size := int(r.GetPageSize())
-	if size <= 0 {
-		size = server.DefaultAuditPage
-	}
-	if size > server.MaxAuditPage-1 {
-		size = server.MaxAuditPage - 1 // one more is fetched to see whether a next page exists
-	}
-	f := server.AuditFilter{
-		Serial: r.GetSerial(),
-		Actor:  r.GetActor(),
-		Action: server.Action(r.GetAction()),
-		Limit:  size + 1,
-	}
-	switch r.GetOutcome() {
-	case hotlinev1.Outcome_OUTCOME_SUCCESS:
-		f.Outcome = server.OutcomeSuccess
-	case hotlinev1.Outcome_OUTCOME_REFUSED:
-		f.Outcome = server.OutcomeRefused
-	case hotlinev1.Outcome_OUTCOME_UNSPECIFIED:
-	default:
-		return nil, s.fail(ctx, "QueryEvents", server.Invalid("outcome", "outcome %d: expected OUTCOME_SUCCESS or OUTCOME_REFUSED", r.GetOutcome()))
-	}
-	if r.GetStartTime() != nil {
-		f.From = r.GetStartTime().AsTime()
-	}
-	if r.GetEndTime() != nil {
-		f.To = r.GetEndTime().AsTime()
-	}
-	digest := filterDigest(r)
-	if t := r.GetPageToken(); t != "" {
-		var pt pageToken
-		b, err := base64.RawURLEncoding.DecodeString(t)
-		if err == nil {
-			err = json.Unmarshal(b, &pt)
-		}
-		if err != nil || pt.ID <= 0 {
-			return nil, s.fail(ctx, "QueryEvents", server.Invalid("page_token", "page_token: expected a next_page_token from a previous response, unchanged"))
-		}
-		if pt.Filter != digest {
-			return nil, s.fail(ctx, "QueryEvents", server.Invalid("page_token", "page_token belongs to a query with other filters: repeat the same filters, or start again without a token"))
-		}
-		f.AfterTime, f.AfterID = time.Unix(0, pt.Time).UTC(), pt.ID
-	}
-	events, err := s.svc.QueryAudit(ctx, a, f)
-	if err != nil {
-		return nil, s.fail(ctx, "QueryEvents", err)
-	}
-	resp := &hotlinev1.QueryEventsResponse{}
-	if len(events) > size {
-		events = events[:size]
-		last := events[len(events)-1]
-		b, _ := json.Marshal(pageToken{Time: last.Time.UnixNano(), ID: last.ID, Filter: digest})
-		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(b)
-	}
-	resp.Events = make([]*hotlinev1.AuditEvent, len(events))
-	for i, e := range events {
-		resp.Events[i] = eventToProto(e)
 	}
 	return resp, nil
 }

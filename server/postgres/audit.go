@@ -64,32 +64,25 @@ const (
 	maxAuditLimit     = 1000
 )
 
-const auditColumns = `id, at, actor, role, COALESCE(client_addr, ''), action, outcome,
+// eventColumns are the columns of audit_events that server.AuditEvent
+// holds; auditColumns reads them with NULL as "" (page is any relation
+// with these columns).
+const (
+	eventColumns = `id, at, actor, role, client_addr, action, outcome, serial, ticket, method, reason,
+	request_id, issuance_id, detail`
+	auditColumns = `id, at, actor, role, COALESCE(client_addr, ''), action, outcome,
 	COALESCE(serial, ''), COALESCE(ticket, ''), COALESCE(method, 0), COALESCE(reason, ''),
 	COALESCE(request_id, ''), COALESCE(issuance_id::text, ''), COALESCE(detail, '')`
+)
 
-// QueryAudit returns the events matching f, newest first by (time, id),
-// one page of f.Limit. The next page is the events after the last one
-// returned (f.AfterTime, f.AfterID). The query itself is audited
-// (ActionAuditQuery) in the same transaction.
-func (db *DB) QueryAudit(ctx context.Context, a server.Actor, f server.AuditFilter) ([]server.AuditEvent, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultAuditLimit
-	}
-	if limit > maxAuditLimit {
-		limit = maxAuditLimit
-	}
-	// The statement holds only the filters given, so each combination gets
-	// a plan that uses the matching index; pgx caches each prepared form.
-	var (
-		where []string
-		args  []any
-		note  []string
-	)
+// auditWhere builds the WHERE clause of f's filters (and keyset cursor)
+// with arguments from $1, and a note of the filters for the audit event
+// that records the read.
+func auditWhere(f server.AuditFilter) (where string, args []any, note []string) {
+	var conds []string
 	add := func(cond string, v any, name string, shown string) {
 		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+		conds = append(conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
 		note = append(note, name+"="+shown)
 	}
 	if f.Serial != "" {
@@ -112,34 +105,111 @@ func (db *DB) QueryAudit(ctx context.Context, a server.Actor, f server.AuditFilt
 	}
 	if !f.AfterTime.IsZero() || f.AfterID != 0 {
 		args = append(args, f.AfterTime, f.AfterID)
-		where = append(where, fmt.Sprintf("(at, id) < ($%d, $%d)", len(args)-1, len(args)))
+		conds = append(conds, fmt.Sprintf("(at, id) < ($%d, $%d)", len(args)-1, len(args)))
 		note = append(note, "after="+strconv.FormatInt(f.AfterID, 10))
 	}
-	q := "SELECT " + auditColumns + " FROM audit_events"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
 	}
-	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY at DESC, id DESC LIMIT $%d", len(args))
+	return where, args, note
+}
 
-	var out []server.AuditEvent
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, scanEvent)
-		if err != nil {
-			return err
-		}
-		e := event(a, server.ActionAuditQuery, server.OutcomeSuccess, "")
-		e.Detail = strings.Join(append(note, "n="+strconv.Itoa(len(out))), " ")
-		return insertEvent(ctx, tx, e)
-	})
+// QueryAudit returns the events matching f, newest first by (time, id),
+// one page of f.Limit. The next page is the events after the last one
+// returned (f.AfterTime, f.AfterID).
+//
+// The page and the audit event that records the query (ActionAuditQuery,
+// its detail the filters and the number of events returned) are one
+// statement, so one round trip and one transaction: a data-modifying
+// WITH runs to completion whether or not the outer query reads it.
+//
+// The statement holds only the filters given, so that each combination can
+// use its index, and runs unnamed (QueryExecModeExec): PostgreSQL plans an
+// unnamed statement with its parameter values every time. A cached
+// prepared statement switches to a generic plan after five runs, and for
+// the actor-and-time-range query that plan reads every event of the actor
+// in the range and sorts them instead of reading one page of the
+// (actor, at, id) index newest first: p99 5 to 11 ms instead of 0.65 ms on
+// a million events (server/audit's BenchmarkAuditQuery).
+func (db *DB) QueryAudit(ctx context.Context, a server.Actor, f server.AuditFilter) ([]server.AuditEvent, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultAuditLimit
+	}
+	if limit > maxAuditLimit {
+		limit = maxAuditLimit
+	}
+	where, args, note := auditWhere(f)
+	e := event(a, server.ActionAuditQuery, server.OutcomeSuccess, "")
+	args = append(args, limit, e.Actor, string(e.Role), e.ClientAddr, string(e.Action), string(e.Outcome),
+		strings.Join(append(note, "n="), " "))
+	n := len(args)
+	q := fmt.Sprintf(`WITH page AS (
+	SELECT %s FROM audit_events%s ORDER BY at DESC, id DESC LIMIT $%d
+), record AS (
+	INSERT INTO audit_events (actor, role, client_addr, action, outcome, detail)
+	SELECT $%d, $%d, NULLIF($%d, ''), $%d, $%d, $%d || count(*) FROM page
+)
+SELECT %s FROM page ORDER BY at DESC, id DESC`,
+		eventColumns, where, n-6, n-5, n-4, n-3, n-2, n-1, n, auditColumns)
+
+	rows, err := db.pool.Query(ctx, q, append([]any{pgx.QueryExecModeExec}, args...)...)
+	if err != nil {
+		return nil, translate(err, "querying the audit log")
+	}
+	out, err := pgx.CollectRows(rows, scanEvent)
 	if err != nil {
 		return nil, translate(err, "querying the audit log")
 	}
 	return out, nil
+}
+
+// ExportAudit records the export (ActionAuditExport, its detail the
+// filters) and commits it, then calls fn with every event matching f,
+// oldest first by (time, id), as the rows arrive: memory stays constant
+// however many events match. The events are read in one REPEATABLE READ
+// snapshot; the event recording the export is committed before it, so it
+// is on record even when the export is cut short, and is not in it.
+//
+// The export's event is committed on its own rather than in the reading
+// transaction: an export may stream for longer than the sealer's grace
+// period, and an event committed that late would be reported as inserted
+// after the fact.
+func (db *DB) ExportAudit(ctx context.Context, a server.Actor, f server.AuditFilter, fn func(server.AuditEvent) error) error {
+	f.AfterTime, f.AfterID = time.Time{}, 0
+	where, args, note := auditWhere(f)
+	e := event(a, server.ActionAuditExport, server.OutcomeSuccess, "")
+	e.Detail = strings.Join(note, " ")
+	if e.Detail == "" {
+		e.Detail = "all"
+	}
+	if err := insertEvent(ctx, db.pool, e); err != nil {
+		return translate(err, "recording an audit export")
+	}
+	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return translate(err, "exporting the audit log")
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	q := "SELECT " + auditColumns + " FROM audit_events" + where + " ORDER BY at, id"
+	rows, err := tx.Query(ctx, q, append([]any{pgx.QueryExecModeExec}, args...)...)
+	if err != nil {
+		return translate(err, "exporting the audit log")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		ev, err := scanEvent(rows)
+		if err != nil {
+			return translate(err, "exporting the audit log")
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return translate(err, "exporting the audit log")
+	}
+	return nil
 }
 
 func scanEvent(row pgx.CollectableRow) (server.AuditEvent, error) {

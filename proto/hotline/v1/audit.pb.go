@@ -350,6 +350,888 @@ func (x *QueryEventsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ExportEventsRequest selects the events to export; empty fields match
+// everything, and all filters combine (AND).
+type ExportEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Canonical serial (or anything LookupDevice accepts as a full serial).
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Actor (staff token subject).
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Action, e.g. "recovery.issue".
+	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	// Outcome; OUTCOME_UNSPECIFIED matches both.
+	Outcome Outcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=hotline.v1.Outcome" json:"outcome,omitempty"`
+	// Inclusive lower bound of the event time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Exclusive upper bound of the event time.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportEventsRequest) Reset() {
+	*x = ExportEventsRequest{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportEventsRequest) ProtoMessage() {}
+
+func (x *ExportEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportEventsRequest.ProtoReflect.Descriptor instead.
+func (*ExportEventsRequest) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExportEventsRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ExportEventsRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExportEventsRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ExportEventsRequest) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *ExportEventsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ExportEventsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// ExportEventsResponse is one chunk of the export stream.
+type ExportEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events, oldest first by (time, id), continuing the previous chunk.
+	Events        []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportEventsResponse) Reset() {
+	*x = ExportEventsResponse{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportEventsResponse) ProtoMessage() {}
+
+func (x *ExportEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportEventsResponse.ProtoReflect.Descriptor instead.
+func (*ExportEventsResponse) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExportEventsResponse) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// SummarizeRequest is the time range to summarise. Without start_time the
+// range starts 7 days before end_time; without end_time it ends now. At
+// most 366 days.
+type SummarizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Inclusive lower bound of the event time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Exclusive upper bound of the event time.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeRequest) Reset() {
+	*x = SummarizeRequest{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeRequest) ProtoMessage() {}
+
+func (x *SummarizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeRequest.ProtoReflect.Descriptor instead.
+func (*SummarizeRequest) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SummarizeRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *SummarizeRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// SummarizeResponse counts the audit events of a time range.
+type SummarizeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The range summarised (the request's, defaults filled in).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Exclusive end of the range summarised.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Successful issuances per agent per UTC day, by day then agent.
+	IssuancesPerAgentDay []*AgentDayIssuances `protobuf:"bytes,3,rep,name=issuances_per_agent_day,json=issuancesPerAgentDay,proto3" json:"issuances_per_agent_day,omitempty"`
+	// Devices issued at least two temporary passwords in the range, most
+	// issuances first.
+	RepeatedDevices []*RepeatedDevice `protobuf:"bytes,4,rep,name=repeated_devices,json=repeatedDevices,proto3" json:"repeated_devices,omitempty"`
+	// Refusals by action and reason, most first.
+	Refusals []*RefusalCount `protobuf:"bytes,5,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	// True when repeated_devices was cut at its maximum (1000 devices).
+	RepeatedDevicesTruncated bool `protobuf:"varint,6,opt,name=repeated_devices_truncated,json=repeatedDevicesTruncated,proto3" json:"repeated_devices_truncated,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *SummarizeResponse) Reset() {
+	*x = SummarizeResponse{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeResponse) ProtoMessage() {}
+
+func (x *SummarizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeResponse.ProtoReflect.Descriptor instead.
+func (*SummarizeResponse) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SummarizeResponse) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *SummarizeResponse) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *SummarizeResponse) GetIssuancesPerAgentDay() []*AgentDayIssuances {
+	if x != nil {
+		return x.IssuancesPerAgentDay
+	}
+	return nil
+}
+
+func (x *SummarizeResponse) GetRepeatedDevices() []*RepeatedDevice {
+	if x != nil {
+		return x.RepeatedDevices
+	}
+	return nil
+}
+
+func (x *SummarizeResponse) GetRefusals() []*RefusalCount {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+func (x *SummarizeResponse) GetRepeatedDevicesTruncated() bool {
+	if x != nil {
+		return x.RepeatedDevicesTruncated
+	}
+	return false
+}
+
+// AgentDayIssuances is how many temporary passwords one agent issued on
+// one day.
+type AgentDayIssuances struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The UTC day, "2006-01-02".
+	Day string `protobuf:"bytes,1,opt,name=day,proto3" json:"day,omitempty"`
+	// The staff member (token subject).
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Successful issuances (audit events recovery.issue, outcome success).
+	Count int64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// Of them, issued over a limit by a supervisor with a reason.
+	Overrides     int64 `protobuf:"varint,4,opt,name=overrides,proto3" json:"overrides,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentDayIssuances) Reset() {
+	*x = AgentDayIssuances{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentDayIssuances) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentDayIssuances) ProtoMessage() {}
+
+func (x *AgentDayIssuances) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentDayIssuances.ProtoReflect.Descriptor instead.
+func (*AgentDayIssuances) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AgentDayIssuances) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *AgentDayIssuances) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AgentDayIssuances) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AgentDayIssuances) GetOverrides() int64 {
+	if x != nil {
+		return x.Overrides
+	}
+	return 0
+}
+
+// RepeatedDevice is a device that got two or more temporary passwords in
+// the range.
+type RepeatedDevice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Canonical serial.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Successful issuances in the range (at least 2).
+	Count int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Distinct staff members who issued them.
+	Actors int64 `protobuf:"varint,3,opt,name=actors,proto3" json:"actors,omitempty"`
+	// The first issuance's time in the range.
+	FirstTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=first_time,json=firstTime,proto3" json:"first_time,omitempty"`
+	// The last issuance's time in the range.
+	LastTime      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_time,json=lastTime,proto3" json:"last_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepeatedDevice) Reset() {
+	*x = RepeatedDevice{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepeatedDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepeatedDevice) ProtoMessage() {}
+
+func (x *RepeatedDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepeatedDevice.ProtoReflect.Descriptor instead.
+func (*RepeatedDevice) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RepeatedDevice) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RepeatedDevice) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RepeatedDevice) GetActors() int64 {
+	if x != nil {
+		return x.Actors
+	}
+	return 0
+}
+
+func (x *RepeatedDevice) GetFirstTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstTime
+	}
+	return nil
+}
+
+func (x *RepeatedDevice) GetLastTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastTime
+	}
+	return nil
+}
+
+// RefusalCount is how many acts were refused for one reason.
+type RefusalCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The refused action, e.g. "recovery.issue".
+	Action string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	// The reason: the first word of the event's detail, e.g.
+	// "permission_denied", "limit=per-device", "owner_mismatch",
+	// "invalid:serial", "on_hold".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Refused events.
+	Count int64 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// Distinct staff members refused.
+	Actors        int64 `protobuf:"varint,4,opt,name=actors,proto3" json:"actors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusalCount) Reset() {
+	*x = RefusalCount{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusalCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusalCount) ProtoMessage() {}
+
+func (x *RefusalCount) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusalCount.ProtoReflect.Descriptor instead.
+func (*RefusalCount) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RefusalCount) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *RefusalCount) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RefusalCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RefusalCount) GetActors() int64 {
+	if x != nil {
+		return x.Actors
+	}
+	return 0
+}
+
+// GetCheckpointRequest asks for the newest signed checkpoint.
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{10}
+}
+
+// GetCheckpointResponse is the newest signed checkpoint: FailedPrecondition
+// when nothing is sealed yet.
+type GetCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint's text form, signature line included (server/audit's
+	// FORMAT): what to keep outside the database and give back to VerifyLog.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// Number of sealed events the checkpoint covers.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The chain's head h_size, lower-case hex.
+	Head string `protobuf:"bytes,3,opt,name=head,proto3" json:"head,omitempty"`
+	// When the sealer signed it (database clock, microseconds).
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The audit key that signed it.
+	Kid           string `protobuf:"bytes,5,opt,name=kid,proto3" json:"kid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetCheckpointResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *GetCheckpointResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *GetCheckpointResponse) GetHead() string {
+	if x != nil {
+		return x.Head
+	}
+	return ""
+}
+
+func (x *GetCheckpointResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *GetCheckpointResponse) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+// VerifyLogRequest optionally carries a checkpoint held outside the
+// database.
+type VerifyLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A checkpoint from GetCheckpoint, in its text (or JSON) form; empty to
+	// verify against the stored checkpoints alone. One that does not parse
+	// or whose signature does not verify is InvalidArgument.
+	Checkpoint    string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyLogRequest) Reset() {
+	*x = VerifyLogRequest{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyLogRequest) ProtoMessage() {}
+
+func (x *VerifyLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyLogRequest.ProtoReflect.Descriptor instead.
+func (*VerifyLogRequest) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *VerifyLogRequest) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+// VerifyLogResponse is the verification report.
+type VerifyLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the log verified: no problem found.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// Events in the log.
+	Events int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// Sealed events (the chain's length).
+	Sealed int64 `protobuf:"varint,3,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// Events not sealed yet (the sealer links them within seconds).
+	Unsealed int64 `protobuf:"varint,4,opt,name=unsealed,proto3" json:"unsealed,omitempty"`
+	// Stored checkpoints whose signature and head verified.
+	CheckpointsVerified int64 `protobuf:"varint,5,opt,name=checkpoints_verified,json=checkpointsVerified,proto3" json:"checkpoints_verified,omitempty"`
+	// True when a checkpoint was given and matched the chain.
+	ExternalCheckpointVerified bool `protobuf:"varint,6,opt,name=external_checkpoint_verified,json=externalCheckpointVerified,proto3" json:"external_checkpoint_verified,omitempty"`
+	// The recomputed head, lower-case hex.
+	Head string `protobuf:"bytes,7,opt,name=head,proto3" json:"head,omitempty"`
+	// The first problem; unset when ok.
+	FirstProblem *VerifyProblem `protobuf:"bytes,8,opt,name=first_problem,json=firstProblem,proto3" json:"first_problem,omitempty"`
+	// How long verification took, in milliseconds.
+	ElapsedMs     int64 `protobuf:"varint,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyLogResponse) Reset() {
+	*x = VerifyLogResponse{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyLogResponse) ProtoMessage() {}
+
+func (x *VerifyLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyLogResponse.ProtoReflect.Descriptor instead.
+func (*VerifyLogResponse) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VerifyLogResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyLogResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *VerifyLogResponse) GetSealed() int64 {
+	if x != nil {
+		return x.Sealed
+	}
+	return 0
+}
+
+func (x *VerifyLogResponse) GetUnsealed() int64 {
+	if x != nil {
+		return x.Unsealed
+	}
+	return 0
+}
+
+func (x *VerifyLogResponse) GetCheckpointsVerified() int64 {
+	if x != nil {
+		return x.CheckpointsVerified
+	}
+	return 0
+}
+
+func (x *VerifyLogResponse) GetExternalCheckpointVerified() bool {
+	if x != nil {
+		return x.ExternalCheckpointVerified
+	}
+	return false
+}
+
+func (x *VerifyLogResponse) GetHead() string {
+	if x != nil {
+		return x.Head
+	}
+	return ""
+}
+
+func (x *VerifyLogResponse) GetFirstProblem() *VerifyProblem {
+	if x != nil {
+		return x.FirstProblem
+	}
+	return nil
+}
+
+func (x *VerifyLogResponse) GetElapsedMs() int64 {
+	if x != nil {
+		return x.ElapsedMs
+	}
+	return 0
+}
+
+// VerifyProblem is the first thing found wrong with the log.
+type VerifyProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What is wrong: "changed", "reordered", "removed", "inserted",
+	// "checkpoint", "unsigned", "truncated", "rewritten" (server/audit's
+	// ProblemKind; more may be added).
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The chain position concerned, 0 if none.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The audit event concerned, 0 if none.
+	EventId int64 `protobuf:"varint,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// A sentence for the auditor.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyProblem) Reset() {
+	*x = VerifyProblem{}
+	mi := &file_hotline_v1_audit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyProblem) ProtoMessage() {}
+
+func (x *VerifyProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_audit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyProblem.ProtoReflect.Descriptor instead.
+func (*VerifyProblem) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_audit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VerifyProblem) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *VerifyProblem) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *VerifyProblem) GetEventId() int64 {
+	if x != nil {
+		return x.EventId
+	}
+	return 0
+}
+
+func (x *VerifyProblem) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_hotline_v1_audit_proto protoreflect.FileDescriptor
 
 const file_hotline_v1_audit_proto_rawDesc = "" +
@@ -389,9 +1271,79 @@ const file_hotline_v1_audit_proto_rawDesc = "" +
 	"page_token\x18\b \x01(\tR\tpageToken\"m\n" +
 	"\x13QueryEventsResponse\x12.\n" +
 	"\x06events\x18\x01 \x03(\v2\x16.hotline.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2^\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xfc\x01\n" +
+	"\x13ExportEventsRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12-\n" +
+	"\aoutcome\x18\x04 \x01(\x0e2\x13.hotline.v1.OutcomeR\aoutcome\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"F\n" +
+	"\x14ExportEventsResponse\x12.\n" +
+	"\x06events\x18\x01 \x03(\v2\x16.hotline.v1.AuditEventR\x06events\"\x84\x01\n" +
+	"\x10SummarizeRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x96\x03\n" +
+	"\x11SummarizeResponse\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12T\n" +
+	"\x17issuances_per_agent_day\x18\x03 \x03(\v2\x1d.hotline.v1.AgentDayIssuancesR\x14issuancesPerAgentDay\x12E\n" +
+	"\x10repeated_devices\x18\x04 \x03(\v2\x1a.hotline.v1.RepeatedDeviceR\x0frepeatedDevices\x124\n" +
+	"\brefusals\x18\x05 \x03(\v2\x18.hotline.v1.RefusalCountR\brefusals\x12<\n" +
+	"\x1arepeated_devices_truncated\x18\x06 \x01(\bR\x18repeatedDevicesTruncated\"o\n" +
+	"\x11AgentDayIssuances\x12\x10\n" +
+	"\x03day\x18\x01 \x01(\tR\x03day\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x1c\n" +
+	"\toverrides\x18\x04 \x01(\x03R\toverrides\"\xca\x01\n" +
+	"\x0eRepeatedDevice\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x16\n" +
+	"\x06actors\x18\x03 \x01(\x03R\x06actors\x129\n" +
+	"\n" +
+	"first_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstTime\x127\n" +
+	"\tlast_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastTime\"l\n" +
+	"\fRefusalCount\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x16\n" +
+	"\x06actors\x18\x04 \x01(\x03R\x06actors\"\x16\n" +
+	"\x14GetCheckpointRequest\"\x95\x01\n" +
+	"\x15GetCheckpointResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04head\x18\x03 \x01(\tR\x04head\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x10\n" +
+	"\x03kid\x18\x05 \x01(\tR\x03kid\"2\n" +
+	"\x10VerifyLogRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\"\xd7\x02\n" +
+	"\x11VerifyLogResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x12\x16\n" +
+	"\x06sealed\x18\x03 \x01(\x03R\x06sealed\x12\x1a\n" +
+	"\bunsealed\x18\x04 \x01(\x03R\bunsealed\x121\n" +
+	"\x14checkpoints_verified\x18\x05 \x01(\x03R\x13checkpointsVerified\x12@\n" +
+	"\x1cexternal_checkpoint_verified\x18\x06 \x01(\bR\x1aexternalCheckpointVerified\x12\x12\n" +
+	"\x04head\x18\a \x01(\tR\x04head\x12>\n" +
+	"\rfirst_problem\x18\b \x01(\v2\x19.hotline.v1.VerifyProblemR\ffirstProblem\x12\x1d\n" +
+	"\n" +
+	"elapsed_ms\x18\t \x01(\x03R\telapsedMs\"j\n" +
+	"\rVerifyProblem\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\x03R\aeventId\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage2\x9d\x03\n" +
 	"\fAuditService\x12N\n" +
-	"\vQueryEvents\x12\x1e.hotline.v1.QueryEventsRequest\x1a\x1f.hotline.v1.QueryEventsResponseB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\vQueryEvents\x12\x1e.hotline.v1.QueryEventsRequest\x1a\x1f.hotline.v1.QueryEventsResponse\x12S\n" +
+	"\fExportEvents\x12\x1f.hotline.v1.ExportEventsRequest\x1a .hotline.v1.ExportEventsResponse0\x01\x12H\n" +
+	"\tSummarize\x12\x1c.hotline.v1.SummarizeRequest\x1a\x1d.hotline.v1.SummarizeResponse\x12T\n" +
+	"\rGetCheckpoint\x12 .hotline.v1.GetCheckpointRequest\x1a!.hotline.v1.GetCheckpointResponse\x12H\n" +
+	"\tVerifyLog\x12\x1c.hotline.v1.VerifyLogRequest\x1a\x1d.hotline.v1.VerifyLogResponseB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_audit_proto_rawDescOnce sync.Once
@@ -405,32 +1357,67 @@ func file_hotline_v1_audit_proto_rawDescGZIP() []byte {
 	return file_hotline_v1_audit_proto_rawDescData
 }
 
-var file_hotline_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_hotline_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_hotline_v1_audit_proto_goTypes = []any{
 	(*AuditEvent)(nil),            // 0: hotline.v1.AuditEvent
 	(*QueryEventsRequest)(nil),    // 1: hotline.v1.QueryEventsRequest
 	(*QueryEventsResponse)(nil),   // 2: hotline.v1.QueryEventsResponse
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(Role)(0),                     // 4: hotline.v1.Role
-	(Outcome)(0),                  // 5: hotline.v1.Outcome
-	(VerificationMethod)(0),       // 6: hotline.v1.VerificationMethod
+	(*ExportEventsRequest)(nil),   // 3: hotline.v1.ExportEventsRequest
+	(*ExportEventsResponse)(nil),  // 4: hotline.v1.ExportEventsResponse
+	(*SummarizeRequest)(nil),      // 5: hotline.v1.SummarizeRequest
+	(*SummarizeResponse)(nil),     // 6: hotline.v1.SummarizeResponse
+	(*AgentDayIssuances)(nil),     // 7: hotline.v1.AgentDayIssuances
+	(*RepeatedDevice)(nil),        // 8: hotline.v1.RepeatedDevice
+	(*RefusalCount)(nil),          // 9: hotline.v1.RefusalCount
+	(*GetCheckpointRequest)(nil),  // 10: hotline.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil), // 11: hotline.v1.GetCheckpointResponse
+	(*VerifyLogRequest)(nil),      // 12: hotline.v1.VerifyLogRequest
+	(*VerifyLogResponse)(nil),     // 13: hotline.v1.VerifyLogResponse
+	(*VerifyProblem)(nil),         // 14: hotline.v1.VerifyProblem
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(Role)(0),                     // 16: hotline.v1.Role
+	(Outcome)(0),                  // 17: hotline.v1.Outcome
+	(VerificationMethod)(0),       // 18: hotline.v1.VerificationMethod
 }
 var file_hotline_v1_audit_proto_depIdxs = []int32{
-	3, // 0: hotline.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	4, // 1: hotline.v1.AuditEvent.role:type_name -> hotline.v1.Role
-	5, // 2: hotline.v1.AuditEvent.outcome:type_name -> hotline.v1.Outcome
-	6, // 3: hotline.v1.AuditEvent.verification_method:type_name -> hotline.v1.VerificationMethod
-	5, // 4: hotline.v1.QueryEventsRequest.outcome:type_name -> hotline.v1.Outcome
-	3, // 5: hotline.v1.QueryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	3, // 6: hotline.v1.QueryEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	0, // 7: hotline.v1.QueryEventsResponse.events:type_name -> hotline.v1.AuditEvent
-	1, // 8: hotline.v1.AuditService.QueryEvents:input_type -> hotline.v1.QueryEventsRequest
-	2, // 9: hotline.v1.AuditService.QueryEvents:output_type -> hotline.v1.QueryEventsResponse
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	15, // 0: hotline.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 1: hotline.v1.AuditEvent.role:type_name -> hotline.v1.Role
+	17, // 2: hotline.v1.AuditEvent.outcome:type_name -> hotline.v1.Outcome
+	18, // 3: hotline.v1.AuditEvent.verification_method:type_name -> hotline.v1.VerificationMethod
+	17, // 4: hotline.v1.QueryEventsRequest.outcome:type_name -> hotline.v1.Outcome
+	15, // 5: hotline.v1.QueryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	15, // 6: hotline.v1.QueryEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 7: hotline.v1.QueryEventsResponse.events:type_name -> hotline.v1.AuditEvent
+	17, // 8: hotline.v1.ExportEventsRequest.outcome:type_name -> hotline.v1.Outcome
+	15, // 9: hotline.v1.ExportEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	15, // 10: hotline.v1.ExportEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: hotline.v1.ExportEventsResponse.events:type_name -> hotline.v1.AuditEvent
+	15, // 12: hotline.v1.SummarizeRequest.start_time:type_name -> google.protobuf.Timestamp
+	15, // 13: hotline.v1.SummarizeRequest.end_time:type_name -> google.protobuf.Timestamp
+	15, // 14: hotline.v1.SummarizeResponse.start_time:type_name -> google.protobuf.Timestamp
+	15, // 15: hotline.v1.SummarizeResponse.end_time:type_name -> google.protobuf.Timestamp
+	7,  // 16: hotline.v1.SummarizeResponse.issuances_per_agent_day:type_name -> hotline.v1.AgentDayIssuances
+	8,  // 17: hotline.v1.SummarizeResponse.repeated_devices:type_name -> hotline.v1.RepeatedDevice
+	9,  // 18: hotline.v1.SummarizeResponse.refusals:type_name -> hotline.v1.RefusalCount
+	15, // 19: hotline.v1.RepeatedDevice.first_time:type_name -> google.protobuf.Timestamp
+	15, // 20: hotline.v1.RepeatedDevice.last_time:type_name -> google.protobuf.Timestamp
+	15, // 21: hotline.v1.GetCheckpointResponse.time:type_name -> google.protobuf.Timestamp
+	14, // 22: hotline.v1.VerifyLogResponse.first_problem:type_name -> hotline.v1.VerifyProblem
+	1,  // 23: hotline.v1.AuditService.QueryEvents:input_type -> hotline.v1.QueryEventsRequest
+	3,  // 24: hotline.v1.AuditService.ExportEvents:input_type -> hotline.v1.ExportEventsRequest
+	5,  // 25: hotline.v1.AuditService.Summarize:input_type -> hotline.v1.SummarizeRequest
+	10, // 26: hotline.v1.AuditService.GetCheckpoint:input_type -> hotline.v1.GetCheckpointRequest
+	12, // 27: hotline.v1.AuditService.VerifyLog:input_type -> hotline.v1.VerifyLogRequest
+	2,  // 28: hotline.v1.AuditService.QueryEvents:output_type -> hotline.v1.QueryEventsResponse
+	4,  // 29: hotline.v1.AuditService.ExportEvents:output_type -> hotline.v1.ExportEventsResponse
+	6,  // 30: hotline.v1.AuditService.Summarize:output_type -> hotline.v1.SummarizeResponse
+	11, // 31: hotline.v1.AuditService.GetCheckpoint:output_type -> hotline.v1.GetCheckpointResponse
+	13, // 32: hotline.v1.AuditService.VerifyLog:output_type -> hotline.v1.VerifyLogResponse
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_hotline_v1_audit_proto_init() }
@@ -445,7 +1432,7 @@ func file_hotline_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hotline_v1_audit_proto_rawDesc), len(file_hotline_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

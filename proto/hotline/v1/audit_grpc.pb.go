@@ -19,20 +19,43 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_QueryEvents_FullMethodName = "/hotline.v1.AuditService/QueryEvents"
+	AuditService_QueryEvents_FullMethodName   = "/hotline.v1.AuditService/QueryEvents"
+	AuditService_ExportEvents_FullMethodName  = "/hotline.v1.AuditService/ExportEvents"
+	AuditService_Summarize_FullMethodName     = "/hotline.v1.AuditService/Summarize"
+	AuditService_GetCheckpoint_FullMethodName = "/hotline.v1.AuditService/GetCheckpoint"
+	AuditService_VerifyLog_FullMethodName     = "/hotline.v1.AuditService/VerifyLog"
 )
 
 // AuditServiceClient is the client API for AuditService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AuditService reads the append-only audit log (role auditor). Field
-// numbers are append-only; export, summary, verify and checkpoint RPCs will
-// join here.
+// AuditService reads the append-only, tamper-evident audit log (roles
+// auditor and supervisor). Every call is itself an audit event (actions
+// "audit.query", "audit.export", "audit.summary", "audit.checkpoint",
+// "audit.verify"). Field numbers and enum values are append-only.
 type AuditServiceClient interface {
 	// QueryEvents returns matching events, newest first, with keyset
-	// pagination.
+	// pagination. All filters combine (AND).
 	QueryEvents(ctx context.Context, in *QueryEventsRequest, opts ...grpc.CallOption) (*QueryEventsResponse, error)
+	// ExportEvents streams every matching event, oldest first by (time, id),
+	// as the server reads them: for exports of a range (hotlinectl audit
+	// export writes them as JSON lines). The export is recorded before the
+	// first event is sent.
+	ExportEvents(ctx context.Context, in *ExportEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportEventsResponse], error)
+	// Summarize answers an auditor's first questions about a time range:
+	// issuances per agent per day, devices with repeated issuances, refusals
+	// by reason.
+	Summarize(ctx context.Context, in *SummarizeRequest, opts ...grpc.CallOption) (*SummarizeResponse, error)
+	// GetCheckpoint returns the newest signed checkpoint of the audit chain.
+	// Keep a copy outside the database: VerifyLog given it detects a rewrite
+	// of the history before it.
+	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
+	// VerifyLog recomputes the hash chain from the events, checks every
+	// signed checkpoint (and the one given, if any) and reports the first
+	// problem. A log that fails verification is a normal response with ok
+	// false, not an error.
+	VerifyLog(ctx context.Context, in *VerifyLogRequest, opts ...grpc.CallOption) (*VerifyLogResponse, error)
 }
 
 type auditServiceClient struct {
@@ -53,17 +76,85 @@ func (c *auditServiceClient) QueryEvents(ctx context.Context, in *QueryEventsReq
 	return out, nil
 }
 
+func (c *auditServiceClient) ExportEvents(ctx context.Context, in *ExportEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuditService_ServiceDesc.Streams[0], AuditService_ExportEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportEventsRequest, ExportEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_ExportEventsClient = grpc.ServerStreamingClient[ExportEventsResponse]
+
+func (c *auditServiceClient) Summarize(ctx context.Context, in *SummarizeRequest, opts ...grpc.CallOption) (*SummarizeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SummarizeResponse)
+	err := c.cc.Invoke(ctx, AuditService_Summarize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCheckpointResponse)
+	err := c.cc.Invoke(ctx, AuditService_GetCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *auditServiceClient) VerifyLog(ctx context.Context, in *VerifyLogRequest, opts ...grpc.CallOption) (*VerifyLogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyLogResponse)
+	err := c.cc.Invoke(ctx, AuditService_VerifyLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
 //
-// AuditService reads the append-only audit log (role auditor). Field
-// numbers are append-only; export, summary, verify and checkpoint RPCs will
-// join here.
+// AuditService reads the append-only, tamper-evident audit log (roles
+// auditor and supervisor). Every call is itself an audit event (actions
+// "audit.query", "audit.export", "audit.summary", "audit.checkpoint",
+// "audit.verify"). Field numbers and enum values are append-only.
 type AuditServiceServer interface {
 	// QueryEvents returns matching events, newest first, with keyset
-	// pagination.
+	// pagination. All filters combine (AND).
 	QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error)
+	// ExportEvents streams every matching event, oldest first by (time, id),
+	// as the server reads them: for exports of a range (hotlinectl audit
+	// export writes them as JSON lines). The export is recorded before the
+	// first event is sent.
+	ExportEvents(*ExportEventsRequest, grpc.ServerStreamingServer[ExportEventsResponse]) error
+	// Summarize answers an auditor's first questions about a time range:
+	// issuances per agent per day, devices with repeated issuances, refusals
+	// by reason.
+	Summarize(context.Context, *SummarizeRequest) (*SummarizeResponse, error)
+	// GetCheckpoint returns the newest signed checkpoint of the audit chain.
+	// Keep a copy outside the database: VerifyLog given it detects a rewrite
+	// of the history before it.
+	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
+	// VerifyLog recomputes the hash chain from the events, checks every
+	// signed checkpoint (and the one given, if any) and reports the first
+	// problem. A log that fails verification is a normal response with ok
+	// false, not an error.
+	VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -76,6 +167,18 @@ type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) QueryEvents(context.Context, *QueryEventsRequest) (*QueryEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryEvents not implemented")
+}
+func (UnimplementedAuditServiceServer) ExportEvents(*ExportEventsRequest, grpc.ServerStreamingServer[ExportEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportEvents not implemented")
+}
+func (UnimplementedAuditServiceServer) Summarize(context.Context, *SummarizeRequest) (*SummarizeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Summarize not implemented")
+}
+func (UnimplementedAuditServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedAuditServiceServer) VerifyLog(context.Context, *VerifyLogRequest) (*VerifyLogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyLog not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -116,6 +219,71 @@ func _AuditService_QueryEvents_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_ExportEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuditServiceServer).ExportEvents(m, &grpc.GenericServerStream[ExportEventsRequest, ExportEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuditService_ExportEventsServer = grpc.ServerStreamingServer[ExportEventsResponse]
+
+func _AuditService_Summarize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SummarizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).Summarize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_Summarize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).Summarize(ctx, req.(*SummarizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_GetCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).GetCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_GetCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).GetCheckpoint(ctx, req.(*GetCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuditService_VerifyLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).VerifyLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_VerifyLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).VerifyLog(ctx, req.(*VerifyLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -127,7 +295,25 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "QueryEvents",
 			Handler:    _AuditService_QueryEvents_Handler,
 		},
+		{
+			MethodName: "Summarize",
+			Handler:    _AuditService_Summarize_Handler,
+		},
+		{
+			MethodName: "GetCheckpoint",
+			Handler:    _AuditService_GetCheckpoint_Handler,
+		},
+		{
+			MethodName: "VerifyLog",
+			Handler:    _AuditService_VerifyLog_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportEvents",
+			Handler:       _AuditService_ExportEvents_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "hotline/v1/audit.proto",
 }
