@@ -43,12 +43,23 @@ func (c *common) needDatabase() error {
 	return nil
 }
 
+// parse parses flags anywhere on the line (before or after the positional
+// arguments, as in "keys device-key SERIAL --keyring DIR"); fs.Args() then
+// holds the positional arguments in order.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -74,6 +85,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "created keyring %s: master key generation %d, grant, staff and audit signing keys\n", k.Dir(), k.CurrentGeneration())
 		return nil
 	case "device-key":
+		gen := fs.Int("generation", 0, "master-key generation (default: the current one, for a new device)")
 		if err := parse(fs, args[1:], stderr); err != nil {
 			return err
 		}
@@ -88,7 +100,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		dk, err := k.DeviceKey(s, k.CurrentGeneration())
+		g := *gen
+		if g == 0 {
+			g = k.CurrentGeneration()
+		}
+		dk, err := k.DeviceKey(s, g)
 		if err != nil {
 			return err
 		}

@@ -94,6 +94,11 @@ func retire(ctx context.Context, c *common, kid string, gen int, stdout io.Write
 	if err != nil {
 		return err
 	}
+	if kid != "" {
+		if err := k.CheckRetireSigning(kid); err != nil {
+			return err
+		}
+	}
 	needDB := gen != 0 || strings.HasPrefix(kid, keyring.PurposeGrant+"-")
 	var db *postgres.DB
 	if needDB {

@@ -420,21 +420,37 @@ func (k *Keyring) Rotate(purpose string) (string, error) {
 // published for grant.MaxLifetime; retired audit keys stay trusted for
 // verification forever (the log they signed does not expire).
 func (k *Keyring) RetireSigning(kid string) error {
+	i, err := k.retirable(kid)
+	if err != nil {
+		return err
+	}
+	now := k.now().UTC()
+	k.signing[i].Retired = &now
+	return k.save()
+}
+
+// CheckRetireSigning says whether RetireSigning(kid) would be refused by the
+// keyring itself (unknown, already retired, the newest of its purpose),
+// before the caller asks the registry about live grants.
+func (k *Keyring) CheckRetireSigning(kid string) error {
+	_, err := k.retirable(kid)
+	return err
+}
+
+func (k *Keyring) retirable(kid string) (int, error) {
 	for i, s := range k.signing {
 		if s.KID != kid {
 			continue
 		}
 		if s.Retired != nil {
-			return fmt.Errorf("keyring: %s is already retired (since %s)", kid, s.Retired.Format(time.RFC3339))
+			return 0, fmt.Errorf("keyring: %s is already retired (since %s)", kid, s.Retired.Format(time.RFC3339))
 		}
 		if cur, _ := k.current(s.Purpose); cur.KID == kid {
-			return fmt.Errorf("keyring: %s is the newest %s key and still signs: run `keys rotate --purpose %s` first", kid, s.Purpose, s.Purpose)
+			return 0, fmt.Errorf("keyring: %s is the newest %s key and still signs: run `keys rotate --purpose %s` first", kid, s.Purpose, s.Purpose)
 		}
-		now := k.now().UTC()
-		k.signing[i].Retired = &now
-		return k.save()
+		return i, nil
 	}
-	return fmt.Errorf("keyring: no signing key %q", kid)
+	return 0, fmt.Errorf("keyring: no signing key %q", kid)
 }
 
 // SigningKeys lists the signing keys (secrets redacted by type).
