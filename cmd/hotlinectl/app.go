@@ -33,6 +33,7 @@ const (
 	exitFailed   = 1 // the server refused or could not be reached
 	exitUsage    = 2 // the command line is wrong
 	exitNoMatch  = 3 // check-owner: the claimed contact does not match
+	exitBadLog   = 4 // audit verify: the audit log failed verification
 	defaultAddr  = "127.0.0.1:7443"
 	defaultLimit = 50
 )
@@ -51,6 +52,14 @@ Commands:
   audit query [--serial S] [--actor A] [--action A] [--outcome success|refused]
               [--since T] [--until T] [--limit N] [--page-token P]
                                      T: RFC 3339 time or a duration ago, like 24h
+  audit export [the filters of audit query] [--out FILE]
+                                     JSON lines, oldest first; progress on stderr
+  audit summary [--since T] [--until T]
+                                     issuances per agent per day, repeated devices,
+                                     refusals by reason (default: the last 7 days)
+  audit checkpoint                   the latest signed checkpoint: keep a copy elsewhere
+  audit verify [--checkpoint FILE]   exit status 4 when the log fails verification,
+                                     naming the first bad event
   keys jwks                          the grant-verification keys (what dvr-agent --trust reads)
 
 Flags (anywhere on the line):
@@ -193,6 +202,7 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 	err = bind(c, pos)
 	var ue *usageError
 	var nm noMatch
+	var vf verifyFailed
 	switch {
 	case err == nil:
 		return exitOK
@@ -201,6 +211,9 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &nm):
 		return exitNoMatch
+	case errors.As(err, &vf):
+		fmt.Fprintf(stderr, "hotlinectl %s: %v\n", name, vf)
+		return exitBadLog
 	default:
 		fmt.Fprintln(stderr, c.explain(err))
 		return exitFailed
@@ -268,8 +281,8 @@ func roleFor(name string) string {
 		return "provisioner"
 	case "hold", "release":
 		return "supervisor"
-	case "audit query":
-		return "auditor"
+	case "audit query", "audit export", "audit summary", "audit checkpoint", "audit verify":
+		return "auditor (or supervisor)"
 	}
 	return "agent"
 }
@@ -296,6 +309,7 @@ var flagFor = map[string]string{
 	"actor":               "--actor",
 	"action":              "--action",
 	"outcome":             "--outcome",
+	"checkpoint":          "--checkpoint",
 }
 
 // explain turns an RPC error into what happened and what to do next.
@@ -332,6 +346,12 @@ func (c *cmd) explain(err error) string {
 		}
 	case codes.FailedPrecondition:
 		hint = "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
+		if strings.HasPrefix(c.name, "audit ") {
+			hint = "ask the operator: the server must run with the keyring's audit key (it seals and verifies the log)"
+			if strings.Contains(msg, "no audit checkpoint yet") {
+				hint = "retry in a few seconds"
+			}
+		}
 	case codes.AlreadyExists:
 		hint = "it is already registered: look it up with hotlinectl lookup"
 	case codes.Unavailable:

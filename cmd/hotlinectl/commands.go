@@ -17,15 +17,19 @@ import (
 type command func(fs *flag.FlagSet) func(c *cmd, pos []string) error
 
 var commands = map[string]command{
-	"devices add": devicesAdd,
-	"lookup":      lookup,
-	"check-owner": checkOwner,
-	"issue":       issue,
-	"history":     history,
-	"hold":        holdCmd(true),
-	"release":     holdCmd(false),
-	"audit query": auditQuery,
-	"keys jwks":   keysJWKS,
+	"devices add":      devicesAdd,
+	"lookup":           lookup,
+	"check-owner":      checkOwner,
+	"issue":            issue,
+	"history":          history,
+	"hold":             holdCmd(true),
+	"release":          holdCmd(false),
+	"audit query":      auditQuery,
+	"audit export":     auditExport,
+	"audit summary":    auditSummary,
+	"audit checkpoint": auditCheckpoint,
+	"audit verify":     auditVerify,
+	"keys jwks":        keysJWKS,
 }
 
 func devicesAdd(fs *flag.FlagSet) func(*cmd, []string) error {
@@ -289,34 +293,16 @@ func parseWhen(flagName, s string, now time.Time) (*timestamppb.Timestamp, error
 }
 
 func auditQuery(fs *flag.FlagSet) func(*cmd, []string) error {
-	serial := fs.String("serial", "", "device serial")
-	actor := fs.String("actor", "", "staff member")
-	action := fs.String("action", "", "action, e.g. recovery.issue")
-	outcome := fs.String("outcome", "", "success or refused")
-	since := fs.String("since", "", "from (RFC 3339 time, date, or duration ago)")
-	until := fs.String("until", "", "until (exclusive)")
+	af := addAuditFlags(fs)
 	limit := fs.Int("limit", defaultLimit, "most events to print (fetched in pages)")
 	token := fs.String("page-token", "", "continue from a previous next_page_token")
 	return func(c *cmd, pos []string) error {
 		if len(pos) != 0 {
 			return usagef("unexpected argument %q: filters are flags, e.g. --serial", pos[0])
 		}
-		now := time.Now()
-		req := &hotlinev1.QueryEventsRequest{Serial: *serial, Actor: *actor, Action: *action, PageToken: *token}
-		switch strings.ToLower(*outcome) {
-		case "":
-		case "success":
-			req.Outcome = hotlinev1.Outcome_OUTCOME_SUCCESS
-		case "refused":
-			req.Outcome = hotlinev1.Outcome_OUTCOME_REFUSED
-		default:
-			return usagef("--outcome %q: expected success or refused", *outcome)
-		}
+		req := &hotlinev1.QueryEventsRequest{Serial: *af.serial, Actor: *af.actor, Action: *af.action, PageToken: *token}
 		var err error
-		if req.StartTime, err = parseWhen("since", *since, now); err != nil {
-			return err
-		}
-		if req.EndTime, err = parseWhen("until", *until, now); err != nil {
+		if req.Outcome, req.StartTime, req.EndTime, err = af.parsed(time.Now()); err != nil {
 			return err
 		}
 		if *limit < 1 {

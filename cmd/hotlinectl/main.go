@@ -1,6 +1,7 @@
 // Command hotlinectl is the support agent's and auditor's tool for the
 // Hotline service: register devices, look them up, check owners, issue
-// temporary passwords, hold and release devices, and query the audit log.
+// temporary passwords, hold and release devices, and query, export,
+// summarise and verify the audit log.
 //
 // The server address comes from --addr or HOTLINE_ADDR (default
 // 127.0.0.1:7443), the staff token from --token or HOTLINE_TOKEN. Plaintext

@@ -94,7 +94,9 @@ type env struct {
 	keys     hotlinev1.KeyServiceClient
 }
 
-func start(t *testing.T) *env {
+// start runs a server with the test audit log (testAuditLog); edits
+// adjust its service before it serves.
+func start(t *testing.T, edits ...func(*server.Service)) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, testURL)
@@ -108,6 +110,10 @@ func start(t *testing.T) *env {
 	svc := server.NewService(db, kr)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc.Logger = log
+	svc.AuditLog = testAuditLog(db.Pool())
+	for _, edit := range edits {
+		edit(svc)
+	}
 	issuer, err := server.NewStaffIssuer("staff-test-1", sk)
 	if err != nil {
 		t.Fatal(err)
@@ -558,12 +564,33 @@ func TestPermissionDenied(t *testing.T) {
 			_, err := e.audit.QueryEvents(ctx, &hotlinev1.QueryEventsRequest{Serial: sn})
 			return err
 		},
+		"audit-export": func(ctx context.Context) error {
+			st, err := e.audit.ExportEvents(ctx, &hotlinev1.ExportEventsRequest{Serial: sn})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv() // a stream's status comes with its first message
+			return err
+		},
+		"audit-summary": func(ctx context.Context) error {
+			_, err := e.audit.Summarize(ctx, &hotlinev1.SummarizeRequest{})
+			return err
+		},
+		"audit-checkpoint": func(ctx context.Context) error {
+			_, err := e.audit.GetCheckpoint(ctx, &hotlinev1.GetCheckpointRequest{})
+			return err
+		},
+		"audit-verify": func(ctx context.Context) error {
+			_, err := e.audit.VerifyLog(ctx, &hotlinev1.VerifyLogRequest{})
+			return err
+		},
 	}
+	auditCalls := []string{"audit", "audit-export", "audit-summary", "audit-checkpoint", "audit-verify"}
 	denied := map[server.Role][]string{
-		server.RoleAgent:       {"register", "hold", "release", "audit"},
+		server.RoleAgent:       append([]string{"register", "hold", "release"}, auditCalls...),
 		server.RoleSupervisor:  {"register"},
 		server.RoleAuditor:     {"register", "lookup", "check-owner", "hold", "release", "issue", "history"},
-		server.RoleProvisioner: {"lookup", "check-owner", "hold", "release", "issue", "history", "audit"},
+		server.RoleProvisioner: append([]string{"lookup", "check-owner", "hold", "release", "issue", "history"}, auditCalls...),
 	}
 	for role, names := range denied {
 		for _, name := range names {
