@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -364,11 +365,23 @@ func (c *cmd) explain(err error) string {
 	case codes.Internal:
 		hint = "the server failed: retry, and report it with the time if it persists"
 	}
-	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, strings.ToLower(strings.ReplaceAll(st.Code().String(), "_", " ")), msg)
+	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, codeWords(st.Code()), msg)
 	if hint != "" {
 		out += "\n  next: " + hint
 	}
 	return out
+}
+
+// codeWords spells a status code in lower-case words: "permission denied".
+func codeWords(code codes.Code) string {
+	var b strings.Builder
+	for i, r := range code.String() {
+		if unicode.IsUpper(r) && i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
 }
 
 // printJSON prints m in the API's field names, plus extra fields.

@@ -22,6 +22,7 @@ import (
 	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/audit"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
@@ -73,6 +74,9 @@ func serve(t *testing.T) (string, *server.StaffIssuer) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := server.NewService(db, &keyring{signer: gk})
 	svc.Logger = quiet
+	svc.AuditLog = &audit.Log{DB: db.Pool(), Trusted: func() map[string]ed25519.PublicKey {
+		return map[string]ed25519.PublicKey{auditKID: auditKey.Public().(ed25519.PublicKey)}
+	}}
 	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
