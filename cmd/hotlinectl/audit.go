@@ -193,8 +193,11 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\n", d.GetDay(), d.GetActor(), d.GetCount(), d.GetOverrides())
 			}
 		}
-		fmt.Fprintln(w, "\t\t\t")
-		fmt.Fprintln(w, "DEVICES ISSUED TWO OR MORE CODES")
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		w = table(c.stdout)
+		fmt.Fprintln(w, "\nDEVICES ISSUED TWO OR MORE CODES")
 		if len(resp.GetRepeatedDevices()) == 0 {
 			fmt.Fprintln(w, "  none")
 		} else {
@@ -206,8 +209,11 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 				fmt.Fprintln(w, "  … more devices: narrow the range")
 			}
 		}
-		fmt.Fprintln(w, "\t\t\t")
-		fmt.Fprintln(w, "REFUSALS BY REASON")
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		w = table(c.stdout)
+		fmt.Fprintln(w, "\nREFUSALS BY REASON")
 		if len(resp.GetRefusals()) == 0 {
 			fmt.Fprintln(w, "  none")
 		} else {

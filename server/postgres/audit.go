@@ -168,8 +168,9 @@ SELECT %s FROM page ORDER BY at DESC, id DESC`,
 // filters) and commits it, then calls fn with every event matching f,
 // oldest first by (time, id), as the rows arrive: memory stays constant
 // however many events match. The events are read in one REPEATABLE READ
-// snapshot; the event recording the export is committed before it, so it
-// is on record even when the export is cut short, and is not in it.
+// snapshot, taken after the event recording the export is committed: the
+// export is on record even when it is cut short (and lists its own record
+// when that matches the filters).
 //
 // The export's event is committed on its own rather than in the reading
 // transaction: an export may stream for longer than the sealer's grace

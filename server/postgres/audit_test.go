@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -260,5 +261,39 @@ func TestNoColumnStoresACode(t *testing.T) {
 	}
 	if n < 30 {
 		t.Fatalf("only %d columns seen", n)
+	}
+}
+
+// TestExportAudit: oldest first, every match, the export recorded before
+// it, and a callback's error stops it.
+func TestExportAudit(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	actor := newName("x")
+	for i := range 5 {
+		if err := db.Audit(ctx, server.AuditEvent{Actor: actor, Role: server.RoleAgent, Action: server.ActionLookup,
+			Outcome: server.OutcomeSuccess, Detail: "i=" + string(rune('0'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exporter := server.Actor{Subject: newName("e"), Role: server.RoleAuditor}
+	var got []string
+	err := db.ExportAudit(ctx, exporter, server.AuditFilter{Actor: actor}, func(e server.AuditEvent) error {
+		got = append(got, e.Detail)
+		return nil
+	})
+	if err != nil || strings.Join(got, ",") != "i=0,i=1,i=2,i=3,i=4" {
+		t.Fatalf("exported %v, %v; want the five events oldest first", got, err)
+	}
+	stop := errors.New("stop")
+	n := 0
+	err = db.ExportAudit(ctx, exporter, server.AuditFilter{Actor: actor}, func(server.AuditEvent) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("a callback error: %v after %d events", err, n)
+	}
+	evs, err := db.QueryAudit(ctx, server.Actor{Subject: newName("a"), Role: server.RoleAuditor},
+		server.AuditFilter{Actor: exporter.Subject, Action: server.ActionAuditExport})
+	if err != nil || len(evs) != 2 || evs[0].Detail != "actor="+actor || evs[0].Role != server.RoleAuditor {
+		t.Fatalf("export events %+v, %v", evs, err)
 	}
 }
