@@ -2,7 +2,8 @@
 // committed audit events into a hash chain shortly after they commit and
 // signs checkpoints of its head with the keyring's audit key, and Verify
 // recomputes the chain from the events and names the first event that was
-// changed, removed, reordered or inserted.
+// changed, removed, reordered or inserted. Log serves Verify and Latest to
+// the API as a server.AuditLog (AuditService's VerifyLog and GetCheckpoint).
 //
 // # Why a hash chain, and why a separate sealer
 //
