@@ -94,9 +94,15 @@ func (db *DB) importBatch(ctx context.Context, importID string, b server.ImportB
 			keyGen           int
 			done             *int
 		)
-		err := tx.QueryRow(ctx, `SELECT i.update_conflicting, i.key_generation, i.finished_at IS NOT NULL, b.received
-			FROM device_imports i LEFT JOIN device_import_batches b ON b.import_id = i.id AND b.seq = $2
-			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&update, &keyGen, &finished, &done)
+		// optimistic: the previous batch inserted every row it had (or this
+		// is the first), so this one probably will too.
+		var optimistic bool
+		err := tx.QueryRow(ctx, `SELECT i.update_conflicting, i.key_generation, i.finished_at IS NOT NULL, b.received,
+				COALESCE(p.inserted = p.received - p.invalid - p.duplicates, $2 = 1)
+			FROM device_imports i
+			LEFT JOIN device_import_batches b ON b.import_id = i.id AND b.seq = $2
+			LEFT JOIN device_import_batches p ON p.import_id = i.id AND p.seq = $2 - 1
+			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&update, &keyGen, &finished, &done, &optimistic)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
 		}
@@ -113,7 +119,7 @@ func (db *DB) importBatch(ctx context.Context, importID string, b server.ImportB
 				Scan(&rep.Batches, &rep.Received, &rep.Inserted, &rep.Updated, &rep.Unchanged, &rep.Conflicts, &rep.Duplicates, &rep.Invalid)
 		}
 		if len(b.Rows) > 0 {
-			if err := mergeBatch(ctx, tx, b.Rows, keyGen, update, &rep); err != nil {
+			if err := mergeBatch(ctx, tx, b.Rows, keyGen, update, optimistic, &rep); err != nil {
 				return err
 			}
 		}
@@ -155,6 +161,10 @@ const insertSQL = `INSERT INTO devices (serial, device_id, model, production_dat
 	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage s
 	WHERE NOT EXISTS (SELECT FROM devices d WHERE d.serial = s.serial)
 		AND NOT EXISTS (SELECT FROM devices d WHERE d.device_id = s.device_id)`
+
+// optimisticSQL is insertSQL for a batch expected to be all new.
+const optimisticSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
+	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage`
 
 // classifySQL runs only when insertSQL left rows out (a re-import, or a
 // file overlapping the registry). It sees the batch's own inserts, which
@@ -204,7 +214,7 @@ type conflict struct {
 	held, updatable         bool
 }
 
-func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyGen int, update bool, rep *server.ImportReport) error {
+func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyGen int, update, optimistic bool, rep *server.ImportReport) error {
 	// The staging table has no statistics, and with them the planner
 	// still prefers hashing the whole registry to probing its indexes once
 	// per staged row: a seq scan of devices per batch, 350 ms a batch at a
@@ -222,6 +232,28 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyG
 	}
 	if int(n) != len(rows) {
 		return fmt.Errorf("postgres: staged %d rows of %d", n, len(rows))
+	}
+	if optimistic {
+		// A fresh list probably has no row registered yet: insert without
+		// probing the registry's two unique indexes first (a fifth of the
+		// merge's cost), under a savepoint; a unique violation rolls it
+		// back and the batch takes the probing path.
+		if _, err := tx.Exec(ctx, "SAVEPOINT import_optimistic"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, optimisticSQL, keyGen)
+		var pe *pgconn.PgError
+		switch {
+		case err == nil:
+			rep.Inserted = len(rows)
+			return nil
+		case errors.As(err, &pe) && pe.Code == "23505":
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT import_optimistic"); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
 	}
 	tag, err := tx.Exec(ctx, insertSQL, keyGen)
 	if err != nil {

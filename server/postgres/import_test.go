@@ -224,7 +224,9 @@ func TestImport(t *testing.T) {
 	}
 	conflictDiff := wantErr{10, server.RowConflict, "model WBXHD082S2T is registered, the file says WBXHD162S; not updated"}
 	conflictHeld := wantErr{11, server.RowConflict, "owner contact c***@example.com is registered, the file gives another; the device is on hold"}
-	all := func(mid ...wantErr) []wantErr { return append(append(append([]wantErr{}, invalid...), mid...), tail...) }
+	all := func(mid ...wantErr) []wantErr {
+		return append(append(append([]wantErr{}, invalid...), mid...), tail...)
+	}
 
 	var importID string
 	t.Run("first/good-rows-land-bad-rows-reported", func(t *testing.T) {
