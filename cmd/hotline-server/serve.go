@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -202,6 +203,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	svc := server.NewService(m.db, kr)
+	// Verify and checkpoints trust every audit key ever used: the log they
+	// signed does not expire with a rotation.
+	svc.AuditLog = &audit.Log{DB: m.db.Pool(), Trusted: func() map[string]ed25519.PublicKey {
+		return kr.PublicKeys(keyring.PurposeAudit, time.Now(), audit.TrustForever)
+	}}
 	svc.Limits = m.Limits
 	svc.Logger = m.Logger
 
