@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -70,6 +71,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(1 << 20),
+		// Reused handler goroutines: a fresh goroutine per call grows its
+		// stack on every issue (about 6% of the issue path's CPU).
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 	}, cfg.ServerOptions...)
 	gs := grpc.NewServer(opts...)
 
