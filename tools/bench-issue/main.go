@@ -62,6 +62,7 @@ type options struct {
 	keep        bool
 	cpuProfile  string
 	serverLog   string
+	sealer      bool
 }
 
 func main() {
@@ -95,6 +96,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.setup, "setup", "server/postgres/bench/setup.sql", "device setup script (psql :ndevices variable)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark database instead of dropping it")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile (all gRPC phases) to this file")
+	fs.BoolVar(&o.sealer, "sealer", true, "also compare issue throughput with the audit sealer running against without it, at the highest concurrency")
 	fs.StringVar(&o.serverLog, "server-log", "", "the server's JSON log (default: a file in a temporary folder, removed)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -226,7 +228,16 @@ func run(ctx context.Context, o *options) error {
 		r.pgb, r.pgbenchCPU, r.machinePgbench, r.pgPgbench = pr, pr.CPU, pr.machine, pr.pg
 		rows = append(rows, r)
 	}
+	var sc *sealerComparison
+	if o.sealer {
+		if sc, err = compareSealer(ctx, o, srv, tokens, dbURL); err != nil {
+			return err
+		}
+	}
 	printReport(os.Stdout, o, rows, srv)
+	if sc != nil {
+		sc.print(os.Stdout)
+	}
 	return nil
 }
 
