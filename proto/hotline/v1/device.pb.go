@@ -22,6 +22,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RowErrorKind says why a row was not imported as given. Stored and shown
+// by clients: append-only, never renumber or reuse a value.
+type RowErrorKind int32
+
+const (
+	// ROW_ERROR_KIND_UNSPECIFIED is the zero value; never sent.
+	RowErrorKind_ROW_ERROR_KIND_UNSPECIFIED RowErrorKind = 0
+	// ROW_ERROR_KIND_INVALID: the row failed validation or could not be read.
+	RowErrorKind_ROW_ERROR_KIND_INVALID RowErrorKind = 1
+	// ROW_ERROR_KIND_DUPLICATE: an earlier row of the same file has the same
+	// serial or device id; the first one wins.
+	RowErrorKind_ROW_ERROR_KIND_DUPLICATE RowErrorKind = 2
+	// ROW_ERROR_KIND_CONFLICT: the serial is registered with a different
+	// model, firmware or owner contact and was not updated, or the device
+	// id is registered under another serial.
+	RowErrorKind_ROW_ERROR_KIND_CONFLICT RowErrorKind = 3
+)
+
+// Enum value maps for RowErrorKind.
+var (
+	RowErrorKind_name = map[int32]string{
+		0: "ROW_ERROR_KIND_UNSPECIFIED",
+		1: "ROW_ERROR_KIND_INVALID",
+		2: "ROW_ERROR_KIND_DUPLICATE",
+		3: "ROW_ERROR_KIND_CONFLICT",
+	}
+	RowErrorKind_value = map[string]int32{
+		"ROW_ERROR_KIND_UNSPECIFIED": 0,
+		"ROW_ERROR_KIND_INVALID":     1,
+		"ROW_ERROR_KIND_DUPLICATE":   2,
+		"ROW_ERROR_KIND_CONFLICT":    3,
+	}
+)
+
+func (x RowErrorKind) Enum() *RowErrorKind {
+	p := new(RowErrorKind)
+	*p = x
+	return p
+}
+
+func (x RowErrorKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RowErrorKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_hotline_v1_device_proto_enumTypes[0].Descriptor()
+}
+
+func (RowErrorKind) Type() protoreflect.EnumType {
+	return &file_hotline_v1_device_proto_enumTypes[0]
+}
+
+func (x RowErrorKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RowErrorKind.Descriptor instead.
+func (RowErrorKind) EnumDescriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{0}
+}
+
 // Model is an entry of the model catalogue.
 type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -824,6 +885,491 @@ func (*ReleaseDeviceResponse) Descriptor() ([]byte, []int) {
 	return file_hotline_v1_device_proto_rawDescGZIP(), []int{12}
 }
 
+// ImportOptions are an import's choices, sent in the first
+// ImportDevicesRequest only.
+type ImportOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Overwrite the model, firmware and owner contact of devices registered
+	// with different ones (never a device on hold). Without it such rows are
+	// reported as conflicts and left alone.
+	Update bool `protobuf:"varint,1,opt,name=update,proto3" json:"update,omitempty"`
+	// Master-key generation the factory derived the new devices' keys under;
+	// 0 means the server's current generation. Devices already registered
+	// keep theirs.
+	KeyGeneration int32 `protobuf:"varint,2,opt,name=key_generation,json=keyGeneration,proto3" json:"key_generation,omitempty"`
+	// The file's format as the client read it, "csv" or "jsonl" ("" when it
+	// was told from the content). A note for the server log: the client
+	// parses the file, the server never sees it.
+	Format string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	// The file's name (base name), a note for the server log.
+	FileName string `protobuf:"bytes,4,opt,name=file_name,json=fileName,proto3" json:"file_name,omitempty"`
+	// Valid rows per server transaction; 0 means the server's default
+	// (20000), at most 100000. Smaller batches lose less to a cut-off
+	// import, bigger ones import faster.
+	BatchSize     int32 `protobuf:"varint,5,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportOptions) Reset() {
+	*x = ImportOptions{}
+	mi := &file_hotline_v1_device_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportOptions) ProtoMessage() {}
+
+func (x *ImportOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_device_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
+func (*ImportOptions) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ImportOptions) GetUpdate() bool {
+	if x != nil {
+		return x.Update
+	}
+	return false
+}
+
+func (x *ImportOptions) GetKeyGeneration() int32 {
+	if x != nil {
+		return x.KeyGeneration
+	}
+	return 0
+}
+
+func (x *ImportOptions) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ImportOptions) GetFileName() string {
+	if x != nil {
+		return x.FileName
+	}
+	return ""
+}
+
+func (x *ImportOptions) GetBatchSize() int32 {
+	if x != nil {
+		return x.BatchSize
+	}
+	return 0
+}
+
+// ImportRow is one row of an import file as the client read it, not yet
+// validated.
+type ImportRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The row's line number in the file, 1-based (a CSV header is line 1;
+	// a CSV record spanning lines is numbered by its first). Increasing
+	// within a stream.
+	Line int64 `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
+	// The serial as given, e.g. "JZ6OES#2017-08-01#3#DVR1101134C08011".
+	Serial string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	// The model code as given, e.g. "WBXHD082S2T".
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// The firmware version as given, e.g. "V3.1.0".
+	Firmware string `protobuf:"bytes,4,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	// The owner's e-mail address or phone number; "" when no owner is
+	// registered yet.
+	OwnerContact string `protobuf:"bytes,5,opt,name=owner_contact,json=ownerContact,proto3" json:"owner_contact,omitempty"`
+	// The optional production date, YYYY-MM-DD; when given it must be the
+	// serial's own date.
+	ProductionDate string `protobuf:"bytes,6,opt,name=production_date,json=productionDate,proto3" json:"production_date,omitempty"`
+	// Set when the client could not read the line as a row (a CSV record
+	// with the wrong number of fields, a line that is not a JSON object):
+	// why, in a sentence. The row is then reported as invalid with this
+	// reason; the other fields may be empty.
+	Malformed     string `protobuf:"bytes,7,opt,name=malformed,proto3" json:"malformed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRow) Reset() {
+	*x = ImportRow{}
+	mi := &file_hotline_v1_device_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRow) ProtoMessage() {}
+
+func (x *ImportRow) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_device_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRow.ProtoReflect.Descriptor instead.
+func (*ImportRow) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ImportRow) GetLine() int64 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *ImportRow) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ImportRow) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ImportRow) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
+}
+
+func (x *ImportRow) GetOwnerContact() string {
+	if x != nil {
+		return x.OwnerContact
+	}
+	return ""
+}
+
+func (x *ImportRow) GetProductionDate() string {
+	if x != nil {
+		return x.ProductionDate
+	}
+	return ""
+}
+
+func (x *ImportRow) GetMalformed() string {
+	if x != nil {
+		return x.Malformed
+	}
+	return ""
+}
+
+// ImportDevicesRequest is one message of an import stream.
+type ImportDevicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The import's options: first message only (absent means the defaults).
+	Options *ImportOptions `protobuf:"bytes,1,opt,name=options,proto3" json:"options,omitempty"`
+	// The next rows of the file, in file order. A message may carry none.
+	Rows []*ImportRow `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// The file's SHA-256 over its bytes, 64 hex digits, computed by the
+	// client as it read the file: last message only, and required. It goes
+	// into the import's audit event.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportDevicesRequest) Reset() {
+	*x = ImportDevicesRequest{}
+	mi := &file_hotline_v1_device_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportDevicesRequest) ProtoMessage() {}
+
+func (x *ImportDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_device_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ImportDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ImportDevicesRequest) GetOptions() *ImportOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *ImportDevicesRequest) GetRows() []*ImportRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *ImportDevicesRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// RowError is one row that was not imported as given.
+type RowError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The row's line number in the file.
+	Line int64 `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
+	// The serial as given (canonical when it parsed); may be empty.
+	Serial string `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	// Why, in a class.
+	Kind RowErrorKind `protobuf:"varint,3,opt,name=kind,proto3,enum=hotline.v1.RowErrorKind" json:"kind,omitempty"`
+	// Why, in a sentence a provisioner can act on: the field at fault and
+	// what was expected, or what differs from the registry.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RowError) Reset() {
+	*x = RowError{}
+	mi := &file_hotline_v1_device_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RowError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RowError) ProtoMessage() {}
+
+func (x *RowError) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_device_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RowError.ProtoReflect.Descriptor instead.
+func (*RowError) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RowError) GetLine() int64 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *RowError) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RowError) GetKind() RowErrorKind {
+	if x != nil {
+		return x.Kind
+	}
+	return RowErrorKind_ROW_ERROR_KIND_UNSPECIFIED
+}
+
+func (x *RowError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ImportDevicesResponse is the import's report. received = inserted +
+// updated + unchanged + conflicts + duplicates + invalid.
+type ImportDevicesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The import's id: the request id of its audit event.
+	ImportId string `protobuf:"bytes,1,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
+	// Rows read from the stream.
+	Received int64 `protobuf:"varint,2,opt,name=received,proto3" json:"received,omitempty"`
+	// New devices registered.
+	Inserted int64 `protobuf:"varint,3,opt,name=inserted,proto3" json:"inserted,omitempty"`
+	// Registered devices overwritten (options.update).
+	Updated int64 `protobuf:"varint,4,opt,name=updated,proto3" json:"updated,omitempty"`
+	// Rows identical to the registry already.
+	Unchanged int64 `protobuf:"varint,5,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Rows that differ from the registry and were left alone.
+	Conflicts int64 `protobuf:"varint,6,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Later rows of a serial or device id within the file.
+	Duplicates int64 `protobuf:"varint,7,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	// Rows that failed validation.
+	Invalid int64 `protobuf:"varint,8,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	// Batches committed (one transaction each).
+	Batches int64 `protobuf:"varint,9,opt,name=batches,proto3" json:"batches,omitempty"`
+	// The file's SHA-256 as recorded in the audit event, lower-case hex.
+	Sha256 string `protobuf:"bytes,10,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The rows not imported as given, by line; at most 1000.
+	Errors []*RowError `protobuf:"bytes,11,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Rows not imported as given beyond those listed in errors.
+	ErrorsDropped int64 `protobuf:"varint,12,opt,name=errors_dropped,json=errorsDropped,proto3" json:"errors_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportDevicesResponse) Reset() {
+	*x = ImportDevicesResponse{}
+	mi := &file_hotline_v1_device_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportDevicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportDevicesResponse) ProtoMessage() {}
+
+func (x *ImportDevicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hotline_v1_device_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportDevicesResponse.ProtoReflect.Descriptor instead.
+func (*ImportDevicesResponse) Descriptor() ([]byte, []int) {
+	return file_hotline_v1_device_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ImportDevicesResponse) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
+}
+
+func (x *ImportDevicesResponse) GetReceived() int64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetInserted() int64 {
+	if x != nil {
+		return x.Inserted
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetUnchanged() int64 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetConflicts() int64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetDuplicates() int64 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetInvalid() int64 {
+	if x != nil {
+		return x.Invalid
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetBatches() int64 {
+	if x != nil {
+		return x.Batches
+	}
+	return 0
+}
+
+func (x *ImportDevicesResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ImportDevicesResponse) GetErrors() []*RowError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *ImportDevicesResponse) GetErrorsDropped() int64 {
+	if x != nil {
+		return x.ErrorsDropped
+	}
+	return 0
+}
+
 var File_hotline_v1_device_proto protoreflect.FileDescriptor
 
 const file_hotline_v1_device_proto_rawDesc = "" +
@@ -877,7 +1423,52 @@ const file_hotline_v1_device_proto_rawDesc = "" +
 	"\x14ReleaseDeviceRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x17\n" +
-	"\x15ReleaseDeviceResponse2\xab\x03\n" +
+	"\x15ReleaseDeviceResponse\"\xa2\x01\n" +
+	"\rImportOptions\x12\x16\n" +
+	"\x06update\x18\x01 \x01(\bR\x06update\x12%\n" +
+	"\x0ekey_generation\x18\x02 \x01(\x05R\rkeyGeneration\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12\x1b\n" +
+	"\tfile_name\x18\x04 \x01(\tR\bfileName\x12\x1d\n" +
+	"\n" +
+	"batch_size\x18\x05 \x01(\x05R\tbatchSize\"\xd5\x01\n" +
+	"\tImportRow\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\x03R\x04line\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1a\n" +
+	"\bfirmware\x18\x04 \x01(\tR\bfirmware\x12#\n" +
+	"\rowner_contact\x18\x05 \x01(\tR\fownerContact\x12'\n" +
+	"\x0fproduction_date\x18\x06 \x01(\tR\x0eproductionDate\x12\x1c\n" +
+	"\tmalformed\x18\a \x01(\tR\tmalformed\"\x8e\x01\n" +
+	"\x14ImportDevicesRequest\x123\n" +
+	"\aoptions\x18\x01 \x01(\v2\x19.hotline.v1.ImportOptionsR\aoptions\x12)\n" +
+	"\x04rows\x18\x02 \x03(\v2\x15.hotline.v1.ImportRowR\x04rows\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"|\n" +
+	"\bRowError\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\x03R\x04line\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12,\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x18.hotline.v1.RowErrorKindR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x83\x03\n" +
+	"\x15ImportDevicesResponse\x12\x1b\n" +
+	"\timport_id\x18\x01 \x01(\tR\bimportId\x12\x1a\n" +
+	"\breceived\x18\x02 \x01(\x03R\breceived\x12\x1a\n" +
+	"\binserted\x18\x03 \x01(\x03R\binserted\x12\x18\n" +
+	"\aupdated\x18\x04 \x01(\x03R\aupdated\x12\x1c\n" +
+	"\tunchanged\x18\x05 \x01(\x03R\tunchanged\x12\x1c\n" +
+	"\tconflicts\x18\x06 \x01(\x03R\tconflicts\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\a \x01(\x03R\n" +
+	"duplicates\x12\x18\n" +
+	"\ainvalid\x18\b \x01(\x03R\ainvalid\x12\x18\n" +
+	"\abatches\x18\t \x01(\x03R\abatches\x12\x16\n" +
+	"\x06sha256\x18\n" +
+	" \x01(\tR\x06sha256\x12,\n" +
+	"\x06errors\x18\v \x03(\v2\x14.hotline.v1.RowErrorR\x06errors\x12%\n" +
+	"\x0eerrors_dropped\x18\f \x01(\x03R\rerrorsDropped*\x85\x01\n" +
+	"\fRowErrorKind\x12\x1e\n" +
+	"\x1aROW_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ROW_ERROR_KIND_INVALID\x10\x01\x12\x1c\n" +
+	"\x18ROW_ERROR_KIND_DUPLICATE\x10\x02\x12\x1b\n" +
+	"\x17ROW_ERROR_KIND_CONFLICT\x10\x032\x83\x04\n" +
 	"\rDeviceService\x12W\n" +
 	"\x0eRegisterDevice\x12!.hotline.v1.RegisterDeviceRequest\x1a\".hotline.v1.RegisterDeviceResponse\x12Q\n" +
 	"\fLookupDevice\x12\x1f.hotline.v1.LookupDeviceRequest\x1a .hotline.v1.LookupDeviceResponse\x12K\n" +
@@ -885,7 +1476,8 @@ const file_hotline_v1_device_proto_rawDesc = "" +
 	"CheckOwner\x12\x1d.hotline.v1.CheckOwnerRequest\x1a\x1e.hotline.v1.CheckOwnerResponse\x12K\n" +
 	"\n" +
 	"HoldDevice\x12\x1d.hotline.v1.HoldDeviceRequest\x1a\x1e.hotline.v1.HoldDeviceResponse\x12T\n" +
-	"\rReleaseDevice\x12 .hotline.v1.ReleaseDeviceRequest\x1a!.hotline.v1.ReleaseDeviceResponseB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\rReleaseDevice\x12 .hotline.v1.ReleaseDeviceRequest\x1a!.hotline.v1.ReleaseDeviceResponse\x12V\n" +
+	"\rImportDevices\x12 .hotline.v1.ImportDevicesRequest\x1a!.hotline.v1.ImportDevicesResponse(\x01B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_device_proto_rawDescOnce sync.Once
@@ -899,47 +1491,60 @@ func file_hotline_v1_device_proto_rawDescGZIP() []byte {
 	return file_hotline_v1_device_proto_rawDescData
 }
 
-var file_hotline_v1_device_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_hotline_v1_device_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hotline_v1_device_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_hotline_v1_device_proto_goTypes = []any{
-	(*Model)(nil),                  // 0: hotline.v1.Model
-	(*Hold)(nil),                   // 1: hotline.v1.Hold
-	(*Device)(nil),                 // 2: hotline.v1.Device
-	(*RegisterDeviceRequest)(nil),  // 3: hotline.v1.RegisterDeviceRequest
-	(*RegisterDeviceResponse)(nil), // 4: hotline.v1.RegisterDeviceResponse
-	(*LookupDeviceRequest)(nil),    // 5: hotline.v1.LookupDeviceRequest
-	(*LookupDeviceResponse)(nil),   // 6: hotline.v1.LookupDeviceResponse
-	(*CheckOwnerRequest)(nil),      // 7: hotline.v1.CheckOwnerRequest
-	(*CheckOwnerResponse)(nil),     // 8: hotline.v1.CheckOwnerResponse
-	(*HoldDeviceRequest)(nil),      // 9: hotline.v1.HoldDeviceRequest
-	(*HoldDeviceResponse)(nil),     // 10: hotline.v1.HoldDeviceResponse
-	(*ReleaseDeviceRequest)(nil),   // 11: hotline.v1.ReleaseDeviceRequest
-	(*ReleaseDeviceResponse)(nil),  // 12: hotline.v1.ReleaseDeviceResponse
-	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
+	(RowErrorKind)(0),              // 0: hotline.v1.RowErrorKind
+	(*Model)(nil),                  // 1: hotline.v1.Model
+	(*Hold)(nil),                   // 2: hotline.v1.Hold
+	(*Device)(nil),                 // 3: hotline.v1.Device
+	(*RegisterDeviceRequest)(nil),  // 4: hotline.v1.RegisterDeviceRequest
+	(*RegisterDeviceResponse)(nil), // 5: hotline.v1.RegisterDeviceResponse
+	(*LookupDeviceRequest)(nil),    // 6: hotline.v1.LookupDeviceRequest
+	(*LookupDeviceResponse)(nil),   // 7: hotline.v1.LookupDeviceResponse
+	(*CheckOwnerRequest)(nil),      // 8: hotline.v1.CheckOwnerRequest
+	(*CheckOwnerResponse)(nil),     // 9: hotline.v1.CheckOwnerResponse
+	(*HoldDeviceRequest)(nil),      // 10: hotline.v1.HoldDeviceRequest
+	(*HoldDeviceResponse)(nil),     // 11: hotline.v1.HoldDeviceResponse
+	(*ReleaseDeviceRequest)(nil),   // 12: hotline.v1.ReleaseDeviceRequest
+	(*ReleaseDeviceResponse)(nil),  // 13: hotline.v1.ReleaseDeviceResponse
+	(*ImportOptions)(nil),          // 14: hotline.v1.ImportOptions
+	(*ImportRow)(nil),              // 15: hotline.v1.ImportRow
+	(*ImportDevicesRequest)(nil),   // 16: hotline.v1.ImportDevicesRequest
+	(*RowError)(nil),               // 17: hotline.v1.RowError
+	(*ImportDevicesResponse)(nil),  // 18: hotline.v1.ImportDevicesResponse
+	(*timestamppb.Timestamp)(nil),  // 19: google.protobuf.Timestamp
 }
 var file_hotline_v1_device_proto_depIdxs = []int32{
-	13, // 0: hotline.v1.Hold.since:type_name -> google.protobuf.Timestamp
-	0,  // 1: hotline.v1.Device.model:type_name -> hotline.v1.Model
-	13, // 2: hotline.v1.Device.production_date:type_name -> google.protobuf.Timestamp
-	1,  // 3: hotline.v1.Device.hold:type_name -> hotline.v1.Hold
-	13, // 4: hotline.v1.Device.registered_at:type_name -> google.protobuf.Timestamp
-	2,  // 5: hotline.v1.RegisterDeviceResponse.device:type_name -> hotline.v1.Device
-	2,  // 6: hotline.v1.LookupDeviceResponse.device:type_name -> hotline.v1.Device
-	1,  // 7: hotline.v1.HoldDeviceResponse.hold:type_name -> hotline.v1.Hold
-	3,  // 8: hotline.v1.DeviceService.RegisterDevice:input_type -> hotline.v1.RegisterDeviceRequest
-	5,  // 9: hotline.v1.DeviceService.LookupDevice:input_type -> hotline.v1.LookupDeviceRequest
-	7,  // 10: hotline.v1.DeviceService.CheckOwner:input_type -> hotline.v1.CheckOwnerRequest
-	9,  // 11: hotline.v1.DeviceService.HoldDevice:input_type -> hotline.v1.HoldDeviceRequest
-	11, // 12: hotline.v1.DeviceService.ReleaseDevice:input_type -> hotline.v1.ReleaseDeviceRequest
-	4,  // 13: hotline.v1.DeviceService.RegisterDevice:output_type -> hotline.v1.RegisterDeviceResponse
-	6,  // 14: hotline.v1.DeviceService.LookupDevice:output_type -> hotline.v1.LookupDeviceResponse
-	8,  // 15: hotline.v1.DeviceService.CheckOwner:output_type -> hotline.v1.CheckOwnerResponse
-	10, // 16: hotline.v1.DeviceService.HoldDevice:output_type -> hotline.v1.HoldDeviceResponse
-	12, // 17: hotline.v1.DeviceService.ReleaseDevice:output_type -> hotline.v1.ReleaseDeviceResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	19, // 0: hotline.v1.Hold.since:type_name -> google.protobuf.Timestamp
+	1,  // 1: hotline.v1.Device.model:type_name -> hotline.v1.Model
+	19, // 2: hotline.v1.Device.production_date:type_name -> google.protobuf.Timestamp
+	2,  // 3: hotline.v1.Device.hold:type_name -> hotline.v1.Hold
+	19, // 4: hotline.v1.Device.registered_at:type_name -> google.protobuf.Timestamp
+	3,  // 5: hotline.v1.RegisterDeviceResponse.device:type_name -> hotline.v1.Device
+	3,  // 6: hotline.v1.LookupDeviceResponse.device:type_name -> hotline.v1.Device
+	2,  // 7: hotline.v1.HoldDeviceResponse.hold:type_name -> hotline.v1.Hold
+	14, // 8: hotline.v1.ImportDevicesRequest.options:type_name -> hotline.v1.ImportOptions
+	15, // 9: hotline.v1.ImportDevicesRequest.rows:type_name -> hotline.v1.ImportRow
+	0,  // 10: hotline.v1.RowError.kind:type_name -> hotline.v1.RowErrorKind
+	17, // 11: hotline.v1.ImportDevicesResponse.errors:type_name -> hotline.v1.RowError
+	4,  // 12: hotline.v1.DeviceService.RegisterDevice:input_type -> hotline.v1.RegisterDeviceRequest
+	6,  // 13: hotline.v1.DeviceService.LookupDevice:input_type -> hotline.v1.LookupDeviceRequest
+	8,  // 14: hotline.v1.DeviceService.CheckOwner:input_type -> hotline.v1.CheckOwnerRequest
+	10, // 15: hotline.v1.DeviceService.HoldDevice:input_type -> hotline.v1.HoldDeviceRequest
+	12, // 16: hotline.v1.DeviceService.ReleaseDevice:input_type -> hotline.v1.ReleaseDeviceRequest
+	16, // 17: hotline.v1.DeviceService.ImportDevices:input_type -> hotline.v1.ImportDevicesRequest
+	5,  // 18: hotline.v1.DeviceService.RegisterDevice:output_type -> hotline.v1.RegisterDeviceResponse
+	7,  // 19: hotline.v1.DeviceService.LookupDevice:output_type -> hotline.v1.LookupDeviceResponse
+	9,  // 20: hotline.v1.DeviceService.CheckOwner:output_type -> hotline.v1.CheckOwnerResponse
+	11, // 21: hotline.v1.DeviceService.HoldDevice:output_type -> hotline.v1.HoldDeviceResponse
+	13, // 22: hotline.v1.DeviceService.ReleaseDevice:output_type -> hotline.v1.ReleaseDeviceResponse
+	18, // 23: hotline.v1.DeviceService.ImportDevices:output_type -> hotline.v1.ImportDevicesResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hotline_v1_device_proto_init() }
@@ -952,13 +1557,14 @@ func file_hotline_v1_device_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hotline_v1_device_proto_rawDesc), len(file_hotline_v1_device_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hotline_v1_device_proto_goTypes,
 		DependencyIndexes: file_hotline_v1_device_proto_depIdxs,
+		EnumInfos:         file_hotline_v1_device_proto_enumTypes,
 		MessageInfos:      file_hotline_v1_device_proto_msgTypes,
 	}.Build()
 	File_hotline_v1_device_proto = out.File

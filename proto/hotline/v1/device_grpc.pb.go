@@ -24,6 +24,7 @@ const (
 	DeviceService_CheckOwner_FullMethodName     = "/hotline.v1.DeviceService/CheckOwner"
 	DeviceService_HoldDevice_FullMethodName     = "/hotline.v1.DeviceService/HoldDevice"
 	DeviceService_ReleaseDevice_FullMethodName  = "/hotline.v1.DeviceService/ReleaseDevice"
+	DeviceService_ImportDevices_FullMethodName  = "/hotline.v1.DeviceService/ImportDevices"
 )
 
 // DeviceServiceClient is the client API for DeviceService service.
@@ -47,6 +48,16 @@ type DeviceServiceClient interface {
 	HoldDevice(ctx context.Context, in *HoldDeviceRequest, opts ...grpc.CallOption) (*HoldDeviceResponse, error)
 	// ReleaseDevice lifts a hold (role supervisor).
 	ReleaseDevice(ctx context.Context, in *ReleaseDeviceRequest, opts ...grpc.CallOption) (*ReleaseDeviceResponse, error)
+	// ImportDevices adds a factory's list of devices to the registry (role
+	// provisioner): the client reads the file and streams its rows, options
+	// in the first message, the file's SHA-256 in the last. Every row is
+	// validated; bad rows are reported with their line and reason while the
+	// good ones are imported, in batches that each commit as a whole. A
+	// stream cut off midway leaves whole batches; sending the same file
+	// again completes the import (rows already registered count as
+	// unchanged). The import is one audit event with its counts and the
+	// SHA-256. Malformed options are INVALID_ARGUMENT naming the field.
+	ImportDevices(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportDevicesRequest, ImportDevicesResponse], error)
 }
 
 type deviceServiceClient struct {
@@ -107,6 +118,19 @@ func (c *deviceServiceClient) ReleaseDevice(ctx context.Context, in *ReleaseDevi
 	return out, nil
 }
 
+func (c *deviceServiceClient) ImportDevices(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportDevicesRequest, ImportDevicesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeviceService_ServiceDesc.Streams[0], DeviceService_ImportDevices_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportDevicesRequest, ImportDevicesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeviceService_ImportDevicesClient = grpc.ClientStreamingClient[ImportDevicesRequest, ImportDevicesResponse]
+
 // DeviceServiceServer is the server API for DeviceService service.
 // All implementations must embed UnimplementedDeviceServiceServer
 // for forward compatibility.
@@ -128,6 +152,16 @@ type DeviceServiceServer interface {
 	HoldDevice(context.Context, *HoldDeviceRequest) (*HoldDeviceResponse, error)
 	// ReleaseDevice lifts a hold (role supervisor).
 	ReleaseDevice(context.Context, *ReleaseDeviceRequest) (*ReleaseDeviceResponse, error)
+	// ImportDevices adds a factory's list of devices to the registry (role
+	// provisioner): the client reads the file and streams its rows, options
+	// in the first message, the file's SHA-256 in the last. Every row is
+	// validated; bad rows are reported with their line and reason while the
+	// good ones are imported, in batches that each commit as a whole. A
+	// stream cut off midway leaves whole batches; sending the same file
+	// again completes the import (rows already registered count as
+	// unchanged). The import is one audit event with its counts and the
+	// SHA-256. Malformed options are INVALID_ARGUMENT naming the field.
+	ImportDevices(grpc.ClientStreamingServer[ImportDevicesRequest, ImportDevicesResponse]) error
 	mustEmbedUnimplementedDeviceServiceServer()
 }
 
@@ -152,6 +186,9 @@ func (UnimplementedDeviceServiceServer) HoldDevice(context.Context, *HoldDeviceR
 }
 func (UnimplementedDeviceServiceServer) ReleaseDevice(context.Context, *ReleaseDeviceRequest) (*ReleaseDeviceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseDevice not implemented")
+}
+func (UnimplementedDeviceServiceServer) ImportDevices(grpc.ClientStreamingServer[ImportDevicesRequest, ImportDevicesResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportDevices not implemented")
 }
 func (UnimplementedDeviceServiceServer) mustEmbedUnimplementedDeviceServiceServer() {}
 func (UnimplementedDeviceServiceServer) testEmbeddedByValue()                       {}
@@ -264,6 +301,13 @@ func _DeviceService_ReleaseDevice_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_ImportDevices_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DeviceServiceServer).ImportDevices(&grpc.GenericServerStream[ImportDevicesRequest, ImportDevicesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeviceService_ImportDevicesServer = grpc.ClientStreamingServer[ImportDevicesRequest, ImportDevicesResponse]
+
 // DeviceService_ServiceDesc is the grpc.ServiceDesc for DeviceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +336,12 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DeviceService_ReleaseDevice_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportDevices",
+			Handler:       _DeviceService_ImportDevices_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "hotline/v1/device.proto",
 }
