@@ -31,8 +31,8 @@ fmt-check:
 
 ## run: find or start PostgreSQL, migrate, create a dev keyring if none, serve on $(LISTEN)
 run:
-	@url=$$(./scripts/ensure-postgres.sh) && \
-	  export DATABASE_URL=$${DATABASE_URL:-$$url} HOTLINE_KEYRING=$${HOTLINE_KEYRING:-$(KEYRING)} && \
+	@url=$$(./scripts/ensure-postgres.sh hotline) && \
+	  export DATABASE_URL=$$url HOTLINE_KEYRING=$${HOTLINE_KEYRING:-$(KEYRING)} && \
 	  $(GO) build -o bin/hotline-server ./cmd/hotline-server && \
 	  ./bin/hotline-server serve --dev --listen $(LISTEN)
 

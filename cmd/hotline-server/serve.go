@@ -246,7 +246,7 @@ func (m *Main) Run(ctx context.Context) error {
 Get a staff token and try it:
   export HOTLINE_ADDR=%s HOTLINE_KEYRING=%s
   export HOTLINE_TOKEN=$(go run ./cmd/hotline-server token --subject alice --role agent)
-  go run ./cmd/hotlinectl lookup JZ6OES#2017-08-01#3#DVR1101134C08011
+  go run ./cmd/hotlinectl lookup 'JZ6OES#2017-08-01#3#DVR1101134C08011'
 Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is on).
 `, m.Addr(), m.Addr(), m.Keyring)
 	}
