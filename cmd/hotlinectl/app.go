@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,6 +36,7 @@ const (
 	exitUsage    = 2 // the command line is wrong
 	exitNoMatch  = 3 // check-owner: the claimed contact does not match
 	exitBadLog   = 4 // audit verify: the audit log failed verification
+	exitPartial  = 5 // devices import: some rows were not imported (the others were)
 	defaultAddr  = "127.0.0.1:7443"
 	defaultLimit = 50
 )
@@ -43,6 +45,12 @@ const usage = `usage: hotlinectl [flags] COMMAND ...
 
 Commands:
   devices add SERIAL --model MODEL --owner CONTACT [--firmware F] [--key-generation N]
+  devices import FILE [--format csv|jsonl] [--update] [--batch N] [--key-generation N]
+                                     CSV or JSON lines (serial, model, firmware, owner_contact,
+                                     production_date); progress on stderr; prints each row not
+                                     imported as "line N: SERIAL: reason"; exit status 5 when
+                                     some rows were not imported (every other row was); running
+                                     the same file again completes a cut-off import
   lookup QUERY                       full serial, device id or QR text
   check-owner SERIAL CONTACT         exit status 3 when it does not match
   issue SERIAL --ticket T --verified-by METHOD [--note N] [--override-reason R] [--request-id ID]
@@ -204,6 +212,7 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 	var ue *usageError
 	var nm noMatch
 	var vf verifyFailed
+	var pi partialImport
 	switch {
 	case err == nil:
 		return exitOK
@@ -215,6 +224,9 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &vf):
 		fmt.Fprintf(stderr, "hotlinectl %s: %v\n", name, vf)
 		return exitBadLog
+	case errors.As(err, &pi):
+		fmt.Fprintf(stderr, "hotlinectl %s: %v\n", name, pi)
+		return exitPartial
 	default:
 		fmt.Fprintln(stderr, c.explain(err))
 		return exitFailed
@@ -278,7 +290,7 @@ func (c *cmd) ctx() (context.Context, context.CancelFunc) {
 // roleFor is the role a command needs, for the hints.
 func roleFor(name string) string {
 	switch name {
-	case "devices add":
+	case "devices add", "devices import":
 		return "provisioner"
 	case "hold", "release":
 		return "supervisor"
@@ -311,11 +323,23 @@ var flagFor = map[string]string{
 	"action":              "--action",
 	"outcome":             "--outcome",
 	"checkpoint":          "--checkpoint",
+	// devices import
+	"options.key_generation": "--key-generation",
+	"options.batch_size":     "--batch",
+	"options.format":         "--format",
+	"options.file_name":      "the FILE argument",
 }
 
 // explain turns an RPC error into what happened and what to do next.
 func (c *cmd) explain(err error) string {
-	st := status.Convert(err)
+	var cut importCutOff
+	if errors.As(err, &cut) && !slices.Contains([]codes.Code{codes.PermissionDenied, codes.Unauthenticated}, status.Code(cut.error)) {
+		return c.explain(cut.error) + "\n  the rows sent before the failure may be imported, in whole batches: run the same command again to complete the import (rows already registered count as unchanged)"
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Sprintf("hotlinectl %s: %v", c.name, err) // a local failure: the file, the disk
+	}
 	msg := st.Message()
 	var hint string
 	switch st.Code() {

@@ -18,6 +18,7 @@ type command func(fs *flag.FlagSet) func(c *cmd, pos []string) error
 
 var commands = map[string]command{
 	"devices add":      devicesAdd,
+	"devices import":   devicesImport,
 	"lookup":           lookup,
 	"check-owner":      checkOwner,
 	"issue":            issue,

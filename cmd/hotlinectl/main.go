@@ -1,5 +1,6 @@
 // Command hotlinectl is the support agent's and auditor's tool for the
-// Hotline service: register devices, look them up, check owners, issue
+// Hotline service: register devices one by one or import a factory's
+// list (CSV or JSON lines), look them up, check owners, issue
 // temporary passwords, hold and release devices, and query, export,
 // summarise and verify the audit log.
 //
