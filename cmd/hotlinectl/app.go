@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -333,8 +332,12 @@ var flagFor = map[string]string{
 // explain turns an RPC error into what happened and what to do next.
 func (c *cmd) explain(err error) string {
 	var cut importCutOff
-	if errors.As(err, &cut) && !slices.Contains([]codes.Code{codes.PermissionDenied, codes.Unauthenticated}, status.Code(cut.error)) {
-		return c.explain(cut.error) + "\n  the rows sent before the failure may be imported, in whole batches: run the same command again to complete the import (rows already registered count as unchanged)"
+	if errors.As(err, &cut) {
+		out := c.explain(cut.error)
+		if cut.mayHaveCommitted() {
+			out += "\n  the rows sent before the failure may be imported, in whole batches: run the same command again to complete the import (rows already registered count as unchanged)"
+		}
+		return out
 	}
 	st, ok := status.FromError(err)
 	if !ok {

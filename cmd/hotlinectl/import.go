@@ -16,7 +16,9 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
@@ -108,6 +110,31 @@ func devicesImport(fs *flag.FlagSet) func(*cmd, []string) error {
 type importCutOff struct{ error }
 
 func (e importCutOff) Unwrap() error { return e.error }
+
+// mayHaveCommitted reports whether the server may have committed batches
+// before the failure: not when it refused the import as it began (the
+// role, the options).
+func (e importCutOff) mayHaveCommitted() bool {
+	st, ok := status.FromError(e.error)
+	if !ok {
+		return true // the file failed midway
+	}
+	switch st.Code() {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return false
+	case codes.InvalidArgument:
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok {
+				for _, v := range br.GetFieldViolations() {
+					if strings.HasPrefix(v.GetField(), "options.") {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
+}
 
 // importFormat resolves --format: given, or from the file's extension, or
 // "" for ParseImportFile to tell from the content.

@@ -115,7 +115,8 @@ func TestDevicesImport(t *testing.T) {
 	t.Run("refused/agent", func(t *testing.T) {
 		file := writeFile(t, "x.csv", "serial,model,firmware,owner_contact\n"+importSerial()+",WBXHD082S2T,V3.1.0,\n")
 		code, _, errs := run(t, addr, token(t, iss, server.RoleAgent), "devices", "import", file)
-		if code != exitFailed || !strings.Contains(errs, "permission denied") || !strings.Contains(errs, "role provisioner") {
+		if code != exitFailed || !strings.Contains(errs, "permission denied: role \"agent\"") || !strings.Contains(errs, "role provisioner") ||
+			strings.Contains(errs, "run the same command again") {
 			t.Errorf("exit %d, stderr %q", code, errs)
 		}
 	})
@@ -123,6 +124,13 @@ func TestDevicesImport(t *testing.T) {
 		file := writeFile(t, "typo.csv", "serial,model,firmware,owner_contcat\n"+importSerial()+",WBXHD082S2T,V3.1.0,\n")
 		code, _, errs := run(t, addr, prov, "devices", "import", file)
 		if code != exitFailed || !strings.Contains(errs, `unknown column "owner_contcat"`) || strings.Contains(errs, "run the same command again") {
+			t.Errorf("exit %d, stderr %q", code, errs)
+		}
+	})
+	t.Run("refused/key-generation-names-the-flag", func(t *testing.T) {
+		file := writeFile(t, "x.csv", "serial,model,firmware,owner_contact\n"+importSerial()+",WBXHD082S2T,V3.1.0,\n")
+		code, _, errs := run(t, addr, prov, "devices", "import", file, "--key-generation", "7")
+		if code != exitFailed || !strings.Contains(errs, "fix --key-generation") || strings.Contains(errs, "run the same command again") {
 			t.Errorf("exit %d, stderr %q", code, errs)
 		}
 	})
