@@ -25,6 +25,11 @@ proto-check: proto
 	@git diff --exit-code -- $(PROTO_DIR) || \
 		{ echo "proto: generated code is stale; run 'make proto' and commit"; exit 1; }
 
-proto-lint:
-	@if command -v buf >/dev/null 2>&1; then cd $(PROTO_DIR) && buf lint; \
-	else echo "proto-lint: buf not installed; skipped"; fi
+BUF_VERSION := v1.75.0
+
+$(PROTO_BIN)/buf:
+	GOBIN=$(PROTO_BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+## proto-lint: buf lint (STANDARD + COMMENTS) with local configuration only
+proto-lint: $(PROTO_BIN)/buf
+	cd $(PROTO_DIR) && $(PROTO_BIN)/buf lint
