@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -30,21 +29,7 @@ import (
 var testURL string
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	url, drop, err := pgtest.Create(ctx, "cmd_hotlinectl")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testURL = url
-	code := 1
-	if err := postgres.Migrate(ctx, url); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	drop(ctx)
-	os.Exit(code)
+	pgtest.Main(m, "cmd_hotlinectl", &testURL, postgres.Migrate)
 }
 
 type keyring struct{ signer ed25519.PrivateKey }

@@ -95,6 +95,29 @@ func Create(ctx context.Context, name string) (dbURL string, drop func(context.C
 	return u.String(), drop, nil
 }
 
+// Main runs a test package's tests in a database of its own, for TestMain:
+// it creates the database, runs prepare on it (the migrations), stores its
+// URL in *url, runs m, drops the database and exits with the tests' status.
+func Main(m *testing.M, name string, url *string, prepare func(ctx context.Context, url string) error) {
+	ctx := context.Background()
+	dbURL, drop, err := Create(ctx, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*url = dbURL
+	code := 1
+	if err := prepare(ctx, dbURL); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: preparing the database:", err)
+	} else {
+		code = m.Run()
+	}
+	if err := drop(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
 // NewDatabase creates a fresh database for tb, returns its URL and drops it
 // when tb's test ends. It fails tb when PostgreSQL is unreachable.
 func NewDatabase(tb testing.TB, name string) string {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -22,23 +20,7 @@ import (
 var testURL string
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	url, drop, err := pgtest.Create(ctx, "server_audit")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testURL = url
-	code := 1
-	if err := postgres.Migrate(ctx, url); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	if err := drop(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	pgtest.Main(m, "server_audit", &testURL, postgres.Migrate)
 }
 
 // The audit keys: the keyring's (trusted) and an attacker's.

@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,23 +40,7 @@ import (
 var testURL string
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	url, drop, err := pgtest.Create(ctx, "server_grpc")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testURL = url
-	code := 1
-	if err := postgres.Migrate(ctx, url); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	if err := drop(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	pgtest.Main(m, "server_grpc", &testURL, postgres.Migrate)
 }
 
 // testKeyring is a fixed in-memory server.Keyring: master key of generation

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,23 +18,7 @@ import (
 var testURL string
 
 func TestMain(m *testing.M) {
-	ctx := context.Background()
-	url, drop, err := pgtest.Create(ctx, "server_postgres")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	testURL = url
-	code := 1
-	if err := postgres.Migrate(ctx, url); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	if err := drop(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
+	pgtest.Main(m, "server_postgres", &testURL, postgres.Migrate)
 }
 
 // openDB opens a pool on the package's database, closed when tb ends.
