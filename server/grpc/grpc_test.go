@@ -77,6 +77,36 @@ type env struct {
 	keys     hotlinev1.KeyServiceClient
 }
 
+// serveOn serves svc on a loopback port 0, trusting issuer's staff tokens,
+// until t ends, and returns a client connection to it.
+func serveOn(t *testing.T, svc *server.Service, issuer *server.StaffIssuer, log *slog.Logger) *grpc.ClientConn {
+	t.Helper()
+	verifier, err := server.NewStaffVerifier(issuer.PublicKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // start runs a server with the test audit log (testAuditLog); edits
 // adjust its service before it serves.
 func start(t *testing.T, edits ...func(*server.Service)) *env {
@@ -101,29 +131,7 @@ func start(t *testing.T, edits ...func(*server.Service)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verifier, err := server.NewStaffVerifier(issuer.PublicKeys())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	})
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := serveOn(t, svc, issuer, log)
 	return &env{
 		conn: conn, issuer: issuer, staffKey: sk, keyring: kr,
 		devices:  hotlinev1.NewDeviceServiceClient(conn),

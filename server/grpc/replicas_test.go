@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -20,14 +19,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
-	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
@@ -59,29 +55,7 @@ func startReplicas(t *testing.T, n int, lim server.Limits) *replicas {
 		t.Cleanup(db.Close)
 		svc := server.NewService(db, kr)
 		svc.Limits, svc.Logger = lim, log
-		verifier, err := server.NewStaffVerifier(issuer.PublicKeys())
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(l)
-		t.Cleanup(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		})
-		conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn := serveOn(t, svc, issuer, log)
 		r.devices = append(r.devices, hotlinev1.NewDeviceServiceClient(conn))
 		r.recovery = append(r.recovery, hotlinev1.NewRecoveryServiceClient(conn))
 	}
