@@ -162,10 +162,21 @@ type Store struct {
 // LockTimeout bounds how long Open waits for another verification.
 var LockTimeout = 10 * time.Second
 
-// Open locks the state directory dir, which must exist: a missing directory
-// (an unmounted flash partition) is an error, not a fresh start.
+// Open locks the state directory dir. A missing dir whose parent exists is
+// created (0700) for the first use; a missing parent is an error, not a
+// fresh start. Creating it weakens nothing: whoever could remove the folder
+// could as well empty it, marker included.
 func Open(dir string) (*Store, error) {
 	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if merr := os.Mkdir(dir, 0o700); merr != nil {
+			return nil, fmt.Errorf("state directory: %w", merr)
+		}
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return nil, fmt.Errorf("state directory: %w", err)
+		}
+		fi, err = os.Stat(dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}

@@ -68,9 +68,21 @@ func TestRefusedDeletedStateFileIsNotAFreshStart(t *testing.T) {
 	}
 }
 
-func TestRefusedMissingDirectoryIsNotAFreshStart(t *testing.T) {
-	if _, err := Open(filepath.Join(t.TempDir(), "unmounted")); err == nil {
-		t.Fatal("Open of a missing directory succeeded")
+func TestRefusedMissingParentIsNotAFreshStart(t *testing.T) {
+	if _, err := Open(filepath.Join(t.TempDir(), "unmounted", "state")); err == nil {
+		t.Fatal("Open of a directory whose parent is missing succeeded")
+	}
+}
+
+func TestMissingDirectoryIsCreatedForFirstUse(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory %v, %v: want 0700", fi, err)
 	}
 }
 

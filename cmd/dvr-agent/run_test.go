@@ -215,7 +215,7 @@ func TestVerifyRefusesConfigurationMistakes(t *testing.T) {
 		{"config/garbage-key-file", append(base(garbage, e.trustFile, e.stateDir), c), verifier.ConfigUnreadable, "garbage"},
 		{"config/garbage-trust-file", append(base(e.keyFile, garbage, e.stateDir), c), verifier.ConfigUnreadable, "JWK"},
 		{"config/key-file-as-trust-file", append(base(e.keyFile, e.keyFile, e.stateDir), c), verifier.ConfigUnreadable, "trust"},
-		{"state/missing-directory", append(base(e.keyFile, e.trustFile, filepath.Join(e.dir, "unmounted")), c), verifier.StateUnreadable, "state"},
+		{"state/missing-directory", append(base(e.keyFile, e.trustFile, filepath.Join(e.dir, "unmounted", "state")), c), verifier.StateUnreadable, "state"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
