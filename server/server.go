@@ -198,10 +198,13 @@ type Action string
 
 // The audited actions.
 const (
-	ActionLookup          Action = "device.lookup"
-	ActionOwnerCheck      Action = "device.owner_check"
-	ActionRegister        Action = "device.register"
-	ActionImport          Action = "device.import"
+	ActionLookup     Action = "device.lookup"
+	ActionOwnerCheck Action = "device.owner_check"
+	ActionRegister   Action = "device.register"
+	ActionImport     Action = "device.import"
+	// ActionImportBatch is one committed batch of an import, audited in the
+	// batch's transaction; ActionImport is the import's one summary event.
+	ActionImportBatch     Action = "device.import_batch"
 	ActionHold            Action = "device.hold"
 	ActionRelease         Action = "device.release"
 	ActionIssue           Action = "recovery.issue"

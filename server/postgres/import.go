@@ -66,7 +66,7 @@ func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, 
 	var rep server.ImportReport
 	var err error
 	for range 3 {
-		rep, err = db.importBatch(ctx, importID, b)
+		rep, err = db.importBatch(ctx, a, importID, b)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && strings.HasPrefix(pe.ConstraintName, "devices_") {
 			err = errRaced
@@ -85,7 +85,7 @@ func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, 
 	return rep, nil
 }
 
-func (db *DB) importBatch(ctx context.Context, importID string, b server.ImportBatch) (server.ImportReport, error) {
+func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error) {
 	rep := server.ImportReport{ImportID: importID, Batches: 1,
 		Received: len(b.Rows) + b.Invalid + b.Duplicates, Invalid: b.Invalid, Duplicates: b.Duplicates}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
@@ -132,7 +132,16 @@ func (db *DB) importBatch(ctx context.Context, importID string, b server.ImportB
 			(import_id, seq, first_line, last_line, received, inserted, updated, unchanged, conflicts, duplicates, invalid)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 			importID, b.Seq, first, last, rep.Received, rep.Inserted, rep.Updated, rep.Unchanged, rep.Conflicts, rep.Duplicates, rep.Invalid)
-		return err
+		if err != nil {
+			return err
+		}
+		// The batch changed the registry: its own event, in its
+		// transaction, so that an import cut off before FinishImport (which
+		// writes the import's one summary event) leaves no unaudited act.
+		e := event(a, server.ActionImportBatch, server.OutcomeSuccess, "")
+		e.RequestID = importID
+		e.Detail = fmt.Sprintf("seq=%d %s", b.Seq, rep.Summary())
+		return insertEvent(ctx, tx, e)
 	})
 	return rep, err
 }

@@ -257,8 +257,14 @@ func TestImport(t *testing.T) {
 		}
 	})
 
-	t.Run("audit/one-event-with-counts-and-sha256", func(t *testing.T) {
-		rows, err := ownerConnTo(t, testURL).Query(ctx, `SELECT actor, action, outcome, detail FROM audit_events WHERE request_id = $1`, importID)
+	t.Run("audit/one-import-event-with-counts-and-sha256-and-one-per-batch", func(t *testing.T) {
+		var batches int
+		if err := ownerConnTo(t, testURL).QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE request_id = $1 AND action = $2 AND outcome = 'success'`,
+			importID, string(server.ActionImportBatch)).Scan(&batches); err != nil || batches != 2 {
+			t.Errorf("%d batch events (%v), want one per committed batch (2)", batches, err)
+		}
+		rows, err := ownerConnTo(t, testURL).Query(ctx, `SELECT actor, action, outcome, detail FROM audit_events WHERE request_id = $1 AND action = $2`,
+			importID, string(server.ActionImport))
 		if err != nil {
 			t.Fatal(err)
 		}
