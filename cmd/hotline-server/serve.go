@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -135,11 +137,37 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// secretAttrs are log attribute names whose values are never written: no
+// code path logs them today, and this keeps a future one from doing so.
+var secretAttrs = map[string]bool{
+	"token": true, "authorization": true, "grant": true, "voice_code": true, "code": true,
+	"password": true, "key": true, "seed": true, "secret": true, "database_url": true,
+}
+
+// redact is the log handler's ReplaceAttr: secret attributes become
+// "REDACTED", and a URL's password is masked wherever it appears.
+func redact(_ []string, a slog.Attr) slog.Attr {
+	if secretAttrs[strings.ToLower(a.Key)] {
+		return slog.String(a.Key, "REDACTED")
+	}
+	if a.Value.Kind() == slog.KindString {
+		if v := a.Value.String(); strings.Contains(v, "://") && strings.Contains(v, "@") {
+			if u, err := url.Parse(v); err == nil && u.User != nil {
+				if _, has := u.User.Password(); has {
+					u.User = url.UserPassword(u.User.Username(), "REDACTED")
+					return slog.String(a.Key, u.String())
+				}
+			}
+		}
+	}
+	return a
+}
+
 // Run migrates, opens everything and serves until ctx ends, then stops
 // gracefully within ShutdownTimeout.
 func (m *Main) Run(ctx context.Context) error {
 	if m.Logger == nil {
-		m.Logger = slog.New(slog.NewJSONHandler(m.stderr, nil))
+		m.Logger = slog.New(slog.NewJSONHandler(m.stderr, &slog.HandlerOptions{ReplaceAttr: redact}))
 	}
 	if m.DatabaseURL == "" {
 		return errors.New("no database: pass --database-url or set DATABASE_URL")
