@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -224,16 +225,7 @@ func (t *TrustSet) Verify(token, serial string, now time.Time) (Claims, error) {
 	}
 	var c Claims
 	var kid string
-	p := jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithStrictDecoding(), // one token text per signature: no malleable padding bits
-		jwt.WithIssuer(Issuer),
-		jwt.WithAudience(Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(Skew),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
+	p := verifyParser
 	_, err := p.ParseWithClaims(token, &c, func(tok *jwt.Token) (any, error) {
 		kid, _ = tok.Header["kid"].(string)
 		if kid == "" {
@@ -251,22 +243,34 @@ func (t *TrustSet) Verify(token, serial string, now time.Time) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: kid %q is not in the trust file", ErrUnknownKey, kid)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return Claims{}, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return Claims{}, ErrExpired
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return Claims{}, ErrNotYetValid
 	default:
 		return Claims{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	// The claims are validated here rather than by jwt's validator: the
+	// rules are exactly these, and the parser is built once.
 	if err := c.check(); err != nil {
 		return Claims{}, err
+	}
+	if !slices.Contains(c.Audience, Audience) {
+		return Claims{}, fmt.Errorf("%w: aud %q: expected %q", ErrMalformed, []string(c.Audience), Audience)
 	}
 	if c.Subject != serial {
 		return Claims{}, ErrWrongDevice
 	}
-	// jwt applied the leeway to exp as well; expiry itself gets none.
+	// Expiry gets no allowance; nbf and iat get Skew (a DVR clock behind).
 	if !now.Before(c.ExpiresAt.Time) {
 		return Claims{}, ErrExpired
 	}
+	if late := now.Add(Skew); c.NotBefore.After(late) || c.IssuedAt.After(late) {
+		return Claims{}, ErrNotYetValid
+	}
 	return c, nil
 }
+
+// verifyParser pins the algorithm (RFC 8725) and base64 strictness; Verify
+// validates the claims itself. A jwt.Parser is safe for concurrent use.
+var verifyParser = jwt.NewParser(
+	jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+	jwt.WithStrictDecoding(), // one token text per signature: no malleable padding bits
+	jwt.WithoutClaimsValidation(),
+)
