@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // buildBinaries builds the three commands into a temporary folder.

@@ -16,10 +16,10 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // rotationEnv runs hotline-server's commands in-process over one keyring and

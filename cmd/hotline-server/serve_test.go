@@ -24,8 +24,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // selfSigned writes a certificate and key for 127.0.0.1 into dir.

@@ -19,11 +19,11 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/audit"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 var testURL string

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // testURL is the package's own database, created and migrated by TestMain.

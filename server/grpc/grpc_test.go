@@ -1,7 +1,7 @@
 package grpcserver_test
 
 // Integration tests: the gRPC server in-process on port 0, over the real
-// PostgreSQL store in this package's own database (internal/pgtest), with a
+// PostgreSQL store in this package's own database (server/postgres/pgtest), with a
 // real client. Nothing is mocked but the keyring, which is a few lines of
 // fixed key material.
 
@@ -30,11 +30,11 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 var testURL string

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // TestBenchScript runs bench/issue.sql under pgbench against a database of

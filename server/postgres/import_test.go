@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // runTag returns a fresh device-id prefix (a letter and five more), so

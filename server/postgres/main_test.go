@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // testURL is this package's own database, created and migrated by TestMain.

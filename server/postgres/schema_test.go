@@ -5,8 +5,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 func TestMigrate(t *testing.T) {

@@ -9,7 +9,7 @@
 # 127.0.0.1:55432, created with initdb (as the postgres user when run as
 # root: initdb refuses root). Installs Debian's PostgreSQL if it is missing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 log() { echo "ensure-postgres: $*" >&2; }
 

@@ -11,12 +11,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
 	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // createDatabase makes a fresh database on the server of adminURL, as the
-// tests do (internal/pgtest), and returns its URL and how to drop it.
+// tests do (server/postgres/pgtest), and returns its URL and how to drop it.
 func createDatabase(ctx context.Context, adminURL string) (string, func(context.Context) error, error) {
 	// pgtest reads the administrative URL from its environment variable.
 	if err := os.Setenv(pgtest.EnvURL, adminURL); err != nil {

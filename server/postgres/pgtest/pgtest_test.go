@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 func TestNewDatabase(t *testing.T) {

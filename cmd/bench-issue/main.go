@@ -44,7 +44,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dvrhotline/hotline/internal/pgtest"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
 // options are the command's flags.

@@ -3,7 +3,7 @@
 # demo devices, an agent looks one up and issues a code, the DVR verifies it
 # offline, a replay is refused, and the audit trail shows both.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
@@ -16,7 +16,7 @@ go build -o bin/ ./cmd/hotline-server ./cmd/hotlinectl ./cmd/dvr-agent
 export PATH="$PWD/bin:$PATH"
 
 step "Find or start PostgreSQL, make a fresh demo database"
-admin=$(./scripts/ensure-postgres.sh)
+admin=$(./deploy/dev/ensure-postgres.sh)
 db="hotline_demo_$$"
 psql -q "$admin" -c "CREATE DATABASE $db" >/dev/null
 export DATABASE_URL="${admin%/*}/$db?sslmode=disable"
