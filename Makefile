@@ -159,7 +159,10 @@ bench-audit:
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_BENCH_AUDIT=1 && \
 	  $(GO) test -run '^$$' -bench '^(BenchmarkVerify|BenchmarkAuditQuery)$$' -benchtime 3x \
 	    -benchmem=false -timeout 60m ./server/audit/ | \
-	  sed -u 's/^/bench-audit: /'
+	  sed -u 's/^/bench-audit: /' && \
+	  $(GO) test -run '^$$' -bench '^BenchmarkQueryAudit$$' -benchtime 1x \
+	    -benchmem=false -timeout 60m ./server/postgres/ | \
+	  sed -u 's/^/bench-audit (through the store, each query audited): /'
 
 # ---- bulk import benchmark ----
 # Bulk device import (issue 5): the benchmark against a plain COPY.
