@@ -160,6 +160,9 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	default:
 		return refuse("staff token refused", err)
 	}
+	if c.IssuedAt == nil || c.ExpiresAt.Sub(c.IssuedAt.Time) > StaffTokenMaxTTL {
+		return refuse(fmt.Sprintf("staff token lives longer than %s or has no iat: ask for a shorter-lived token", StaffTokenMaxTTL), nil)
+	}
 	if c.Subject == "" || strings.TrimSpace(c.Subject) != c.Subject || len(c.Subject) > 128 {
 		return refuse("staff token has no valid subject", nil)
 	}

@@ -218,3 +218,31 @@ func TestRememberedTokenStillExpires(t *testing.T) {
 		t.Fatal("a token differing from a remembered one in its signature was accepted")
 	}
 }
+
+// TestRefusedStaffTokenLivingTooLong: an identity provider (or a stolen
+// signing key's holder) minting a token for a year is refused, as is a
+// token without iat.
+func TestRefusedStaffTokenLivingTooLong(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	v, err := NewStaffVerifier(map[string]ed25519.PublicKey{"s1": key.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for name, c := range map[string]StaffClaims{
+		"refused/one-year-token": {RegisteredClaims: jwt.RegisteredClaims{Issuer: StaffTokenIssuer, Subject: "mallory",
+			Audience: jwt.ClaimStrings{StaffTokenAudience}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(365 * 24 * time.Hour))}, Role: RoleSupervisor},
+		"refused/no-iat": {RegisteredClaims: jwt.RegisteredClaims{Issuer: StaffTokenIssuer, Subject: "mallory",
+			Audience: jwt.ClaimStrings{StaffTokenAudience}, ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}, Role: RoleSupervisor},
+	} {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"] = "s1"
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(s); ErrorCode(err) != EUnauthenticated {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}

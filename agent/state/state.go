@@ -127,6 +127,13 @@ func Unmarshal(b []byte) (State, error) {
 	case string(b[:len(magic)]) != magic:
 		return State{}, fmt.Errorf("%w: wrong magic: not a dvr-agent state file", ErrCorrupt)
 	}
+	// A file of this format's size with a bad checksum is corrupt, even if
+	// a flipped bit makes its version field read as another version.
+	if len(b) == Size {
+		if sum := sha256.Sum256(b[:contentSize]); !bytes.Equal(sum[:], b[contentSize:]) {
+			return State{}, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+		}
+	}
 	if v := binary.BigEndian.Uint16(b[8:]); v != Version {
 		return State{}, fmt.Errorf("%w: version %d, this agent reads version %d", ErrVersion, v, Version)
 	}

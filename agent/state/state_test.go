@@ -1,6 +1,7 @@
 package state
 
 import (
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -154,10 +155,24 @@ func TestRefusedBitFlippedAtEveryByte(t *testing.T) {
 }
 
 func TestRefusedUnknownVersion(t *testing.T) {
+	// A well-formed file of a later version (its own checksum valid).
 	b := Marshal(sample)
 	b[9] = 2
+	sum := sha256.Sum256(b[:contentSize])
+	copy(b[contentSize:], sum[:])
 	if _, err := Unmarshal(b); !errors.Is(err, ErrVersion) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestFlippedVersionBitIsCorruptionNotANewerFormat: one flipped bit in the
+// version field must send the service engineer to "corrupt", not to "this
+// agent is too old".
+func TestFlippedVersionBitIsCorruptionNotANewerFormat(t *testing.T) {
+	b := Marshal(sample)
+	b[9] ^= 2
+	if _, err := Unmarshal(b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt", err)
 	}
 }
 

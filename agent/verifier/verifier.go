@@ -96,6 +96,9 @@ func (l Lockout) Duration(failures uint32) time.Duration {
 	}
 	d := l.Base
 	for i := l.Threshold; i < failures && d < l.Max; i++ {
+		if d > l.Max/2 {
+			return l.Max // doubling would pass Max (or overflow)
+		}
 		d *= 2
 	}
 	return min(d, l.Max)
@@ -131,12 +134,19 @@ type Config struct {
 // from several processes at once (the state is locked); within a process,
 // one goroutine at a time.
 type Verifier struct {
+	_       [0]func() // holds a secret key: not comparable
 	serial  string
 	key     voicecode.DeviceKey
 	trust   *grant.TrustSet
 	lockout Lockout
 	floor   time.Time
 	open    func() (session, error)
+}
+
+// Format keeps the device key out of every %v and %+v of a Verifier
+// (fmt prints unexported fields without calling their Format).
+func (v *Verifier) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "verifier.Verifier{serial: %s, key: REDACTED}", v.serial)
 }
 
 // session is a locked, open state store: *state.Store, or a fake in tests.
@@ -279,6 +289,16 @@ func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
 	st, err := s.Load()
 	if err != nil {
 		return stateUnreadable(kind, err)
+	}
+	// A lock never ends later than its own length from now: a clock that
+	// was set far ahead when the lock was taken (then corrected) must not
+	// lock the DVR for years. An attacker gains nothing: moving the clock
+	// forward already ends a lock.
+	if limit := now.Add(v.lockout.Duration(st.Failures)); st.LockedUntil.After(limit) {
+		st.LockedUntil = limit
+		if err := s.Save(st); err != nil {
+			return stateUnwritable(kind, err, "nothing was checked")
+		}
 	}
 	if now.Before(st.LockedUntil) {
 		return Result{Outcome: LockedOut, Kind: kind, RetryAfter: st.LockedUntil, Failures: st.Failures,

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -400,6 +401,34 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	} {
 		if _, err := New(c); err == nil {
 			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
+
+// TestLockTakenUnderAFarFutureClockDoesNotOutliveItsLength: five wrong codes
+// typed while the DVR's clock said 2099 must not lock it until 2099 once
+// the clock is corrected; the lock lasts its own length from the corrected
+// clock.
+func TestLockTakenUnderAFarFutureClockDoesNotOutliveItsLength(t *testing.T) {
+	dir := t.TempDir()
+	wrong := mintCode(t, otherSerial, t0, 1)
+	future := time.Date(2099, 1, 1, 4, 0, 0, 0, time.UTC)
+	for range 5 {
+		expect(t, newVerifier(t, dir), wrong, future, WrongCode)
+	}
+	good := mintCode(t, testSerial, t0, 2)
+	r := expect(t, newVerifier(t, dir), good, t0.Add(time.Minute), LockedOut)
+	if want := t0.Add(6 * time.Minute); r.RetryAfter.After(want) {
+		t.Fatalf("locked until %s after the clock was corrected, want at most %s", r.RetryAfter, want)
+	}
+	expect(t, newVerifier(t, dir), good, t0.Add(7*time.Minute), Accepted)
+}
+
+func TestVerifierNeverPrintsItsKey(t *testing.T) {
+	v := newVerifier(t, t.TempDir())
+	for _, s := range []string{fmt.Sprintf("%v", v), fmt.Sprintf("%+v", v), fmt.Sprintf("%#v", v)} {
+		if !strings.Contains(s, "REDACTED") || strings.Contains(s, "key:[") {
+			t.Fatalf("a verifier printed as %q", s)
 		}
 	}
 }

@@ -256,6 +256,10 @@ func runCheckPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 		return o.fail(verifier.Usage, "reading the password from standard input: %v", err)
 	}
 	pw := string(b)
+	if len(b) == 4*password.MaxLen+2 {
+		return o.print("password-"+string(password.RuleLength), exitPasswordLength,
+			fmt.Sprintf("new password refused: longer than %d characters; use %d to %d", password.MaxLen, password.MinLen, password.MaxLen), nil)
+	}
 	if strings.HasSuffix(pw, "\n") {
 		pw = strings.TrimSuffix(strings.TrimSuffix(pw, "\n"), "\r")
 	}

@@ -212,6 +212,13 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := audit.CheckServiceRole(ctx, m.db.Pool()); err != nil {
 		return err
 	}
+	var login string
+	var super bool
+	if err := m.db.Pool().QueryRow(ctx, `SELECT session_user::text, rolsuper FROM pg_roles WHERE rolname = session_user`).Scan(&login, &super); err == nil && super {
+		m.Logger.Warn("the database login is a superuser: the server works as "+audit.ServiceRole+
+			", but a superuser login could leave that role; in production connect as a login role that is only a member of "+audit.ServiceRole,
+			"login", login)
+	}
 
 	var verifier *server.StaffVerifier
 	if m.StaffJWKS != "" {

@@ -77,6 +77,27 @@ func newSigningKey(kid, purpose string, created time.Time, retired *time.Time, s
 		priv: Secret(ed25519.NewKeyFromSeed(seed))}
 }
 
+// Format keeps the key material out of every %v and %+v (fmt prints the
+// unexported cache field without calling its Format).
+func (k SigningKey) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "keyring.SigningKey{kid: %s, purpose: %s, key: REDACTED}", k.KID, k.Purpose)
+}
+
+// MarshalJSON refuses: key material leaves the keyring only through save.
+func (SigningKey) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("keyring: a signing key is not marshalled")
+}
+
+// Format keeps the key out of every %v and %+v.
+func (m MasterKey) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "keyring.MasterKey{generation: %d, key: REDACTED}", m.Generation)
+}
+
+// MarshalJSON refuses: key material leaves the keyring only through save.
+func (MasterKey) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("keyring: a master key is not marshalled")
+}
+
 // Private returns the Ed25519 private key.
 func (k SigningKey) Private() ed25519.PrivateKey {
 	if k.priv != nil {
@@ -184,10 +205,15 @@ func Open(dir string) (*Keyring, error) {
 		return nil, fmt.Errorf("keyring: %s: type %q version %d: expected %q version 1", path, f.Type, f.Version, fileType)
 	}
 	k := &Keyring{dir: dir, now: time.Now}
+	gens, kids := map[int]bool{}, map[string]bool{}
 	for _, m := range f.Masters {
 		if len(m.Key) < voicecode.KeySize || m.Generation < 1 || m.Generation > voicecode.MaxGeneration {
 			return nil, fmt.Errorf("keyring: master key generation %d is malformed", m.Generation)
 		}
+		if gens[m.Generation] {
+			return nil, fmt.Errorf("keyring: %s holds master generation %d twice", path, m.Generation)
+		}
+		gens[m.Generation] = true
 		k.masters = append(k.masters, MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)})
 	}
 	sort.Slice(k.masters, func(i, j int) bool { return k.masters[i].Generation < k.masters[j].Generation })
@@ -195,6 +221,15 @@ func Open(dir string) (*Keyring, error) {
 		if len(s.Seed) != ed25519.SeedSize || s.KID == "" {
 			return nil, fmt.Errorf("keyring: signing key %q is malformed", s.KID)
 		}
+		switch s.Purpose {
+		case PurposeGrant, PurposeStaff, PurposeAudit:
+		default:
+			return nil, fmt.Errorf("keyring: signing key %q has purpose %q: expected grant, staff or audit", s.KID, s.Purpose)
+		}
+		if kids[s.KID] {
+			return nil, fmt.Errorf("keyring: %s holds kid %q twice", path, s.KID)
+		}
+		kids[s.KID] = true
 		k.signing = append(k.signing, newSigningKey(s.KID, s.Purpose, s.Created, s.Retired, s.Seed))
 	}
 	if len(k.masters) == 0 {

@@ -65,7 +65,10 @@ func TestSecretsNeverPrint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := fmt.Sprintf("%v %+v %#v %x", k.masters[0], k.signing[0], k.masters, k.masters[0].Key)
+	out := fmt.Sprintf("%v %+v %#v %x %+v %v", k.masters[0], k.signing[0], k.masters, k.masters[0].Key, k.SigningKeys(), k.signing[0])
+	if strings.Contains(out, fmt.Sprintf("%x", []byte(k.signing[0].Private()))[:16]) {
+		t.Fatalf("a private signing key printed: %s", out)
+	}
 	if !strings.Contains(out, "REDACTED") || strings.Contains(out, fmt.Sprintf("%x", []byte(k.masters[0].Key))) {
 		t.Fatalf("a secret printed: %s", out)
 	}
