@@ -204,10 +204,12 @@ const (
 	ActionImport     Action = "device.import"
 	// ActionImportBatch is one committed batch of an import, audited in the
 	// batch's transaction; ActionImport is the import's one summary event.
-	ActionImportBatch     Action = "device.import_batch"
-	ActionHold            Action = "device.hold"
-	ActionRelease         Action = "device.release"
-	ActionIssue           Action = "recovery.issue"
+	ActionImportBatch Action = "device.import_batch"
+	ActionHold        Action = "device.hold"
+	ActionRelease     Action = "device.release"
+	ActionIssue       Action = "recovery.issue"
+	// ActionIssueReplay is an idempotent retry handed the first answer again.
+	ActionIssueReplay     Action = "recovery.issue_replay"
 	ActionListIssuances   Action = "recovery.list"
 	ActionAuditQuery      Action = "audit.query"
 	ActionAuditExport     Action = "audit.export"

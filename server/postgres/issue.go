@@ -145,6 +145,18 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 				return refuse(&server.Error{Code: server.EConflict, Field: "request_id",
 					Message: "this request id was already used for another device; use a new request id"}, "request_id_reused")
 			}
+			// A retry returns the first answer, but never for a device put
+			// on hold since: a stolen DVR gets no code, not even a repeat.
+			if holdReason != nil {
+				return refuse(server.Errorf(server.EPrecondition, "the device is on hold since %s (by %s): %s",
+					holdSince.UTC().Format(time.DateOnly), *holdBy, *holdReason), "on_hold replay")
+			}
+			// Handing the code out again is an act of its own: audited.
+			e.Action, e.Outcome, e.IssuanceID = server.ActionIssueReplay, server.OutcomeSuccess, existing.ID
+			e.Detail = "replay seq=" + strconv.FormatInt(existing.Sequence, 10)
+			if err := insertEvent(ctx, tx, e); err != nil {
+				return err
+			}
 			out = existing
 			return nil
 		}
@@ -227,10 +239,9 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 			br.Close()
 			return err
 		}
-		if bumped != seq {
-			br.Close()
-			return fmt.Errorf("postgres: sequence moved under the row lock: want %d, got %d", seq, bumped)
-		}
+		// bumped == seq under the row lock; were it not, the insert's
+		// UNIQUE (serial, sequence) aborts the pipeline before COMMIT.
+		_ = bumped
 		for range 3 { // insert, event, COMMIT
 			if _, err := br.Exec(); err != nil {
 				br.Close()

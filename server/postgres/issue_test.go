@@ -120,6 +120,31 @@ func TestIssue(t *testing.T) {
 		}
 	})
 
+	t.Run("refused/retry-after-the-device-was-put-on-hold", func(t *testing.T) {
+		s := registerDevice(t, db, "o@example.com")
+		a := agent(newName("a"))
+		req := issueRequest(s)
+		first, err := db.Issue(ctx, a, req, lim, prepare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := db.Issue(ctx, a, req, lim, prepare)
+		if err != nil || again.ID != first.ID {
+			t.Fatalf("retry: %+v, %v", again, err)
+		}
+		if ev := lastEvent(t, db, s); ev.Action != server.ActionIssueReplay || ev.IssuanceID != first.ID {
+			t.Errorf("the replay was not audited: %+v", ev)
+		}
+		if err := db.SetHold(ctx, supervisor, s, &server.Hold{Reason: "reported stolen"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Issue(ctx, a, req, lim, prepare)
+		wantCode(t, err, server.EPrecondition)
+		if ev := lastEvent(t, db, s); ev.Action != server.ActionIssue || ev.Outcome != server.OutcomeRefused || ev.Detail != "on_hold replay" {
+			t.Errorf("event %+v", ev)
+		}
+	})
+
 	t.Run("refused/device-on-hold", func(t *testing.T) {
 		s := registerDevice(t, db, "o@example.com")
 		if err := db.SetHold(ctx, supervisor, s, &server.Hold{Reason: "reported stolen"}, ""); err != nil {
