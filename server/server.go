@@ -205,9 +205,12 @@ const (
 	// ActionImportBatch is one committed batch of an import, audited in the
 	// batch's transaction; ActionImport is the import's one summary event.
 	ActionImportBatch Action = "device.import_batch"
-	ActionHold        Action = "device.hold"
-	ActionRelease     Action = "device.release"
-	ActionIssue       Action = "recovery.issue"
+	// ActionImportUpdate is one registered device overwritten by an import
+	// run with --update.
+	ActionImportUpdate Action = "device.import_update"
+	ActionHold         Action = "device.hold"
+	ActionRelease      Action = "device.release"
+	ActionIssue        Action = "recovery.issue"
 	// ActionIssueReplay is an idempotent retry handed the first answer again.
 	ActionIssueReplay     Action = "recovery.issue_replay"
 	ActionListIssuances   Action = "recovery.list"

@@ -119,7 +119,7 @@ func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, 
 				Scan(&rep.Batches, &rep.Received, &rep.Inserted, &rep.Updated, &rep.Unchanged, &rep.Conflicts, &rep.Duplicates, &rep.Invalid)
 		}
 		if len(b.Rows) > 0 {
-			if err := mergeBatch(ctx, tx, b.Rows, keyGen, update, optimistic, &rep); err != nil {
+			if err := mergeBatch(ctx, tx, a, importID, b.Rows, keyGen, update, optimistic, &rep); err != nil {
 				return err
 			}
 		}
@@ -196,7 +196,9 @@ ORDER BY s.line`
 const importLock = 0x686f746c696d7074 // "hotlimpt"
 
 // updateSQL overwrites what an import may change of devices not on hold.
-const updateSQL = `UPDATE devices d SET model = u.model, firmware = u.firmware, owner_contact = u.owner_contact
+// A blank owner contact in the file never erases a registered one.
+const updateSQL = `UPDATE devices d SET model = u.model, firmware = u.firmware,
+	owner_contact = COALESCE(NULLIF(u.owner_contact, ''), d.owner_contact)
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(serial, model, firmware, owner_contact)
 WHERE d.serial = u.serial AND d.hold_reason IS NULL
 RETURNING d.serial`
@@ -223,7 +225,7 @@ type conflict struct {
 	held, updatable         bool
 }
 
-func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyGen int, update, optimistic bool, rep *server.ImportReport) error {
+func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string, rows []server.ImportDevice, keyGen int, update, optimistic bool, rep *server.ImportReport) error {
 	// The staging table has no statistics, and with them the planner
 	// still prefers hashing the whole registry to probing its indexes once
 	// per staged row: a seq scan of devices per batch, 350 ms a batch at a
@@ -332,6 +334,13 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, rows []server.ImportDevice, keyG
 	for _, c := range conflicts {
 		if updated[c.serial] {
 			rep.Updated++
+			// Overwriting a registered device (its owner contact above all)
+			// is audited per device, so that `audit query --serial` shows it.
+			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, c.serial)
+			e.RequestID, e.Detail = importID, fmt.Sprintf("line %d: %.900s", c.line, c.reason)
+			if err := insertEvent(ctx, tx, e); err != nil {
+				return err
+			}
 			continue
 		}
 		reason := c.reason

@@ -526,3 +526,28 @@ func TestImportKilled(t *testing.T) {
 		t.Errorf("completing import's event %q; the clean run: %s", detail, clean.Summary())
 	}
 }
+
+// TestImportUpdateNeverErasesAnOwnerContact: a factory list re-sent with
+// blank contacts and --update changes the firmware but keeps every
+// registered contact, and each overwritten device is audited on its own.
+func TestImportUpdateNeverErasesAnOwnerContact(t *testing.T) {
+	tag := runTag()
+	serial := "UPD" + tag[:3] + "#2021-03-04#1#DVRU" + tag
+	first := "serial,model,firmware,owner_contact\n" + serial + ",WBXHD041S,1.0,dave@example.com\n"
+	db := openDB(t)
+	if _, err := importCSV(t, db, first, server.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	again := "serial,model,firmware,owner_contact\n" + serial + ",WBXHD041S,2.0,\n"
+	rep, err := importCSV(t, db, again, server.ImportOptions{Update: true})
+	if err != nil || rep.Updated != 1 {
+		t.Fatalf("update: %s, %v", rep.Summary(), err)
+	}
+	d, ok := readDevice(t, serial)
+	if !ok || d.Firmware != "2.0" || d.Contact != "dave@example.com" {
+		t.Fatalf("after the update: %+v; want firmware 2.0 and the contact kept", d)
+	}
+	if ev := lastEvent(t, db, serial); ev.Action != server.ActionImportUpdate || ev.Actor != provisioner.Subject || !strings.Contains(ev.Detail, "firmware") {
+		t.Fatalf("the overwrite was not audited for the device: %+v", ev)
+	}
+}
