@@ -392,11 +392,13 @@ func (s *Service) CheckOwner(ctx context.Context, a Actor, query, claimed string
 	return s.Store.CheckOwner(ctx, a, sn, claimed)
 }
 
-// refuseInvalid records err as a refusal when it is an EInvalid decided
-// here; other errors pass through (the store recorded its own).
+// refuseInvalid records err as the act's own refusal when the request was
+// malformed (EInvalid) or named no registered device (ENotFound: the device
+// id lookup recorded only the lookup); other errors pass through (the store
+// recorded its own).
 func (s *Service) refuseInvalid(ctx context.Context, a Actor, ev AuditEvent, err error) error {
 	var e *Error
-	if errors.As(err, &e) && e.Code == EInvalid {
+	if errors.As(err, &e) && (e.Code == EInvalid || e.Code == ENotFound) {
 		return s.refuse(ctx, a, ev, e)
 	}
 	return err
