@@ -134,6 +134,13 @@ func (s *Service) refuse(ctx context.Context, a Actor, ev AuditEvent, err *Error
 }
 
 // allow checks the role policy for act, recording a refusal.
+// Authorize refuses, and audits the refusal, when a's role may not perform
+// act. Transports call it before parsing a request's options, so that a
+// role probing an RPC it may not use is recorded as a permission refusal.
+func (s *Service) Authorize(ctx context.Context, a Actor, act Action) error {
+	return s.allow(ctx, a, AuditEvent{Action: act})
+}
+
 func (s *Service) allow(ctx context.Context, a Actor, ev AuditEvent) error {
 	if Allowed(a.Role, ev.Action) {
 		return nil

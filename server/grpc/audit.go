@@ -67,6 +67,9 @@ func (s auditServer) QueryEvents(ctx context.Context, r *hotlinev1.QueryEventsRe
 	if err != nil {
 		return nil, err
 	}
+	if err := s.svc.Authorize(ctx, a, server.ActionAuditQuery); err != nil {
+		return nil, s.fail(ctx, "QueryEvents", err)
+	}
 	size := int(r.GetPageSize())
 	if size <= 0 {
 		size = server.DefaultAuditPage
@@ -122,6 +125,9 @@ func (s auditServer) ExportEvents(r *hotlinev1.ExportEventsRequest, stream grpc.
 	a, err := s.actor(ctx)
 	if err != nil {
 		return err
+	}
+	if err := s.svc.Authorize(ctx, a, server.ActionAuditExport); err != nil {
+		return s.fail(ctx, "ExportEvents", err)
 	}
 	f, err := auditFilter(r.GetSerial(), r.GetActor(), r.GetAction(), r.GetOutcome(), r.GetStartTime(), r.GetEndTime())
 	if err != nil {

@@ -108,6 +108,10 @@ func TestRefusalsAreEvidence(t *testing.T) {
 			}
 			return err
 		}, codes.PermissionDenied, server.ActionAuditExport, "permission_denied"},
+		{"refused/permission-denied-before-a-bad-page-token", server.RoleAgent, func(ctx context.Context) error {
+			_, err := e.audit.QueryEvents(ctx, &hotlinev1.QueryEventsRequest{PageToken: "forged"})
+			return err
+		}, codes.PermissionDenied, server.ActionAuditQuery, "permission_denied"},
 		{"refused/over-limit", server.RoleAgent, func(ctx context.Context) error {
 			_, err := e.recovery.IssueTemporaryPassword(ctx, issueReq(full))
 			return err
