@@ -48,15 +48,20 @@ type Sealer struct {
 	// Batch is the number of events per transaction (DefaultBatch if 0).
 	Batch int
 	// Lookback is how far back in event time a routine run looks for
-	// unsealed events (DefaultGrace if 0). A full sweep runs on the first
-	// call and whenever sealing paused for more than half of it.
+	// unsealed events (DefaultGrace if 0). A full sweep of the log runs on
+	// the first call, when this sealer has not completed a run for more
+	// than half of it (it was paused, or other replicas held the lock),
+	// and at least every ten lookbacks, for an event whose transaction
+	// stayed open longer than the lookback. A quiet log costs no sweeps.
 	Lookback time.Duration
 	// Logger receives Run's errors (slog.Default() if nil).
 	Logger *slog.Logger
 
-	mu    sync.Mutex
-	swept bool       // a full sweep completed
-	seen  Checkpoint // the newest (size, head) this sealer saw committed
+	mu        sync.Mutex
+	swept     bool       // a full sweep completed
+	seen      Checkpoint // the newest (size, head) this sealer saw committed
+	lastRun   time.Time  // database time of this sealer's last completed run
+	lastSweep time.Time  // database time of its last completed sweep
 }
 
 // NewSealer returns a sealer over db signing with the audit key (kid, key),
@@ -173,7 +178,8 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	}
 	if !run.started {
 		run.started = true
-		run.sweep = !s.swept || cpAt == nil || now.Sub(*cpAt) > lookback/2
+		_ = cpAt // the checkpoint's time is not what decides: a quiet log writes none
+		run.sweep = !s.swept || now.Sub(s.lastRun) > lookback/2 || now.Sub(s.lastSweep) > 10*lookback
 		run.since = now.Add(-lookback)
 	}
 
@@ -208,8 +214,11 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
 	}
 	if len(seals) == 0 {
-		s.swept = s.swept || run.sweep
-		return 0, false, tx.Commit(ctx)
+		if err := tx.Commit(ctx); err != nil {
+			return 0, false, err
+		}
+		s.finished(run, now)
+		return 0, false, nil
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_seals"}, []string{"seq", "event_id", "hash", "sealed_at"},
 		pgx.CopyFromRows(seals)); err != nil {
@@ -225,9 +234,17 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	s.seen = cp
 	more = len(seals) == batch
 	if !more {
-		s.swept = s.swept || run.sweep
+		s.finished(run, now)
 	}
 	return len(seals), more, nil
+}
+
+// finished records a completed run (database time now).
+func (s *Sealer) finished(run *sealRun, now time.Time) {
+	s.lastRun = now
+	if run.sweep {
+		s.swept, s.lastSweep = true, now
+	}
 }
 
 // checkBinary makes sure the non-text columns came in PostgreSQL's binary
