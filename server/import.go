@@ -51,8 +51,11 @@ package server
 // the same file again completes it: rows already registered with the same
 // model, firmware and owner contact count as unchanged, rows registered
 // with different ones are conflicts (reported, never overwritten unless
-// ImportOptions.Update). The import is one audit event (ActionImport) with
-// its counts and the file's SHA-256.
+// ImportOptions.Update, which never erases a registered contact). The
+// import is one summary audit event (ActionImport) with its counts and the
+// file's SHA-256; each committed batch also writes ActionImportBatch in its
+// own transaction, and each device an update overwrote ActionImportUpdate,
+// so an import cut off before it finishes leaves no unaudited change.
 
 import (
 	"bufio"
@@ -198,7 +201,8 @@ type ImportOptions struct {
 	// reported as conflicts.
 	Update bool
 	// KeyGeneration is the master-key generation new devices were
-	// provisioned under (default 1). Existing devices keep theirs.
+	// provisioned under (the service passes the keyring's current
+	// generation when the client gives 0). Existing devices keep theirs.
 	KeyGeneration int
 	// BatchSize is how many valid rows go to the store per transaction
 	// (default DefaultImportBatchSize, at most MaxImportBatchSize).
@@ -258,7 +262,7 @@ type ImportStore interface {
 	// ImportBatch applies one batch atomically (all of it or none of it) and
 	// reports what it did, row errors included.
 	ImportBatch(ctx context.Context, a Actor, importID string, b ImportBatch) (ImportReport, error)
-	// FinishImport writes the import's one audit event, with the counts of
+	// FinishImport writes the import's summary audit event, with the counts of
 	// its committed batches and the file's SHA-256, and returns those counts
 	// (without row errors).
 	FinishImport(ctx context.Context, a Actor, importID, sha256 string) (ImportReport, error)
@@ -528,7 +532,7 @@ func parseJSONLines(br *bufio.Reader, fn func(ImportRow) error) error {
 
 // ImportSession runs one import: it validates rows, drops duplicates
 // within the file, hands batches to the store (one batch in flight while
-// the next is being validated) and finishes with the one audit event. The
+// the next is being validated) and finishes with the summary audit event. The
 // gRPC handler makes one per client stream; the CLI's local tests and the
 // benchmark feed it ParseImportFile's rows. Not safe for concurrent use.
 type ImportSession struct {

@@ -267,7 +267,7 @@ type DeviceView struct {
 	Device Device
 	// ModelInfo is Device.Model's catalogue entry.
 	ModelInfo Model
-	// RecentIssuances counts the issuances within Limits.PerDeviceWindow
+	// RecentIssuances counts the device's issuances in the last 24 hours
 	// (LookupDevice only).
 	RecentIssuances int
 	// PerDeviceLimit is Limits.PerDevice.
