@@ -43,3 +43,20 @@ func TestAuditKeyRotationKeepsVerifying(t *testing.T) {
 		t.Fatal("a checkpoint signed by a key the verifier does not trust passed")
 	}
 }
+
+// TestVerifyReportsEventsNoSealerPickedUp: with no sealer running, events
+// older than the grace period are not protected yet, and verify says so.
+func TestVerifyReportsEventsNoSealerPickedUp(t *testing.T) {
+	resetLog(t)
+	pool := openPool(t, true)
+	conn := ownerConn(t)
+	mustExec(t, conn, `INSERT INTO audit_events (at, actor, role, action, outcome) VALUES (now() - interval '1 hour', 'a', 'agent', 'device.lookup', 'success')`)
+	r := verify(t, pool, nil)
+	if r.FirstProblem == nil || r.FirstProblem.Kind != ProblemStale {
+		t.Fatalf("an hour-old unsealed event with no sealer: %+v", r.FirstProblem)
+	}
+	seal(t, NewSealer(pool, auditKID, auditKey))
+	if r := verify(t, pool, nil); r.Err() != nil {
+		t.Fatalf("after sealing: %v", r.Err())
+	}
+}

@@ -25,6 +25,10 @@ const (
 	ProblemUnsigned   ProblemKind = "unsigned"
 	ProblemTruncated  ProblemKind = "truncated"
 	ProblemRewritten  ProblemKind = "rewritten"
+	// ProblemStale: events have waited longer than the grace period for a
+	// seal, newer than every sealed one: no sealer is running, so they are
+	// not yet protected.
+	ProblemStale ProblemKind = "stale"
 )
 
 // Problem is the first thing Verify found wrong.
@@ -210,6 +214,26 @@ func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
 		case err == nil:
 			v.problem(ProblemInserted, 0, id,
 				"event %d of %s is not sealed although events of more than %s later are: it was inserted after the fact",
+				id, at.UTC().Format(checkpointTime), v.grace)
+		case err != pgx.ErrNoRows:
+			return err
+		}
+	}
+	// Events that no sealer picked up although they are old (by the
+	// database clock): the log is not being sealed, so they are not yet
+	// protected. Reported only when nothing worse was found.
+	if r.Unsealed > 0 && r.FirstProblem == nil {
+		var (
+			id int64
+			at time.Time
+		)
+		err := tx.QueryRow(ctx, `SELECT e.id, e.at FROM audit_events e
+			WHERE e.at < now() - $1::interval AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+			ORDER BY e.id LIMIT 1`, v.grace).Scan(&id, &at)
+		switch {
+		case err == nil:
+			v.problem(ProblemStale, 0, id,
+				"event %d of %s has waited more than %s for its seal: no sealer is running (are the servers up, with the audit key?)",
 				id, at.UTC().Format(checkpointTime), v.grace)
 		case err != pgx.ErrNoRows:
 			return err
