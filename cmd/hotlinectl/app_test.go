@@ -195,7 +195,8 @@ func TestIsLoopback(t *testing.T) {
 
 func TestParseMethod(t *testing.T) {
 	for in, ok := range map[string]bool{"owner-contact": true, "OWNER_CONTACT_MATCHED": true, "proof-of-purchase": true,
-		"installer_account": true, "Other": true, "": false, "unspecified": false, "phone": false} {
+		"installer_account": true, "Other": true, "receipt": true, "installer": true, "": false, "unspecified": false,
+		"phone": false} { // "phone" says how the customer called, not how ownership was checked
 		if _, got := parseMethod(in); got != ok {
 			t.Errorf("parseMethod(%q) ok = %v, want %v", in, got, ok)
 		}

@@ -136,8 +136,13 @@ func checkOwner(fs *flag.FlagSet) func(*cmd, []string) error {
 func parseMethod(s string) (hotlinev1.VerificationMethod, bool) {
 	n := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), "-", "_"))
 	n = strings.TrimPrefix(n, "VERIFICATION_METHOD_")
-	if n == "OWNER_CONTACT" || n == "OWNER" {
+	switch n {
+	case "OWNER_CONTACT", "OWNER", "CONTACT":
 		n = "OWNER_CONTACT_MATCHED"
+	case "PROOF", "PURCHASE", "RECEIPT", "INVOICE":
+		n = "PROOF_OF_PURCHASE"
+	case "INSTALLER":
+		n = "INSTALLER_ACCOUNT"
 	}
 	v, ok := hotlinev1.VerificationMethod_value["VERIFICATION_METHOD_"+n]
 	if !ok || v == 0 {
