@@ -32,13 +32,18 @@ const (
 	// 4. The issue time and the limit counts. A statement of its own, after
 	// both locks, so that its snapshot sees every issuance committed before
 	// them. The time is read under the device lock and never precedes the
-	// device's previous issuance: issue times follow sequence numbers.
+	// device's previous issuance: issue times follow sequence numbers. The
+	// last column says whether this actor's owner check of this device
+	// succeeded within the hour: an issuance claiming OWNER_CONTACT_MATCHED
+	// without one is flagged for auditors ("owner_check=none").
 	issueCountsSQL = `WITH t AS (
 			SELECT greatest(clock_timestamp(), (SELECT last_issued_at FROM devices WHERE serial = $1)) AS now
 		)
 		SELECT t.now,
 			(SELECT count(*) FROM issuances WHERE serial = $1 AND issued_at > t.now - $2::interval),
-			(SELECT count(*) FROM issuances WHERE actor = $3 AND issued_at > t.now - $4::interval)
+			(SELECT count(*) FROM issuances WHERE actor = $3 AND issued_at > t.now - $4::interval),
+			EXISTS (SELECT 1 FROM audit_events WHERE serial = $1 AND at > t.now - interval '1 hour'
+				AND actor = $3 AND action = 'device.owner_check' AND outcome = 'success')
 		FROM t`
 	// 5. The sequence number.
 	issueBumpSQL = `UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = $2
@@ -129,8 +134,9 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		var (
 			now          time.Time
 			devN, agentN int
+			ownerChecked bool
 		)
-		cntErr := br.QueryRow().Scan(&now, &devN, &agentN)
+		cntErr := br.QueryRow().Scan(&now, &devN, &agentN, &ownerChecked)
 		if err := br.Close(); err != nil {
 			return err
 		}
@@ -227,6 +233,11 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 
 		e.Outcome, e.IssuanceID = server.OutcomeSuccess, iss.ID
 		e.Detail = joinDetail("seq="+strconv.FormatInt(seq, 10), limitDetail)
+		if req.Method == server.VerifyOwnerContact && !ownerChecked {
+			// The agent says the owner contact matched, but no owner check
+			// of this device by them succeeded within the hour.
+			e.Detail = joinDetail(e.Detail, "owner_check=none")
+		}
 		b = &pgx.Batch{}
 		b.Queue(issueBumpSQL, req.Serial, now)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,

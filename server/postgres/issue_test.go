@@ -245,6 +245,29 @@ func TestIssue(t *testing.T) {
 		}
 	})
 
+	t.Run("flagged/owner-contact-claimed-without-an-owner-check", func(t *testing.T) {
+		s := registerDevice(t, db, "owner@example.com")
+		a := agent(newName("a"))
+		req := issueRequest(s)
+		req.Method = server.VerifyOwnerContact
+		if _, err := db.Issue(ctx, a, req, lim, prepare); err != nil {
+			t.Fatal(err)
+		}
+		if ev := lastEvent(t, db, s); !strings.Contains(ev.Detail, "owner_check=none") {
+			t.Errorf("an unchecked owner-contact claim was not flagged: %+v", ev)
+		}
+		if ok, err := db.CheckOwner(ctx, a, s, "owner@example.com"); err != nil || !ok {
+			t.Fatalf("CheckOwner = %v, %v", ok, err)
+		}
+		req.RequestID = uuid()
+		if _, err := db.Issue(ctx, a, req, lim, prepare); err != nil {
+			t.Fatal(err)
+		}
+		if ev := lastEvent(t, db, s); strings.Contains(ev.Detail, "owner_check") {
+			t.Errorf("a checked claim was flagged: %+v", ev)
+		}
+	})
+
 	t.Run("unavailable/sequence-wrap-within-one-slot", func(t *testing.T) {
 		s := registerDevice(t, db, "")
 		a := agent(newName("a"))

@@ -83,7 +83,7 @@ func registerDevice(tb testing.TB, db *postgres.DB, owner string) string {
 }
 
 func issueRequest(serial string) server.IssueRequest {
-	return server.IssueRequest{RequestID: uuid(), Serial: serial, Ticket: "T-1001", Method: server.VerifyOwnerContact}
+	return server.IssueRequest{RequestID: uuid(), Serial: serial, Ticket: "T-1001", Method: server.VerifyProofOfPurchase}
 }
 
 // wantCode fails tb unless err is a *server.Error with code.
