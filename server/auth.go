@@ -2,8 +2,6 @@ package server
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +9,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/dvrhotline/hotline/agent/grant"
 )
 
 // Staff tokens: the fixed claims every staff bearer token must carry. They
@@ -79,29 +79,11 @@ func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error)
 // NewStaffVerifierJWKS returns a verifier trusting the Ed25519 keys of a JWK
 // set (RFC 7517, "kty":"OKP", "crv":"Ed25519"); any other key is refused.
 func NewStaffVerifierJWKS(jwks []byte) (*StaffVerifier, error) {
-	var set struct {
-		Keys []struct {
-			Kty, Crv, X, Kid, Alg, Use string
-		} `json:"keys"`
+	set, err := grant.ParseJWKS(jwks) // the one JWK set reader, strict on key types
+	if err != nil {
+		return nil, fmt.Errorf("staff verifier: %w", err)
 	}
-	if err := json.Unmarshal(jwks, &set); err != nil {
-		return nil, fmt.Errorf("staff verifier: not a JWK set: %v", err)
-	}
-	keys := make(map[string]ed25519.PublicKey, len(set.Keys))
-	for i, k := range set.Keys {
-		if k.Kty != "OKP" || k.Crv != "Ed25519" || (k.Alg != "" && k.Alg != "EdDSA") || (k.Use != "" && k.Use != "sig") {
-			return nil, fmt.Errorf("staff verifier: key %d (%q): expected an OKP Ed25519 signing key", i, k.Kid)
-		}
-		x, err := base64.RawURLEncoding.DecodeString(k.X)
-		if err != nil || len(x) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("staff verifier: key %q: x is not a base64url Ed25519 public key", k.Kid)
-		}
-		if _, dup := keys[k.Kid]; dup {
-			return nil, fmt.Errorf("staff verifier: kid %q appears twice", k.Kid)
-		}
-		keys[k.Kid] = x
-	}
-	return NewStaffVerifier(keys)
+	return NewStaffVerifier(set.Keys())
 }
 
 func newStaffParser(now func() time.Time) *jwt.Parser {

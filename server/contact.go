@@ -102,3 +102,24 @@ func MaskContact(s string) string {
 	r := []rune(s)
 	return string(r[0]) + "***"
 }
+
+// ContactMatchKey is the form two contacts are compared in: "e:" and the
+// trimmed, lower-cased address for an e-mail, "p:" and the digits alone for
+// anything else (so "+44 20 7946 0000" matches "44 20 79460000"), "" when
+// there is nothing to compare.
+func ContactMatchKey(c string) string {
+	c = strings.TrimSpace(c)
+	if strings.Contains(c, "@") {
+		return "e:" + strings.ToLower(c)
+	}
+	var b strings.Builder
+	for i := 0; i < len(c); i++ {
+		if '0' <= c[i] && c[i] <= '9' {
+			b.WriteByte(c[i])
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "p:" + b.String()
+}

@@ -285,9 +285,10 @@ type Store interface {
 	// SetHold places (h non-nil) or releases (h nil) a hold (audited);
 	// releaseReason is the supervisor's reason for a release.
 	SetHold(ctx context.Context, a Actor, serial string, h *Hold, releaseReason string) error
-	// Issue runs the issuance transaction: idempotency by RequestID, hold
-	// check, limits, sequence assignment, insert, audit event. newIssuance
-	// fills the fields the store does not choose (ID, generation, kid, times).
+	// Issue runs the issuance transaction: idempotency by (actor,
+	// RequestID), hold check, limits, sequence assignment, insert, audit
+	// event. The store chooses Sequence, IssuedAt and KeyGeneration (the
+	// device's own); prepare fills ID, SigningKeyID and ExpiresAt.
 	Issue(ctx context.Context, a Actor, req IssueRequest, lim Limits, prepare func(*Issuance)) (Issuance, error)
 	// Issuances lists a device's issuances, newest first (audited).
 	Issuances(ctx context.Context, a Actor, serial string, limit int) ([]Issuance, error)

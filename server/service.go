@@ -485,12 +485,9 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 
 	kid, _ := s.Keyring.GrantSigner()
 	iss, err := s.Store.Issue(ctx, a, req, s.Limits, func(iss *Issuance) {
+		// IssuedAt (database clock) and KeyGeneration (the device's own)
+		// come from the store, read under the device's row lock.
 		iss.ID = NewUUID()
-		if iss.IssuedAt.IsZero() {
-			iss.IssuedAt = s.now().UTC().Truncate(time.Microsecond)
-		}
-		// KeyGeneration is the device's own, filled in by the store from
-		// the device row it locks.
 		iss.SigningKeyID = kid
 		iss.ExpiresAt = voicecode.ExpiresAt(iss.IssuedAt)
 	})

@@ -143,6 +143,15 @@ func NewTrustSet(keys map[string]ed25519.PublicKey) *TrustSet {
 // Len returns the number of trusted keys.
 func (t *TrustSet) Len() int { return len(t.keys) }
 
+// Keys returns a copy of the trusted keys by kid.
+func (t *TrustSet) Keys() map[string]ed25519.PublicKey {
+	out := make(map[string]ed25519.PublicKey, len(t.keys))
+	for kid, k := range t.keys {
+		out[kid] = append(ed25519.PublicKey(nil), k...)
+	}
+	return out
+}
+
 // jwk is one JSON Web Key of type OKP, curve Ed25519.
 type jwk struct {
 	Kty string `json:"kty"`

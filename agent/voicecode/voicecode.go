@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Format constants. They are part of the wire format: changing any of them
@@ -236,11 +237,8 @@ func Decode(s string) (Code, error) {
 }
 
 func printable(s string, i int) string {
-	r := []rune(s[i:])
-	if len(r) == 0 {
-		return ""
-	}
-	return string(r[0])
+	r, _ := utf8.DecodeRuneInString(s[i:])
+	return string(r)
 }
 
 // Verify checks the code's MAC under the device key k for the canonical

@@ -225,9 +225,9 @@ func TestDeviceKeysDifferPerSerialAndGeneration(t *testing.T) {
 	if a.Equal(b) || bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatal("two serials share a device key")
 	}
-	if bytes.Equal(a.Bytes(), c.Bytes()) != true {
-		// same master bytes under another generation number derive the same
-		// bytes; generations differ by their master keys, not by derivation.
+	// The same master bytes under another generation number derive the
+	// same bytes: generations differ by their master keys, not by derivation.
+	if !bytes.Equal(a.Bytes(), c.Bytes()) {
 		t.Fatal("derivation must depend on master and serial only")
 	}
 	if a.Equal(c) {

@@ -135,7 +135,9 @@ func (o output) fail(out verifier.Outcome, format string, a ...any) int {
 }
 
 // parseInterspersed parses fs allowing flags after positional arguments
-// (`verify CODE --json`), and returns the positional arguments.
+// (`verify CODE --json`), and returns the positional arguments. It is
+// cmd/internal/cli.Parse, copied: dvr-agent links nothing of this module
+// outside agent/ (deps_test.go).
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {

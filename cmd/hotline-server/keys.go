@@ -11,6 +11,7 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/serial"
 	"github.com/dvrhotline/hotline/agent/voicecode"
+	"github.com/dvrhotline/hotline/cmd/internal/cli"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/keyring"
 )
@@ -48,20 +49,12 @@ func (c *common) needDatabase() error {
 // holds the positional arguments in order.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return errUsage
 	}
-	return fs.Parse(append([]string{"--"}, pos...))
+	return fs.Parse(append([]string{"--"}, pos...)) // fs.Args() is pos from now on
 }
-
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: hotline-server keys init|device-key|device-keys|jwks|rotate|retire [flags]")
@@ -114,7 +107,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		_, err = stdout.Write(b)
 		return err
-	case "jwks":
+	case "jwks", "staff-jwks":
 		if err := parse(fs, args[1:], stderr); err != nil {
 			return err
 		}
@@ -122,21 +115,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		b, err := k.GrantJWKS()
-		if err != nil {
-			return err
+		set := k.GrantJWKS
+		if args[0] == "staff-jwks" {
+			set = k.StaffJWKS
 		}
-		_, err = stdout.Write(b)
-		return err
-	case "staff-jwks":
-		if err := parse(fs, args[1:], stderr); err != nil {
-			return err
-		}
-		k, err := c.openKeyring()
-		if err != nil {
-			return err
-		}
-		b, err := k.StaffJWKS()
+		b, err := set()
 		if err != nil {
 			return err
 		}

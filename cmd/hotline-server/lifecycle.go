@@ -192,7 +192,7 @@ func deviceKeys(ctx context.Context, c *common, serialsPath, outPath string, std
 		return fmt.Errorf("refused the whole batch: %d bad lines, no key written:\n  %s", len(bad), strings.Join(bad, "\n  "))
 	}
 	if len(list) == 0 {
-		return errors.New("no serials in " + serialsPath)
+		return fmt.Errorf("no serials in %s: expected one serial per line, like JZ6OES#2017-08-01#3#DVR1101134C08011", serialsPath)
 	}
 	gen := k.CurrentGeneration()
 	var buf bytes.Buffer

@@ -125,18 +125,6 @@ func (m *Main) Addr() string { return m.listener.Addr().String() }
 // Ready is closed once the server accepts connections.
 func (m *Main) Ready() <-chan struct{} { return m.ready }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // secretAttrs are log attribute names whose values are never written: no
 // code path logs them today, and this keeps a future one from doing so.
 var secretAttrs = map[string]bool{
@@ -176,7 +164,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return errors.New("no keyring: pass --keyring DIR or set HOTLINE_KEYRING (`hotline-server keys init` creates one; --dev creates it for you)")
 	}
 	tlsOn := m.TLSCert != "" || m.TLSKey != ""
-	if !tlsOn && !isLoopback(m.Listen) && !m.InsecurePlaintext {
+	if !tlsOn && !grpcserver.IsLoopback(m.Listen) && !m.InsecurePlaintext {
 		return fmt.Errorf("refusing plaintext gRPC on %s, which is not a loopback address: pass --tls-cert and --tls-key (or --insecure-plaintext behind a TLS-terminating proxy)", m.Listen)
 	}
 

@@ -26,6 +26,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/dvrhotline/hotline/cmd/internal/cli"
+	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 )
 
 // Exit statuses. Scripts may rely on them: append only.
@@ -112,22 +115,6 @@ func (a *App) addCommon(fs *flag.FlagSet, c *common) {
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "per-call timeout")
 }
 
-// parse parses flags and positional arguments in any order.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
 // usageError is a command-line mistake: exit status 2 with a hint.
 type usageError struct{ msg string }
 
@@ -186,7 +173,7 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	a.addCommon(fs, &c.common)
 	bind := run(fs)
-	pos, err := parse(fs, rest)
+	pos, err := cli.Parse(fs, rest)
 	if err == nil {
 		if c.output != "text" && c.output != "json" {
 			err = usagef("-o %q: expected text or json", c.output)
@@ -237,19 +224,6 @@ type noMatch struct{}
 
 func (noMatch) Error() string { return "no match" }
 
-// isLoopback reports whether addr's host is a loopback name or address.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
 // dial connects: plaintext to loopback unless a CA file is given, TLS
 // otherwise (system roots, or --ca-file).
 func (a *App) dial(c common) (*grpc.ClientConn, error) {
@@ -268,7 +242,7 @@ func (a *App) dial(c common) (*grpc.ClientConn, error) {
 			return nil, fmt.Errorf("--ca-file %s: no PEM certificates in it", c.caFile)
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
-	case isLoopback(c.addr):
+	case grpcserver.IsLoopback(c.addr):
 		creds = insecure.NewCredentials()
 	default:
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})

@@ -187,7 +187,7 @@ func TestIsLoopback(t *testing.T) {
 		"127.0.0.1:7443": true, "localhost:7443": true, "[::1]:7443": true, "127.8.9.10:1": true,
 		"10.0.0.1:7443": false, "hotline.example.com:443": false, "[2001:db8::1]:7443": false,
 	} {
-		if got := isLoopback(addr); got != want {
+		if got := grpcserver.IsLoopback(addr); got != want {
 			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
 		}
 	}

@@ -73,9 +73,9 @@ func NewSealer(db DB, kid string, key ed25519.PrivateKey) *Sealer {
 // The sealer's statements.
 const (
 	sealLockSQL = `SELECT pg_try_advisory_xact_lock($1), now()`
-	sealHeadSQL = `SELECT s.seq, s.hash, c.size, c.head, c.at
+	sealHeadSQL = `SELECT s.seq, s.hash, c.size, c.head
 		FROM (SELECT seq, hash FROM audit_seals ORDER BY seq DESC LIMIT 1) s
-		FULL JOIN (SELECT size, head, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1) c ON true`
+		FULL JOIN (SELECT size, head FROM audit_checkpoints ORDER BY size DESC LIMIT 1) c ON true`
 	sealSeenSQL = `SELECT hash FROM audit_seals WHERE seq = $1`
 	// A sweep walks every event by id; a routine run only the events of
 	// the last Lookback (audit_events_at index). Both are planned with their
@@ -148,9 +148,8 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	var (
 		seq, cpSize *int64
 		hash, cpHd  []byte
-		cpAt        *time.Time
 	)
-	if err := tx.QueryRow(ctx, sealHeadSQL).Scan(&seq, &hash, &cpSize, &cpHd, &cpAt); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := tx.QueryRow(ctx, sealHeadSQL).Scan(&seq, &hash, &cpSize, &cpHd); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, fmt.Errorf("audit: seal: read the head: %w", err)
 	}
 	var (
@@ -178,7 +177,6 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	}
 	if !run.started {
 		run.started = true
-		_ = cpAt // the checkpoint's time is not what decides: a quiet log writes none
 		run.sweep = !s.swept || now.Sub(s.lastRun) > lookback/2 || now.Sub(s.lastSweep) > 10*lookback
 		run.since = now.Add(-lookback)
 	}

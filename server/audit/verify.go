@@ -116,9 +116,12 @@ const (
 	verifyCheckpointsSQL = `SELECT size, head, at, kid, signature FROM audit_checkpoints ORDER BY size`
 	verifyChainSQL       = `SELECT s.seq, s.event_id, s.hash, ` + eventColumns + `
 		FROM audit_seals s LEFT JOIN audit_events e ON e.id = s.event_id ORDER BY s.seq`
-	verifyCountSQL    = `SELECT count(*) FROM audit_events`
+	verifyCountSQL = `SELECT count(*) FROM audit_events`
+	// The first unsealed event older than $2 before $1 (the database clock
+	// when $1 is NULL).
 	verifyUnsealedSQL = `SELECT e.id, e.at FROM audit_events e
-		WHERE e.at < $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		WHERE e.at < COALESCE($1::timestamptz, now()) - $2::interval
+			AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT 1`
 	verifySealsSQL = `SELECT seq, event_id, hash FROM audit_seals ORDER BY seq`
 	// verifyPlanSQL makes the chain walk a nested loop: seals in seq order
@@ -204,45 +207,45 @@ func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
 	}
 	r.Unsealed = r.Events - chain.present
 	if r.Unsealed > 0 && chain.maxAt != minMicros {
-		var (
-			id int64
-			at time.Time
-		)
-		limit := pgTime(chain.maxAt - v.grace.Microseconds())
-		err := tx.QueryRow(ctx, verifyUnsealedSQL, limit).Scan(&id, &at)
-		switch {
-		case err == nil:
+		latest := pgTime(chain.maxAt)
+		id, at, found, err := v.oldestUnsealed(ctx, tx, &latest)
+		if err != nil {
+			return err
+		}
+		if found {
 			v.problem(ProblemInserted, 0, id,
 				"event %d of %s is not sealed although events of more than %s later are: it was inserted after the fact",
 				id, at.UTC().Format(checkpointTime), v.grace)
-		case err != pgx.ErrNoRows:
-			return err
 		}
 	}
 	// Events that no sealer picked up although they are old (by the
 	// database clock): the log is not being sealed, so they are not yet
 	// protected. Reported only when nothing worse was found.
 	if r.Unsealed > 0 && r.FirstProblem == nil {
-		var (
-			id int64
-			at time.Time
-		)
-		err := tx.QueryRow(ctx, `SELECT e.id, e.at FROM audit_events e
-			WHERE e.at < now() - $1::interval AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
-			ORDER BY e.id LIMIT 1`, v.grace).Scan(&id, &at)
-		switch {
-		case err == nil:
+		id, at, found, err := v.oldestUnsealed(ctx, tx, nil)
+		if err != nil {
+			return err
+		}
+		if found {
 			v.problem(ProblemStale, 0, id,
 				"event %d of %s has waited more than %s for its seal: no sealer is running (are the servers up, with the audit key?)",
 				id, at.UTC().Format(checkpointTime), v.grace)
-		case err != pgx.ErrNoRows:
-			return err
 		}
 	}
 	if p := r.FirstProblem; p != nil && p.Kind == ProblemChanged {
 		return v.diagnose(ctx, tx, chain.badLeaf)
 	}
 	return nil
+}
+
+// oldestUnsealed returns the first unsealed event older than the grace
+// period before latest (before the database clock when latest is nil).
+func (v *verifier) oldestUnsealed(ctx context.Context, tx pgx.Tx, latest *time.Time) (id int64, at time.Time, found bool, err error) {
+	err = tx.QueryRow(ctx, verifyUnsealedSQL, latest, v.grace).Scan(&id, &at)
+	if err == pgx.ErrNoRows {
+		return 0, time.Time{}, false, nil
+	}
+	return id, at, err == nil, err
 }
 
 // checkpoints reads the stored checkpoints and checks their signatures.

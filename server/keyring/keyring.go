@@ -22,6 +22,7 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
+	"github.com/dvrhotline/hotline/server"
 )
 
 // FileName is the keyring file inside the keyring folder.
@@ -422,7 +423,7 @@ func (k *Keyring) GrantJWKS() ([]byte, error) {
 // StaffJWKS returns the JWK set of the development staff-token keys, for a
 // server configured to trust them by file.
 func (k *Keyring) StaffJWKS() ([]byte, error) {
-	return grant.MarshalJWKS(k.PublicKeys(PurposeStaff, k.now(), 31*24*time.Hour))
+	return grant.MarshalJWKS(k.PublicKeys(PurposeStaff, k.now(), server.StaffTokenMaxTTL))
 }
 
 // Rotate adds a new key for purpose ("master", or a signing purpose) and

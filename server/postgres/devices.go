@@ -208,7 +208,7 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string)
 			match = sameContact(registered, claimed)
 			if match {
 				e.Outcome = server.OutcomeSuccess
-			} else if normContact(registered) == "" {
+			} else if server.ContactMatchKey(registered) == "" {
 				e.Detail = "owner_mismatch no_contact_registered"
 			} else {
 				e.Detail = "owner_mismatch"
@@ -222,28 +222,8 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string)
 	return match, refusal
 }
 
-// normContact is the comparable form of a contact: "e:" and the trimmed,
-// lower-case address for e-mail, "p:" and the digits for anything else
-// (a phone number), "" when nothing comparable is left.
-func normContact(c string) string {
-	c = strings.TrimSpace(c)
-	if strings.Contains(c, "@") {
-		return "e:" + strings.ToLower(c)
-	}
-	var b strings.Builder
-	for i := 0; i < len(c); i++ {
-		if '0' <= c[i] && c[i] <= '9' {
-			b.WriteByte(c[i])
-		}
-	}
-	if b.Len() == 0 {
-		return ""
-	}
-	return "p:" + b.String()
-}
-
 func sameContact(registered, claimed string) bool {
-	r, c := normContact(registered), normContact(claimed)
+	r, c := server.ContactMatchKey(registered), server.ContactMatchKey(claimed)
 	if r == "" || c == "" {
 		return false
 	}

@@ -370,7 +370,7 @@ func differences(regModel, regFW, regContact, model, fw, contact string) string 
 	if regFW != fw {
 		d = append(d, fmt.Sprintf("firmware %q is registered, the file says %q", regFW, fw))
 	}
-	if normContact(regContact) != normContact(contact) {
+	if server.ContactMatchKey(regContact) != server.ContactMatchKey(contact) {
 		switch {
 		case regContact == "":
 			d = append(d, "no owner contact is registered, the file gives one")
