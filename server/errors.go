@@ -32,11 +32,96 @@ const (
 	EInternal Code = "internal"
 )
 
+// Reason is the specific, machine-readable cause of an Error, sent to
+// clients as google.rpc.ErrorInfo.reason (domain "hotline.v1") so that they
+// choose what to do without reading the message. The values cross the wire
+// and are listed in proto/hotline/v1/common.proto: append only, never
+// reuse or rename one.
+type Reason string
+
+// The reasons. An Error without one gets its Code's default (DefaultReason).
+const (
+	// ReasonInvalidArgument: a request field is malformed (metadata "field").
+	ReasonInvalidArgument Reason = "INVALID_ARGUMENT"
+	// ReasonDeviceNotFound: no device is registered under the serial or
+	// device id (metadata "near_matches").
+	ReasonDeviceNotFound Reason = "DEVICE_NOT_FOUND"
+	// ReasonNotFound: something else the request named does not exist.
+	ReasonNotFound Reason = "NOT_FOUND"
+	// ReasonDeviceExists: the serial or device id is already registered.
+	ReasonDeviceExists Reason = "DEVICE_EXISTS"
+	// ReasonConflict: another conflict with what is stored.
+	ReasonConflict Reason = "CONFLICT"
+	// ReasonRequestIDReused: the request id was used for another request.
+	ReasonRequestIDReused Reason = "REQUEST_ID_REUSED"
+	// ReasonUnauthenticated: no valid staff token.
+	ReasonUnauthenticated Reason = "UNAUTHENTICATED"
+	// ReasonRoleNotAllowed: the caller's role may not perform the act
+	// (metadata "roles": the roles that may).
+	ReasonRoleNotAllowed Reason = "ROLE_NOT_ALLOWED"
+	// ReasonOverrideNotAllowed: only a supervisor may give an override
+	// reason (metadata "field").
+	ReasonOverrideNotAllowed Reason = "OVERRIDE_NOT_ALLOWED"
+	// ReasonLimitPerDevice: the device's issuance limit is reached
+	// (metadata "limit", "count", "max", "window", "retry_at").
+	ReasonLimitPerDevice Reason = "LIMIT_PER_DEVICE"
+	// ReasonLimitPerAgent: the staff member's issuance limit is reached
+	// (metadata as ReasonLimitPerDevice).
+	ReasonLimitPerAgent Reason = "LIMIT_PER_AGENT"
+	// ReasonDeviceOnHold: the device is on hold and gets no code.
+	ReasonDeviceOnHold Reason = "DEVICE_ON_HOLD"
+	// ReasonSequenceWrap: the device had many codes in this 10-minute slot;
+	// retry at metadata "retry_at".
+	ReasonSequenceWrap Reason = "SEQUENCE_WRAP"
+	// ReasonImportFinished: the import was already finished.
+	ReasonImportFinished Reason = "IMPORT_FINISHED"
+	// ReasonImportNotYours: the import was begun by another staff member.
+	ReasonImportNotYours Reason = "IMPORT_NOT_YOURS"
+	// ReasonAuditUnavailable: the audit log cannot answer (not configured,
+	// nothing sealed yet).
+	ReasonAuditUnavailable Reason = "AUDIT_UNAVAILABLE"
+	// ReasonFailedPrecondition: another state refusal.
+	ReasonFailedPrecondition Reason = "FAILED_PRECONDITION"
+	// ReasonDatabaseBusy: the database was busy or unreachable; retry.
+	ReasonDatabaseBusy Reason = "DATABASE_BUSY"
+	// ReasonUnavailable: another temporary refusal; retry.
+	ReasonUnavailable Reason = "UNAVAILABLE"
+	// ReasonInternal: a bug or an outage; the server log has the details.
+	ReasonInternal Reason = "INTERNAL"
+)
+
+// defaultReasons is the Reason of an Error that sets none.
+var defaultReasons = map[Code]Reason{
+	EInvalid:         ReasonInvalidArgument,
+	ENotFound:        ReasonNotFound,
+	EConflict:        ReasonConflict,
+	EUnauthenticated: ReasonUnauthenticated,
+	EPermission:      ReasonRoleNotAllowed,
+	ELimit:           ReasonLimitPerDevice,
+	EPrecondition:    ReasonFailedPrecondition,
+	EUnavailable:     ReasonUnavailable,
+	EInternal:        ReasonInternal,
+}
+
+// ReasonOf returns e's Reason, or its Code's default when it sets none.
+func (e *Error) ReasonOf() Reason {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	if r, ok := defaultReasons[e.Code]; ok {
+		return r
+	}
+	return ReasonInternal
+}
+
 // Error is the one error type of the service. Adapters wrap their own errors
 // into it; the transport maps Code to a status and shows Message.
 type Error struct {
 	// Code classifies the error.
 	Code Code
+	// Reason is the specific cause a client acts on; empty means the
+	// Code's default (ReasonOf).
+	Reason Reason
 	// Message is a human sentence that says what was wrong and what was
 	// expected, safe to show to staff.
 	Message string
