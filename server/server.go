@@ -150,8 +150,93 @@ type Limits struct {
 	PerAgentWindow time.Duration
 }
 
-// DefaultLimits are the limits the brief asks for.
+// DefaultLimits are the issuance limits a support centre starts with: three
+// codes per device per day, thirty per staff member per hour.
 var DefaultLimits = Limits{PerDevice: 3, PerDeviceWindow: 24 * time.Hour, PerAgent: 30, PerAgentWindow: time.Hour}
+
+// WithDefaults returns l with its zero (or negative) fields taken from
+// DefaultLimits.
+func (l Limits) WithDefaults() Limits {
+	d := DefaultLimits
+	if l.PerDevice <= 0 {
+		l.PerDevice = d.PerDevice
+	}
+	if l.PerDeviceWindow <= 0 {
+		l.PerDeviceWindow = d.PerDeviceWindow
+	}
+	if l.PerAgent <= 0 {
+		l.PerAgent = d.PerAgent
+	}
+	if l.PerAgentWindow <= 0 {
+		l.PerAgentWindow = d.PerAgentWindow
+	}
+	return l
+}
+
+// LimitScope names one of the issuance limits. The values are stored in
+// audit details and sent to clients: append only.
+type LimitScope string
+
+// The limit scopes.
+const (
+	// LimitPerDevice counts a device's issuances in Limits.PerDeviceWindow.
+	LimitPerDevice LimitScope = "per-device"
+	// LimitPerAgent counts a staff member's issuances in Limits.PerAgentWindow.
+	LimitPerAgent LimitScope = "per-agent"
+)
+
+// IssueFacts is an issue request and what the store read for it, under
+// the actor's and the device's locks, for DecideIssue.
+type IssueFacts struct {
+	// Actor, Request (validated, its Serial canonical) and Limits (with
+	// defaults) are the request being decided, as the store was given them.
+	Actor   Actor
+	Request IssueRequest
+	Limits  Limits
+	// Now is the issue time: the database clock, never earlier than the
+	// device's previous issue time (issue times follow sequence numbers).
+	Now time.Time
+	// Existing is the actor's earlier issuance with the same request id,
+	// nil when the request id is new.
+	Existing *Issuance
+	// Registered is false when no device has the request's serial; the
+	// device fields below are then zero.
+	Registered bool
+	// Hold is the device's hold, nil when it is not on hold.
+	Hold *Hold
+	// LastSequence is the device's last sequence number (0: none yet).
+	LastSequence int64
+	// LastIssuedAt is the device's last issue time (zero: none yet).
+	LastIssuedAt time.Time
+	// KeyGeneration is the master-key generation of the device's key.
+	KeyGeneration int
+	// DeviceCount and AgentCount are the device's and the actor's
+	// issuances within the limits' windows before Now.
+	DeviceCount, AgentCount int
+	// OwnerChecked is whether an owner check of this device by this actor
+	// succeeded within the hour before Now.
+	OwnerChecked bool
+	// InWindow returns the issue time of the scope's in-window issuance at
+	// offset n (0 the oldest), for telling when a limit frees up. Read on
+	// demand, inside the same transaction.
+	InWindow func(scope LimitScope, n int) (time.Time, error)
+}
+
+// IssueDecision is what DecideIssue decided about an issue request, for the
+// store to write in the transaction that read the facts.
+type IssueDecision struct {
+	// Event is the audit event to write, in every case.
+	Event AuditEvent
+	// Refusal, when set, is the answer: only Event is written.
+	Refusal *Error
+	// Replay, when set, hands IssueFacts.Existing out again: only Event is
+	// written.
+	Replay bool
+	// Issuance is the new issuance to write (neither Refusal nor Replay):
+	// its Sequence is IssueFacts.LastSequence+1 and its IssuedAt
+	// IssueFacts.Now.
+	Issuance Issuance
+}
 
 // Issuance is one temporary password as stored: the fields it was made
 // from, never the code itself. The voice code and the grant are re-derived
@@ -285,11 +370,14 @@ type Store interface {
 	// SetHold places (h non-nil) or releases (h nil) a hold (audited);
 	// releaseReason is the supervisor's reason for a release.
 	SetHold(ctx context.Context, a Actor, serial string, h *Hold, releaseReason string) error
-	// Issue runs the issuance transaction: idempotency by (actor,
-	// RequestID), hold check, limits, sequence assignment, insert, audit
-	// event. The store chooses Sequence, IssuedAt and KeyGeneration (the
-	// device's own); prepare fills ID, SigningKeyID and ExpiresAt.
-	Issue(ctx context.Context, a Actor, req IssueRequest, lim Limits, prepare func(*Issuance)) (Issuance, error)
+	// Issue runs the issuance transaction of req (its Serial canonical) by
+	// a: it serialises the actor's and the device's issuances, reads the
+	// IssueFacts (counting in lim's windows), calls decide, and writes what
+	// decide chose: the event alone (a refusal or a replay), or the
+	// device's next sequence, the issuance and its event. It returns the
+	// refusal, the replayed issuance or the new one. An error from decide
+	// rolls everything back.
+	Issue(ctx context.Context, a Actor, req IssueRequest, lim Limits, decide func(IssueFacts) (IssueDecision, error)) (Issuance, error)
 	// Issuances lists a device's issuances, newest first (audited).
 	Issuances(ctx context.Context, a Actor, serial string, limit int) ([]Issuance, error)
 	// Audit records a standalone event (refusals whose act failed).

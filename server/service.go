@@ -15,7 +15,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/serial"
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
@@ -447,126 +446,6 @@ func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason stri
 		return s.refuseInvalid(ctx, a, ev, err)
 	}
 	return s.Store.SetHold(ctx, a, sn, nil, reason)
-}
-
-// Issued is an issuance with its credentials, as returned to the caller
-// once (and again, identically, to an idempotent retry).
-type Issued struct {
-	Issuance
-	// VoiceCode is the grouped code the customer types. Never log it.
-	VoiceCode string
-	// Phonetic is VoiceCode spelt out for the phone.
-	Phonetic string
-	// Grant is the signed JWT of the same issuance.
-	Grant string
-}
-
-// Issue issues a temporary password (roles agent, supervisor). req.Serial
-// may be any query form; it is canonicalised. The store runs the issuance
-// transaction (idempotency, hold, limits, sequence, audit); the code and the
-// grant are then minted from the stored issuance, so a retry with the same
-// request id returns the identical credentials.
-func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
-	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip(req.Ticket, maxTicketLen), Reason: clip(req.OverrideReason, maxReasonLen), RequestID: clip(req.RequestID, maxRequestIDLen)}
-	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOther {
-		ev.Method = req.Method
-	}
-	if err := s.allow(ctx, a, ev); err != nil {
-		return Issued{}, err
-	}
-	if e := s.checkIssue(a, &req); e != nil {
-		return Issued{}, s.refuse(ctx, a, ev, e)
-	}
-	sn, err := s.resolve(ctx, a, "serial", req.Serial)
-	if err != nil {
-		return Issued{}, s.refuseInvalid(ctx, a, ev, err)
-	}
-	req.Serial = sn
-
-	kid, _ := s.Keyring.GrantSigner()
-	iss, err := s.Store.Issue(ctx, a, req, s.Limits, func(iss *Issuance) {
-		// IssuedAt (database clock) and KeyGeneration (the device's own)
-		// come from the store, read under the device's row lock.
-		iss.ID = NewUUID()
-		iss.SigningKeyID = kid
-		iss.ExpiresAt = voicecode.ExpiresAt(iss.IssuedAt)
-	})
-	if err != nil {
-		return Issued{}, err
-	}
-	out, err := s.mint(iss)
-	if err != nil {
-		s.log().ErrorContext(ctx, "minting a committed issuance failed", "issuance", iss.ID, "serial", iss.Serial, "err", err)
-		return Issued{}, Internal(err, "minting the temporary password")
-	}
-	s.log().InfoContext(ctx, "issued", "issuance", iss.ID, "serial", iss.Serial, "sequence", iss.Sequence, "actor", a.Subject)
-	return out, nil
-}
-
-// checkIssue validates an issue request, normalising it in place.
-func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
-	req.RequestID = strings.TrimSpace(req.RequestID)
-	if req.RequestID == "" {
-		return Invalid("request_id", "request_id is required: send a fresh UUID, and the same one on a retry")
-	}
-	if !requestIDRE.MatchString(req.RequestID) {
-		return Invalid("request_id", "request_id: expected 1 to %d letters, digits or . _ : - (a UUID)", maxRequestIDLen)
-	}
-	req.Ticket = strings.TrimSpace(req.Ticket)
-	if e := checkText("ticket", req.Ticket, true, maxTicketLen); e != nil {
-		if req.Ticket == "" {
-			e.Message = "ticket is required: give the support ticket reference"
-		}
-		return e
-	}
-	switch req.Method {
-	case VerifyOwnerContact, VerifyProofOfPurchase, VerifyInstallerAccount, VerifyOther:
-	default:
-		return Invalid("verification_method", "verification_method is required: expected OWNER_CONTACT_MATCHED, PROOF_OF_PURCHASE, INSTALLER_ACCOUNT or OTHER (with a note)")
-	}
-	req.MethodNote = strings.TrimSpace(req.MethodNote)
-	if e := checkText("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
-		if req.MethodNote == "" {
-			e.Message = "verification_note is required with verification method OTHER: say what was checked"
-		}
-		return e
-	}
-	req.OverrideReason = strings.TrimSpace(req.OverrideReason)
-	if e := checkText("override_reason", req.OverrideReason, false, maxReasonLen); e != nil {
-		return e
-	}
-	if req.OverrideReason != "" && a.Role != RoleSupervisor {
-		return &Error{Code: EPermission, Field: "override_reason", Message: "only a supervisor may give an override_reason (to issue over a limit): leave it empty or ask a supervisor"}
-	}
-	return nil
-}
-
-// mint derives the voice code and the grant of a stored issuance. Both are
-// deterministic in the issuance's fields.
-func (s *Service) mint(iss Issuance) (Issued, error) {
-	k, err := s.Keyring.DeviceKey(iss.Serial, iss.KeyGeneration)
-	if err != nil {
-		return Issued{}, fmt.Errorf("device key of generation %d: %w", iss.KeyGeneration, err)
-	}
-	code, err := voicecode.Mint(k, iss.Serial, iss.IssuedAt, iss.Sequence)
-	if err != nil {
-		return Issued{}, err
-	}
-	// Sign with the key the issuance recorded, so that a retry returns the
-	// identical grant even after a rotation (Ed25519 is deterministic).
-	kid := iss.SigningKeyID
-	sk, ok := s.Keyring.GrantKey(kid)
-	if !ok {
-		// That key was retired since: re-sign the same claims with the
-		// current key, still verifiable through the published key set.
-		kid, sk = s.Keyring.GrantSigner()
-		s.log().Warn("grant re-signed under a newer key", "issuance", iss.ID, "stored_kid", iss.SigningKeyID, "kid", kid)
-	}
-	g, err := grant.Sign(sk, kid, grant.NewClaims(iss.Serial, iss.ID, iss.Sequence, iss.IssuedAt, iss.ExpiresAt))
-	if err != nil {
-		return Issued{}, err
-	}
-	return Issued{Issuance: iss, VoiceCode: code, Phonetic: voicecode.Phonetic(code), Grant: g}, nil
 }
 
 // Issuances lists a device's issuances, newest first, without codes (roles

@@ -61,7 +61,7 @@ func TestBenchScript(t *testing.T) {
 		t.Fatalf("after pgbench: %d issuances, %d events, %d devices with gaps; want 100, 100, 0", issued, events, gaps)
 	}
 	lim := server.Limits{PerDevice: 1000, PerAgent: 1000}
-	iss, err := db.Issue(ctx, agent("go-agent"), issueRequest("BENCH0#2020-01-01#1#DVR0000000000001"), lim, prepare)
+	iss, err := db.Issue(ctx, agent("go-agent"), issueRequest("BENCH0#2020-01-01#1#DVR0000000000001"), lim, policy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func BenchmarkIssue(b *testing.B) {
 		a := agent(newName("bench"))
 		for pb.Next() {
 			s := serials[rand.IntN(devices)]
-			if _, err := db.Issue(ctx, a, issueRequest(s), lim, prepare); err != nil {
+			if _, err := db.Issue(ctx, a, issueRequest(s), lim, policy); err != nil {
 				b.Error(err)
 				return
 			}

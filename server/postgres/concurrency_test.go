@@ -52,7 +52,7 @@ func TestConcurrentIssue(t *testing.T) {
 			for k := range perGoroutine {
 				req := server.IssueRequest{RequestID: fmt.Sprintf("%s-req-%d-%d", run, pair, k), Serial: s,
 					Ticket: "T-77", Method: server.VerifyProofOfPurchase}
-				iss, err := db.Issue(ctx, a, req, lim, prepare)
+				iss, err := db.Issue(ctx, a, req, lim, policy)
 				mu.Lock()
 				attempts = append(attempts, attempt{serial: s, key: a.Subject + "/" + req.RequestID, iss: iss, err: err})
 				mu.Unlock()
@@ -168,7 +168,7 @@ func TestConcurrentAgentLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, err := dbs[g%len(dbs)].Issue(ctx, a, issueRequest(serials[g]), lim, prepare)
+			_, err := dbs[g%len(dbs)].Issue(ctx, a, issueRequest(serials[g]), lim, policy)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

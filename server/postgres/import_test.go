@@ -186,7 +186,7 @@ func TestImport(t *testing.T) {
 	if err := db.SetHold(ctx, supervisor, sHeld, &server.Hold{Reason: "disputed ownership"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Issue(ctx, agent("imp-agent"), issueRequest(sDiff), server.DefaultLimits, prepare); err != nil {
+	if _, err := db.Issue(ctx, agent("imp-agent"), issueRequest(sDiff), server.DefaultLimits, policy); err != nil {
 		t.Fatal(err)
 	}
 	good1 := ser("2017-08-01", 2)

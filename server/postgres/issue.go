@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,38 +55,22 @@ const (
 	// 7. Its audit event: insertEventSQL.
 )
 
-// slotSeconds is the voice code's time resolution.
-const slotSeconds = 600
-
-// Issue runs the issuance transaction for req by a, within lim (zero
-// fields take server.DefaultLimits'):
-//
-//   - a request id a already used returns that issuance unchanged, with no
-//     new event (EConflict if it was for another device);
-//   - an unknown device is ENotFound, a device on hold EPrecondition;
-//   - over the per-device or per-agent limit, only a supervisor giving an
-//     OverrideReason may issue; anyone else gets ELimit with RetryAfter;
-//   - otherwise the device's next sequence number is assigned, prepare
-//     fills ID, KeyGeneration, SigningKeyID and ExpiresAt, and the issuance
-//     and its success event are committed together.
-//
-// Refusals are audited and committed before the error is returned.
-// Malformed requests (EInvalid) and roles that may not issue (EPermission)
-// are refused before the transaction and not audited here: the service
-// layer records those.
+// Issue runs the issuance transaction for req by a, counting in lim's
+// windows (zero fields take server.DefaultLimits'): it takes the actor's and
+// the device's locks, reads the server.IssueFacts, asks decide, and writes
+// what it decided in the same transaction (the event alone for a refusal or
+// a replay; the sequence bump, the issuance and its event otherwise).
+// Whether the request is allowed is decide's to say, never the store's.
 func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest, lim server.Limits,
-	prepare func(*server.Issuance)) (server.Issuance, error) {
-	if err := validateIssue(a, req); err != nil {
-		return server.Issuance{}, err
+	decide func(server.IssueFacts) (server.IssueDecision, error)) (server.Issuance, error) {
+	if decide == nil {
+		return server.Issuance{}, server.Internal(errors.New("postgres: Issue without decide"), "issuing")
 	}
-	if prepare == nil {
-		return server.Issuance{}, server.Internal(errors.New("postgres: Issue without prepare"), "issuing")
-	}
-	lim = withDefaults(lim)
+	lim = lim.WithDefaults()
 
 	var (
 		out     server.Issuance
-		refusal error
+		refusal *server.Error
 	)
 	// The transaction is opened by the first batch and committed by the
 	// second, so that a successful issue costs two round trips instead of
@@ -102,153 +85,42 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 	tx := pc.Conn()
 	committed := false
 	body := func() error {
-		e := event(a, server.ActionIssue, server.OutcomeRefused, req.Serial)
-		e.Ticket, e.Method, e.Reason, e.RequestID = req.Ticket, req.Method, req.OverrideReason, req.RequestID
-		refuse := func(err error, detail string) error {
-			refusal, e.Detail = err, detail
-			return insertEvent(ctx, tx, e)
-		}
-
-		// One round trip for statements 1 to 4; each runs after the one
-		// before it, with its own snapshot (read committed).
-		b := &pgx.Batch{}
-		b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-		b.Queue(issueLockActorSQL, issueLockNamespace, a.Subject)
-		b.Queue(issueExistingSQL, a.Subject, req.RequestID)
-		b.Queue(issueLockDeviceSQL, req.Serial)
-		b.Queue(issueCountsSQL, req.Serial, lim.PerDeviceWindow, a.Subject, lim.PerAgentWindow)
-		br := tx.SendBatch(ctx, b)
-		for range 2 { // BEGIN, the actor lock
-			if _, err := br.Exec(); err != nil {
-				br.Close()
-				return err
-			}
-		}
-		existing, existErr := scanIssuance(br.QueryRow())
-		var (
-			holdReason, holdBy *string
-			holdSince, lastAt  *time.Time
-			lastSeq            int64
-			keyGen             int
-		)
-		devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &lastSeq, &lastAt, &keyGen)
-		var (
-			now          time.Time
-			devN, agentN int
-			ownerChecked bool
-		)
-		cntErr := br.QueryRow().Scan(&now, &devN, &agentN, &ownerChecked)
-		if err := br.Close(); err != nil {
+		f, err := readIssueFacts(ctx, tx, a, req, lim)
+		if err != nil {
 			return err
 		}
-		for _, err := range []error{existErr, devErr, cntErr} {
-			if err != nil && err != pgx.ErrNoRows {
-				return err
-			}
+		d, err := decide(f)
+		if err != nil {
+			return err
 		}
-
-		if existErr == nil {
-			if existing.Serial != req.Serial {
-				return refuse(&server.Error{Code: server.EConflict, Field: "request_id",
-					Message: "this request id was already used for another device; use a new request id"}, "request_id_reused")
+		switch {
+		case d.Refusal != nil:
+			refusal = d.Refusal
+			return insertEvent(ctx, tx, &d.Event)
+		case d.Replay:
+			if f.Existing == nil {
+				return errors.New("postgres: a replay decided without an earlier issuance")
 			}
-			// A retry returns the first answer, but never for a device put
-			// on hold since: a stolen DVR gets no code, not even a repeat.
-			if holdReason != nil {
-				return refuse(server.Errorf(server.EPrecondition, "the device is on hold since %s (by %s): %s",
-					holdSince.UTC().Format(time.DateOnly), *holdBy, *holdReason), "on_hold replay")
-			}
-			// Handing the code out again is an act of its own: audited.
-			e.Action, e.Outcome, e.IssuanceID = server.ActionIssueReplay, server.OutcomeSuccess, existing.ID
-			e.Detail = "replay seq=" + strconv.FormatInt(existing.Sequence, 10)
-			if err := insertEvent(ctx, tx, e); err != nil {
-				return err
-			}
-			out = existing
-			return nil
+			out = *f.Existing
+			return insertEvent(ctx, tx, &d.Event)
 		}
-		if devErr == pgx.ErrNoRows {
-			return refuse(&server.Error{Code: server.ENotFound, Field: "serial",
-				Message: "no device is registered under " + clip(req.Serial)}, "not_found")
-		}
-		if holdReason != nil {
-			return refuse(server.Errorf(server.EPrecondition, "the device is on hold since %s (by %s): %s",
-				holdSince.UTC().Format(time.DateOnly), *holdBy, *holdReason), "on_hold")
-		}
-
-		now = now.UTC()
-		limitDetail := ""
-		if devN >= lim.PerDevice || agentN >= lim.PerAgent {
-			name, n, max, window, where, key := "per-device", devN, lim.PerDevice, lim.PerDeviceWindow, "serial", req.Serial
-			if devN < lim.PerDevice {
-				name, n, max, window, where, key = "per-agent", agentN, lim.PerAgent, lim.PerAgentWindow, "actor", a.Subject
-			}
-			limitDetail = fmt.Sprintf("limit=%s count=%d/%d", name, n, max)
-			if a.Role != server.RoleSupervisor || req.OverrideReason == "" {
-				// The limit frees up when enough of the in-window issuances
-				// have left the window to bring the count below max.
-				var oldest time.Time
-				err := tx.QueryRow(ctx, `SELECT issued_at FROM issuances WHERE `+where+` = $1
-					AND issued_at > $2::timestamptz - $3::interval ORDER BY issued_at OFFSET $4 LIMIT 1`,
-					key, now, window, n-max).Scan(&oldest)
-				if err != nil && err != pgx.ErrNoRows {
-					return err
-				}
-				msg := fmt.Sprintf("the %s limit of %d issuances per %s is reached", name, max, window)
-				if a.Role == server.RoleSupervisor {
-					msg += "; a supervisor may issue over it with an override reason"
-				} else {
-					msg += "; ask a supervisor to issue it with a reason"
-				}
-				return refuse(&server.Error{Code: server.ELimit, Limit: name, Message: msg,
-					RetryAfter: oldest.Add(window).UTC()}, limitDetail)
-			}
-			limitDetail = "override " + limitDetail
-		}
-
-		// The voice code carries the issue time's 10-minute slot and only
-		// the sequence number mod 256, and the device orders codes by
-		// (slot, sequence mod 256). Within one slot a wrap from 255 to 0
-		// would make the newer code look older, so the device would refuse
-		// it as superseded; refuse here instead until the next slot starts.
-		seq := lastSeq + 1
-		if lastAt != nil && seq%256 == 0 && lastAt.Unix()/slotSeconds == now.Unix()/slotSeconds {
-			next := time.Unix((now.Unix()/slotSeconds+1)*slotSeconds, 0).UTC()
-			return refuse(&server.Error{Code: server.EUnavailable, RetryAfter: next,
-				Message: "this device was issued many codes in the last minutes; retry after " + next.Format(time.TimeOnly) + " UTC"},
-				"sequence_wrap seq="+strconv.FormatInt(seq, 10))
-		}
-
-		iss := server.Issuance{RequestID: req.RequestID, Serial: req.Serial, Sequence: seq, IssuedAt: now, KeyGeneration: keyGen}
-		prepare(&iss)
-		// The device's own generation, read under its lock, wins.
-		iss.KeyGeneration = keyGen
-		// The store's own choices are not prepare's to change.
-		iss.RequestID, iss.Serial, iss.Sequence, iss.IssuedAt = req.RequestID, req.Serial, seq, now
-		iss.Actor, iss.ActorRole = a.Subject, a.Role
-		iss.Ticket, iss.Method, iss.MethodNote, iss.OverrideReason = req.Ticket, req.Method, req.MethodNote, req.OverrideReason
-		if iss.ID == "" || iss.ExpiresAt.IsZero() || iss.SigningKeyID == "" || iss.KeyGeneration < 1 {
-			return server.Internal(errors.New("postgres: prepare left ID, ExpiresAt, SigningKeyID or KeyGeneration unset"), "issuing")
+		iss := d.Issuance
+		if iss.Serial != req.Serial || iss.RequestID != req.RequestID || iss.Sequence != f.LastSequence+1 ||
+			!iss.IssuedAt.Equal(f.Now) || iss.ID == "" || iss.SigningKeyID == "" || iss.KeyGeneration < 1 || iss.ExpiresAt.IsZero() {
+			return fmt.Errorf("postgres: decided issuance %+v does not fit the facts (serial %s, sequence %d, time %s)",
+				iss, req.Serial, f.LastSequence+1, f.Now)
 		}
 		iss.ExpiresAt = iss.ExpiresAt.UTC().Truncate(time.Microsecond)
-
-		e.Outcome, e.IssuanceID = server.OutcomeSuccess, iss.ID
-		e.Detail = joinDetail("seq="+strconv.FormatInt(seq, 10), limitDetail)
-		if req.Method == server.VerifyOwnerContact && !ownerChecked {
-			// The agent says the owner contact matched, but no owner check
-			// of this device by them succeeded within the hour.
-			e.Detail = joinDetail(e.Detail, "owner_check=none")
-		}
-		b = &pgx.Batch{}
-		b.Queue(issueBumpSQL, req.Serial, now)
+		b := &pgx.Batch{}
+		b.Queue(issueBumpSQL, iss.Serial, iss.IssuedAt)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
 			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason)
-		b.Queue(insertEventSQL, eventArgs(e)...)
+		b.Queue(insertEventSQL, eventArgs(&d.Event)...)
 		b.Queue("COMMIT")
-		br = tx.SendBatch(ctx, b)
-		// The bump makes last_sequence seq under the row lock; were it ever
-		// another, the insert's UNIQUE (serial, sequence) aborts the
-		// pipeline before COMMIT.
+		br := tx.SendBatch(ctx, b)
+		// The bump makes last_sequence the decided sequence under the row
+		// lock; were it ever another, the insert's UNIQUE (serial,
+		// sequence) aborts the pipeline before COMMIT.
 		for range 4 { // bump, insert, event, COMMIT
 			if _, err := br.Exec(); err != nil {
 				br.Close()
@@ -264,7 +136,7 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 	}
 	err = body()
 	if err == nil && !committed {
-		// A refusal's event, or an idempotent retry's read: commit it.
+		// A refusal's event, or a replay's: commit it.
 		_, err = tx.Exec(ctx, "COMMIT")
 		committed = err == nil
 	}
@@ -285,48 +157,69 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 	return out, nil
 }
 
-func joinDetail(a, b string) string {
-	if b == "" {
-		return a
+// readIssueFacts opens the transaction and runs statements 1 to 4 in one
+// round trip; each runs after the one before it, with its own snapshot
+// (read committed).
+func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req server.IssueRequest, lim server.Limits) (server.IssueFacts, error) {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue(issueLockActorSQL, issueLockNamespace, a.Subject)
+	b.Queue(issueExistingSQL, a.Subject, req.RequestID)
+	b.Queue(issueLockDeviceSQL, req.Serial)
+	b.Queue(issueCountsSQL, req.Serial, lim.PerDeviceWindow, a.Subject, lim.PerAgentWindow)
+	br := tx.SendBatch(ctx, b)
+	for range 2 { // BEGIN, the actor lock
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return server.IssueFacts{}, err
+		}
 	}
-	return a + " " + b
-}
-
-// validateIssue refuses what no transaction could accept.
-func validateIssue(a server.Actor, req server.IssueRequest) error {
-	switch {
-	case a.Subject == "":
-		return server.Errorf(server.EUnauthenticated, "issuing needs an authenticated staff member")
-	case a.Role != server.RoleAgent && a.Role != server.RoleSupervisor:
-		return server.Errorf(server.EPermission, "role %q may not issue temporary passwords", a.Role)
-	case req.RequestID == "" || len(req.RequestID) > 128:
-		return server.Invalid("request_id", "a request id of 1 to 128 characters is required (a UUID)")
-	case req.Serial == "":
-		return server.Invalid("serial", "a serial is required")
-	case req.Ticket == "":
-		return server.Invalid("ticket", "a support ticket reference is required")
-	case req.Method < server.VerifyOwnerContact || req.Method > server.VerifyOther:
-		return server.Invalid("method", "how the caller's ownership was checked is required")
-	case req.Method == server.VerifyOther && req.MethodNote == "":
-		return server.Invalid("method_note", "verification method \"other\" needs a note saying what was checked")
+	f := server.IssueFacts{Actor: a, Request: req, Limits: lim}
+	existing, existErr := scanIssuance(br.QueryRow())
+	var (
+		holdReason, holdBy *string
+		holdSince, lastAt  *time.Time
+	)
+	devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &f.LastSequence, &lastAt, &f.KeyGeneration)
+	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked)
+	if err := br.Close(); err != nil {
+		return server.IssueFacts{}, err
 	}
-	return nil
-}
-
-// withDefaults fills lim's zero (or negative) fields from server.DefaultLimits.
-func withDefaults(lim server.Limits) server.Limits {
-	d := server.DefaultLimits
-	if lim.PerDevice <= 0 {
-		lim.PerDevice = d.PerDevice
+	for _, err := range []error{existErr, devErr, cntErr} {
+		if err != nil && err != pgx.ErrNoRows {
+			return server.IssueFacts{}, err
+		}
 	}
-	if lim.PerDeviceWindow <= 0 {
-		lim.PerDeviceWindow = d.PerDeviceWindow
+	if existErr == nil {
+		f.Existing = &existing
 	}
-	if lim.PerAgent <= 0 {
-		lim.PerAgent = d.PerAgent
+	f.Registered = devErr == nil
+	if holdReason != nil {
+		f.Hold = &server.Hold{Reason: *holdReason}
+		if holdBy != nil {
+			f.Hold.By = *holdBy
+		}
+		if holdSince != nil {
+			f.Hold.Since = holdSince.UTC()
+		}
 	}
-	if lim.PerAgentWindow <= 0 {
-		lim.PerAgentWindow = d.PerAgentWindow
+	if lastAt != nil {
+		f.LastIssuedAt = lastAt.UTC()
 	}
-	return lim
+	f.Now = f.Now.UTC()
+	f.InWindow = func(scope server.LimitScope, n int) (time.Time, error) {
+		where, key, window := "serial", req.Serial, lim.PerDeviceWindow
+		if scope == server.LimitPerAgent {
+			where, key, window = "actor", a.Subject, lim.PerAgentWindow
+		}
+		var at time.Time
+		err := tx.QueryRow(ctx, `SELECT issued_at FROM issuances WHERE `+where+` = $1
+			AND issued_at > $2::timestamptz - $3::interval ORDER BY issued_at OFFSET $4 LIMIT 1`,
+			key, f.Now, window, max(n, 0)).Scan(&at)
+		if err == pgx.ErrNoRows {
+			return time.Time{}, nil
+		}
+		return at.UTC(), err
+	}
+	return f, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/server"
 )
 
@@ -20,7 +21,7 @@ func TestIssue(t *testing.T) {
 		t.Helper()
 		var out []server.Issuance
 		for range n {
-			iss, err := db.Issue(ctx, a, issueRequest(serial), lim, prepare)
+			iss, err := db.Issue(ctx, a, issueRequest(serial), lim, policy)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -35,7 +36,7 @@ func TestIssue(t *testing.T) {
 		req := issueRequest(s)
 		req.Method, req.MethodNote = server.VerifyOther, "called back on the installer's landline"
 		before := time.Now()
-		iss, err := db.Issue(ctx, a, req, lim, prepare)
+		iss, err := db.Issue(ctx, a, req, lim, policy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +48,7 @@ func TestIssue(t *testing.T) {
 		if d := iss.IssuedAt.Sub(before); d < -time.Second || d > 5*time.Second {
 			t.Errorf("IssuedAt %v is %v from the test's clock", iss.IssuedAt, d)
 		}
-		if iss.IssuedAt.Nanosecond()%1000 != 0 || !iss.ExpiresAt.Equal(iss.IssuedAt.Add(24*time.Hour)) {
+		if iss.IssuedAt.Nanosecond()%1000 != 0 || !iss.ExpiresAt.Equal(voicecode.ExpiresAt(iss.IssuedAt)) {
 			t.Errorf("IssuedAt %v, ExpiresAt %v", iss.IssuedAt, iss.ExpiresAt)
 		}
 		list, err := db.Issuances(ctx, a, s, 10)
@@ -71,11 +72,16 @@ func TestIssue(t *testing.T) {
 		s := registerDevice(t, db, "o@example.com")
 		a := agent(newName("a"))
 		req := issueRequest(s)
-		first, err := db.Issue(ctx, a, req, lim, prepare)
+		first, err := db.Issue(ctx, a, req, lim, policy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := db.Issue(ctx, a, req, lim, func(*server.Issuance) { t.Error("prepare called on a retry") })
+		again, err := db.Issue(ctx, a, req, lim, func(f server.IssueFacts) (server.IssueDecision, error) {
+			if f.Existing == nil || *f.Existing != first {
+				t.Errorf("a retry's facts carry %+v, want the first issuance %+v", f.Existing, first)
+			}
+			return policy(f)
+		})
 		if err != nil || again != first {
 			t.Fatalf("retry = %+v, %v; want %+v", again, err, first)
 		}
@@ -93,11 +99,11 @@ func TestIssue(t *testing.T) {
 	t.Run("success/same-request-id-other-agent-is-another-request", func(t *testing.T) {
 		s := registerDevice(t, db, "o@example.com")
 		req := issueRequest(s)
-		a, err := db.Issue(ctx, agent(newName("a")), req, lim, prepare)
+		a, err := db.Issue(ctx, agent(newName("a")), req, lim, policy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := db.Issue(ctx, agent(newName("b")), req, lim, prepare)
+		b, err := db.Issue(ctx, agent(newName("b")), req, lim, policy)
 		if err != nil || b.ID == a.ID || b.Sequence != 2 {
 			t.Fatalf("second agent got %+v, %v", b, err)
 		}
@@ -107,11 +113,11 @@ func TestIssue(t *testing.T) {
 		s1, s2 := registerDevice(t, db, ""), registerDevice(t, db, "")
 		a := agent(newName("a"))
 		req := issueRequest(s1)
-		if _, err := db.Issue(ctx, a, req, lim, prepare); err != nil {
+		if _, err := db.Issue(ctx, a, req, lim, policy); err != nil {
 			t.Fatal(err)
 		}
 		req.Serial = s2
-		_, err := db.Issue(ctx, a, req, lim, prepare)
+		_, err := db.Issue(ctx, a, req, lim, policy)
 		if se := wantCode(t, err, server.EConflict); se.Field != "request_id" {
 			t.Errorf("field %q", se.Field)
 		}
@@ -124,11 +130,11 @@ func TestIssue(t *testing.T) {
 		s := registerDevice(t, db, "o@example.com")
 		a := agent(newName("a"))
 		req := issueRequest(s)
-		first, err := db.Issue(ctx, a, req, lim, prepare)
+		first, err := db.Issue(ctx, a, req, lim, policy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := db.Issue(ctx, a, req, lim, prepare)
+		again, err := db.Issue(ctx, a, req, lim, policy)
 		if err != nil || again.ID != first.ID {
 			t.Fatalf("retry: %+v, %v", again, err)
 		}
@@ -138,7 +144,7 @@ func TestIssue(t *testing.T) {
 		if err := db.SetHold(ctx, supervisor, s, &server.Hold{Reason: "reported stolen"}, ""); err != nil {
 			t.Fatal(err)
 		}
-		_, err = db.Issue(ctx, a, req, lim, prepare)
+		_, err = db.Issue(ctx, a, req, lim, policy)
 		wantCode(t, err, server.EPrecondition)
 		if ev := lastEvent(t, db, s); ev.Action != server.ActionIssue || ev.Outcome != server.OutcomeRefused || ev.Detail != "on_hold replay" {
 			t.Errorf("event %+v", ev)
@@ -153,7 +159,7 @@ func TestIssue(t *testing.T) {
 		for _, a := range []server.Actor{agent(newName("a")), supervisor} {
 			req := issueRequest(s)
 			req.OverrideReason = "customer insists"
-			_, err := db.Issue(ctx, a, req, lim, prepare)
+			_, err := db.Issue(ctx, a, req, lim, policy)
 			if se := wantCode(t, err, server.EPrecondition); !strings.Contains(se.Message, "reported stolen") {
 				t.Errorf("message %q does not say why", se.Message)
 			}
@@ -169,7 +175,7 @@ func TestIssue(t *testing.T) {
 
 	t.Run("refused/unknown-device", func(t *testing.T) {
 		u := "ZZZZZZ#2020-01-01#1#ISSUEISSUEISS"
-		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(u), lim, prepare)
+		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(u), lim, policy)
 		wantCode(t, err, server.ENotFound)
 		if ev := lastEvent(t, db, u); ev.Outcome != server.OutcomeRefused || ev.Detail != "not_found" {
 			t.Errorf("event %+v", ev)
@@ -180,7 +186,7 @@ func TestIssue(t *testing.T) {
 		s := registerDevice(t, db, "")
 		got := issueN(t, agent(newName("a")), s, 1)
 		got = append(got, issueN(t, agent(newName("b")), s, 1)...)
-		_, err := db.Issue(ctx, agent(newName("c")), issueRequest(s), lim, prepare)
+		_, err := db.Issue(ctx, agent(newName("c")), issueRequest(s), lim, policy)
 		se := wantCode(t, err, server.ELimit)
 		if se.Limit != "per-device" || !se.RetryAfter.Equal(got[0].IssuedAt.Add(24*time.Hour)) {
 			t.Errorf("Limit %q RetryAfter %v, want per-device at %v", se.Limit, se.RetryAfter, got[0].IssuedAt.Add(24*time.Hour))
@@ -197,7 +203,7 @@ func TestIssue(t *testing.T) {
 			got = append(got, issueN(t, a, registerDevice(t, db, ""), 1)...)
 		}
 		s := registerDevice(t, db, "")
-		_, err := db.Issue(ctx, a, issueRequest(s), lim, prepare)
+		_, err := db.Issue(ctx, a, issueRequest(s), lim, policy)
 		se := wantCode(t, err, server.ELimit)
 		if se.Limit != "per-agent" || !se.RetryAfter.Equal(got[0].IssuedAt.Add(time.Hour)) {
 			t.Errorf("Limit %q RetryAfter %v, want per-agent at %v", se.Limit, se.RetryAfter, got[0].IssuedAt.Add(time.Hour))
@@ -211,7 +217,7 @@ func TestIssue(t *testing.T) {
 		s := registerDevice(t, db, "")
 		issueN(t, agent(newName("a")), s, 2)
 		sup := server.Actor{Subject: newName("sup"), Role: server.RoleSupervisor}
-		_, err := db.Issue(ctx, sup, issueRequest(s), lim, prepare)
+		_, err := db.Issue(ctx, sup, issueRequest(s), lim, policy)
 		if se := wantCode(t, err, server.ELimit); !strings.Contains(se.Message, "override reason") {
 			t.Errorf("message %q does not say what a supervisor can do", se.Message)
 		}
@@ -222,7 +228,7 @@ func TestIssue(t *testing.T) {
 		issueN(t, agent(newName("a")), s, 2)
 		req := issueRequest(s)
 		req.OverrideReason = "I am sure"
-		_, err := db.Issue(ctx, agent(newName("b")), req, lim, prepare)
+		_, err := db.Issue(ctx, agent(newName("b")), req, lim, policy)
 		wantCode(t, err, server.ELimit)
 	})
 
@@ -232,7 +238,7 @@ func TestIssue(t *testing.T) {
 		sup := server.Actor{Subject: newName("sup"), Role: server.RoleSupervisor}
 		req := issueRequest(s)
 		req.OverrideReason = "owner on site with invoice, third reset needed"
-		iss, err := db.Issue(ctx, sup, req, lim, prepare)
+		iss, err := db.Issue(ctx, sup, req, lim, policy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +256,7 @@ func TestIssue(t *testing.T) {
 		a := agent(newName("a"))
 		req := issueRequest(s)
 		req.Method = server.VerifyOwnerContact
-		if _, err := db.Issue(ctx, a, req, lim, prepare); err != nil {
+		if _, err := db.Issue(ctx, a, req, lim, policy); err != nil {
 			t.Fatal(err)
 		}
 		if ev := lastEvent(t, db, s); !strings.Contains(ev.Detail, "owner_check=none") {
@@ -260,7 +266,7 @@ func TestIssue(t *testing.T) {
 			t.Fatalf("CheckOwner = %v, %v", ok, err)
 		}
 		req.RequestID = uuid()
-		if _, err := db.Issue(ctx, a, req, lim, prepare); err != nil {
+		if _, err := db.Issue(ctx, a, req, lim, policy); err != nil {
 			t.Fatal(err)
 		}
 		if ev := lastEvent(t, db, s); strings.Contains(ev.Detail, "owner_check") {
@@ -280,7 +286,7 @@ func TestIssue(t *testing.T) {
 			time.Sleep(time.Duration(601-sec) * time.Second)
 			owner.Exec(ctx, `UPDATE devices SET last_issued_at = clock_timestamp() WHERE serial = $1`, s)
 		}
-		_, err := db.Issue(ctx, a, issueRequest(s), lim, prepare)
+		_, err := db.Issue(ctx, a, issueRequest(s), lim, policy)
 		se := wantCode(t, err, server.EUnavailable)
 		if se.RetryAfter.Unix()%600 != 0 || time.Until(se.RetryAfter) > 10*time.Minute || time.Until(se.RetryAfter) < -time.Minute {
 			t.Errorf("RetryAfter %v, want the next 10-minute slot", se.RetryAfter)
@@ -301,7 +307,7 @@ func TestIssue(t *testing.T) {
 		if _, err := owner.Exec(ctx, `UPDATE devices SET last_sequence = 255, last_issued_at = clock_timestamp() - interval '10 minutes' WHERE serial = $1`, s); err != nil {
 			t.Fatal(err)
 		}
-		iss, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, prepare)
+		iss, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, policy)
 		if err != nil || iss.Sequence != 256 {
 			t.Fatalf("Issue = %+v, %v; want sequence 256", iss, err)
 		}
@@ -314,40 +320,21 @@ func TestIssue(t *testing.T) {
 		if _, err := owner.Exec(ctx, `UPDATE devices SET last_sequence = 7, last_issued_at = $2 WHERE serial = $1`, s, future); err != nil {
 			t.Fatal(err)
 		}
-		iss, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, prepare)
+		iss, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, policy)
 		if err != nil || iss.Sequence != 8 || iss.IssuedAt.Before(future) {
 			t.Fatalf("Issue = %+v, %v; want sequence 8 issued at or after %v", iss, err, future)
 		}
 	})
 
-	invalid := []struct {
-		name  string
-		a     server.Actor
-		edit  func(*server.IssueRequest)
-		code  server.Code
-		field string
-	}{
-		{"invalid/missing-ticket", agent("x"), func(r *server.IssueRequest) { r.Ticket = "" }, server.EInvalid, "ticket"},
-		{"invalid/missing-request-id", agent("x"), func(r *server.IssueRequest) { r.RequestID = "" }, server.EInvalid, "request_id"},
-		{"invalid/unspecified-method", agent("x"), func(r *server.IssueRequest) { r.Method = server.VerifyUnspecified }, server.EInvalid, "method"},
-		{"invalid/unknown-method", agent("x"), func(r *server.IssueRequest) { r.Method = 9 }, server.EInvalid, "method"},
-		{"invalid/other-without-note", agent("x"), func(r *server.IssueRequest) { r.Method = server.VerifyOther }, server.EInvalid, "method_note"},
-		{"refused/auditor-may-not-issue", server.Actor{Subject: "aud", Role: server.RoleAuditor}, func(*server.IssueRequest) {}, server.EPermission, ""},
-	}
-	for _, tt := range invalid {
-		t.Run(tt.name, func(t *testing.T) {
-			req := issueRequest(registerDevice(t, db, ""))
-			tt.edit(&req)
-			_, err := db.Issue(ctx, tt.a, req, lim, prepare)
-			if se := wantCode(t, err, tt.code); se.Field != tt.field {
-				t.Errorf("field %q, want %q", se.Field, tt.field)
-			}
-		})
-	}
-
-	t.Run("internal/prepare-leaves-fields-unset", func(t *testing.T) {
+	// Validation and roles are the service's (server/service_test.go); the
+	// store checks only that a decision fits the facts it read.
+	t.Run("internal/decision-that-does-not-fit-the-facts", func(t *testing.T) {
 		s := registerDevice(t, db, "")
-		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, func(iss *server.Issuance) { iss.ID = uuid() })
+		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, func(f server.IssueFacts) (server.IssueDecision, error) {
+			d, err := policy(f)
+			d.Issuance.Sequence += 5 // skipping sequence numbers
+			return d, err
+		})
 		wantCode(t, err, server.EInternal)
 		// Nothing of the failed act was committed.
 		list, _ := db.Issuances(ctx, supervisor, s, 10)
@@ -360,9 +347,10 @@ func TestIssue(t *testing.T) {
 
 	t.Run("invalid/expiry-beyond-24-hours-is-refused-by-the-database", func(t *testing.T) {
 		s := registerDevice(t, db, "")
-		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, func(iss *server.Issuance) {
-			prepare(iss)
-			iss.ExpiresAt = iss.IssuedAt.Add(25 * time.Hour)
+		_, err := db.Issue(ctx, agent(newName("a")), issueRequest(s), lim, func(f server.IssueFacts) (server.IssueDecision, error) {
+			d, err := policy(f)
+			d.Issuance.ExpiresAt = d.Issuance.IssuedAt.Add(25 * time.Hour)
+			return d, err
 		})
 		if se := wantCode(t, err, server.EInvalid); se.Field != "expires_at" {
 			t.Errorf("field %q", se.Field)

@@ -53,13 +53,10 @@ func uuid() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// prepare is what the service does: fill the key choices and the expiry.
-func prepare(iss *server.Issuance) {
-	iss.ID = uuid()
-	iss.KeyGeneration = 1
-	iss.SigningKeyID = "grant-1"
-	iss.ExpiresAt = iss.IssuedAt.Add(24 * time.Hour)
-}
+// policy is the service's own issuing decision, signing with grant-1: the
+// store tests prove that the facts it is given are right and that what it
+// decides is written.
+func policy(f server.IssueFacts) (server.IssueDecision, error) { return server.DecideIssue(f, "grant-1") }
 
 var (
 	provisioner = server.Actor{Subject: "prov", Role: server.RoleProvisioner, ClientAddr: "127.0.0.1:5000"}

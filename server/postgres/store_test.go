@@ -326,7 +326,7 @@ func TestIssuances(t *testing.T) {
 	a := agent(newName("a-list"))
 	var ids []string
 	for range 3 {
-		iss, err := db.Issue(ctx, a, issueRequest(s), server.DefaultLimits, prepare)
+		iss, err := db.Issue(ctx, a, issueRequest(s), server.DefaultLimits, policy)
 		if err != nil {
 			t.Fatal(err)
 		}

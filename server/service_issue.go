@@ -1,0 +1,294 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dvrhotline/hotline/agent/grant"
+	"github.com/dvrhotline/hotline/agent/voicecode"
+)
+
+// Issued is an issuance with its credentials, as returned to the caller
+// once (and again, identically, to an idempotent retry).
+type Issued struct {
+	Issuance
+	// VoiceCode is the grouped code the customer types. Never log it.
+	VoiceCode string
+	// Phonetic is VoiceCode spelt out for the phone.
+	Phonetic string
+	// Grant is the signed JWT of the same issuance.
+	Grant string
+}
+
+// Issue issues a temporary password (roles agent, supervisor). req.Serial
+// may be any query form; it is canonicalised. The store runs the issuance
+// transaction and hands its facts to DecideIssue, which applies the policy
+// (idempotency, hold, limits, sequence wrap); the code and the grant are
+// then minted from the stored issuance, so a retry with the same request id
+// returns the identical credentials.
+func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
+	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip(req.Ticket, maxTicketLen), Reason: clip(req.OverrideReason, maxReasonLen), RequestID: clip(req.RequestID, maxRequestIDLen)}
+	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOther {
+		ev.Method = req.Method
+	}
+	if err := s.allow(ctx, a, ev); err != nil {
+		return Issued{}, err
+	}
+	if e := s.checkIssue(a, &req); e != nil {
+		return Issued{}, s.refuse(ctx, a, ev, e)
+	}
+	sn, err := s.resolve(ctx, a, "serial", req.Serial)
+	if err != nil {
+		return Issued{}, s.refuseInvalid(ctx, a, ev, err)
+	}
+	req.Serial = sn
+
+	lim := s.Limits.WithDefaults()
+	kid, _ := s.Keyring.GrantSigner()
+	iss, err := s.Store.Issue(ctx, a, req, lim, func(f IssueFacts) (IssueDecision, error) {
+		return DecideIssue(f, kid)
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	out, err := s.mint(iss)
+	if err != nil {
+		s.log().ErrorContext(ctx, "minting a committed issuance failed", "issuance", iss.ID, "serial", iss.Serial, "err", err)
+		return Issued{}, Internal(err, "minting the temporary password")
+	}
+	s.log().InfoContext(ctx, "issued", "issuance", iss.ID, "serial", iss.Serial, "sequence", iss.Sequence, "actor", a.Subject)
+	return out, nil
+}
+
+// DecideIssue is the issuing policy, applied to a valid request and the
+// facts the store read for it under its locks; kid is the grant key new
+// issuances are signed with:
+//
+//   - a request id a already used returns that issuance again, audited as
+//     a replay, unless it was for another device (EConflict) or the device
+//     has been put on hold since;
+//   - an unknown device is ENotFound, a device on hold EPrecondition;
+//   - over the per-device or per-agent limit only a supervisor giving an
+//     override reason may issue; anyone else gets ELimit with the time the
+//     limit frees up;
+//   - a sequence number that would wrap within one slot is EUnavailable
+//     until the next slot;
+//   - otherwise the device's next sequence number is issued now, under the
+//     device's own key generation and the grant key kid.
+//
+// The only error is a failure to read InWindow; a refusal is a decision.
+func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
+	a, req, lim := f.Actor, f.Request, f.Limits
+	ev := AuditEvent{Actor: a.Subject, Role: a.Role, ClientAddr: a.ClientAddr, Action: ActionIssue, Outcome: OutcomeRefused,
+		Serial: req.Serial, Ticket: req.Ticket, Method: req.Method, Reason: req.OverrideReason, RequestID: req.RequestID}
+	refuse := func(e *Error, detail string) (IssueDecision, error) {
+		ev.Detail = detail
+		return IssueDecision{Event: ev, Refusal: e}, nil
+	}
+
+	if f.Existing != nil {
+		if f.Existing.Serial != req.Serial {
+			return refuse(&Error{Code: EConflict, Reason: ReasonRequestIDReused, Field: "request_id",
+				Message: "this request id was already used for another device; use a new request id"}, "request_id_reused")
+		}
+		// A retry returns the first answer, but never for a device put on
+		// hold since: a stolen DVR gets no code, not even a repeat.
+		if f.Hold != nil {
+			return refuse(onHold(f.Hold), "on_hold replay")
+		}
+		// Handing the code out again is an act of its own: audited.
+		ev.Action, ev.Outcome, ev.IssuanceID = ActionIssueReplay, OutcomeSuccess, f.Existing.ID
+		ev.Detail = "replay seq=" + strconv.FormatInt(f.Existing.Sequence, 10)
+		return IssueDecision{Event: ev, Replay: true}, nil
+	}
+	if !f.Registered {
+		return refuse(&Error{Code: ENotFound, Reason: ReasonDeviceNotFound, Field: "serial",
+			Message: "no device is registered under " + clip(req.Serial, 80)}, "not_found")
+	}
+	if f.Hold != nil {
+		return refuse(onHold(f.Hold), "on_hold")
+	}
+
+	limitDetail := ""
+	if hit, ok := overLimit(lim, f); ok {
+		limitDetail = fmt.Sprintf("limit=%s count=%d/%d", hit.scope, hit.count, hit.max)
+		if a.Role != RoleSupervisor || req.OverrideReason == "" {
+			// The limit frees up when enough of the in-window issuances
+			// have left the window to bring the count below the maximum.
+			oldest, err := f.InWindow(hit.scope, hit.count-hit.max)
+			if err != nil {
+				return IssueDecision{}, err
+			}
+			e := hit.refusal(a.Role)
+			if !oldest.IsZero() {
+				e.RetryAfter = oldest.Add(hit.window).UTC()
+			}
+			return refuse(e, limitDetail)
+		}
+		limitDetail = "override " + limitDetail
+	}
+
+	seq := f.LastSequence + 1
+	if next, wraps := sequenceWraps(seq, f.LastIssuedAt, f.Now); wraps {
+		return refuse(&Error{Code: EUnavailable, Reason: ReasonSequenceWrap, RetryAfter: next,
+			Message: "this device was issued many codes in the last minutes; retry after " + next.Format(time.TimeOnly) + " UTC"},
+			"sequence_wrap seq="+strconv.FormatInt(seq, 10))
+	}
+
+	iss := Issuance{
+		ID:             NewUUID(),
+		RequestID:      req.RequestID,
+		Serial:         req.Serial,
+		Sequence:       seq,
+		KeyGeneration:  f.KeyGeneration,
+		SigningKeyID:   kid,
+		IssuedAt:       f.Now,
+		ExpiresAt:      voicecode.ExpiresAt(f.Now),
+		Actor:          a.Subject,
+		ActorRole:      a.Role,
+		Ticket:         req.Ticket,
+		Method:         req.Method,
+		MethodNote:     req.MethodNote,
+		OverrideReason: req.OverrideReason,
+	}
+	ev.Outcome, ev.IssuanceID = OutcomeSuccess, iss.ID
+	ev.Detail = joinDetail("seq="+strconv.FormatInt(seq, 10), limitDetail)
+	if req.Method == VerifyOwnerContact && !f.OwnerChecked {
+		// The agent says the owner contact matched, but no owner check of
+		// this device by them succeeded within the hour: flagged for
+		// auditors.
+		ev.Detail = joinDetail(ev.Detail, "owner_check=none")
+	}
+	return IssueDecision{Event: ev, Issuance: iss}, nil
+}
+
+// onHold is the refusal of a device on hold h.
+func onHold(h *Hold) *Error {
+	return &Error{Code: EPrecondition, Reason: ReasonDeviceOnHold,
+		Message: fmt.Sprintf("the device is on hold since %s (by %s): %s", h.Since.UTC().Format(time.DateOnly), h.By, h.Reason)}
+}
+
+// limitHit is a limit the request would exceed.
+type limitHit struct {
+	scope      LimitScope
+	count, max int
+	window     time.Duration
+}
+
+// overLimit returns the limit an issuance now would exceed, the per-device
+// one first.
+func overLimit(lim Limits, f IssueFacts) (limitHit, bool) {
+	switch {
+	case f.DeviceCount >= lim.PerDevice:
+		return limitHit{LimitPerDevice, f.DeviceCount, lim.PerDevice, lim.PerDeviceWindow}, true
+	case f.AgentCount >= lim.PerAgent:
+		return limitHit{LimitPerAgent, f.AgentCount, lim.PerAgent, lim.PerAgentWindow}, true
+	}
+	return limitHit{}, false
+}
+
+// refusal is the ELimit error of h for a caller with role r.
+func (h limitHit) refusal(r Role) *Error {
+	reason := ReasonLimitPerDevice
+	if h.scope == LimitPerAgent {
+		reason = ReasonLimitPerAgent
+	}
+	msg := fmt.Sprintf("the %s limit of %d issuances per %s is reached", h.scope, h.max, h.window)
+	if r == RoleSupervisor {
+		msg += "; a supervisor may issue over it with an override reason"
+	} else {
+		msg += "; ask a supervisor to issue it with a reason"
+	}
+	return &Error{Code: ELimit, Reason: reason, Limit: string(h.scope), Message: msg}
+}
+
+// sequenceWraps reports whether issuing sequence number seq at now, after
+// an issuance at last, would wrap the voice code's sequence within one
+// slot, and when the next slot starts. The code carries the issue time's
+// slot and only the sequence number mod 256, and the device orders codes by
+// (slot, sequence mod 256): within one slot a wrap from 255 to 0 would make
+// the newer code look older, so the device would refuse it as superseded.
+func sequenceWraps(seq int64, last, now time.Time) (time.Time, bool) {
+	if last.IsZero() || seq%256 != 0 || voicecode.SlotOf(last) != voicecode.SlotOf(now) {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(voicecode.SlotOf(now)+1)*voicecode.SlotSeconds, 0).UTC(), true
+}
+
+// joinDetail joins two parts of an audit detail with a space.
+func joinDetail(a, b string) string {
+	if b == "" {
+		return a
+	}
+	return a + " " + b
+}
+
+// checkIssue validates an issue request, normalising it in place.
+func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
+	req.RequestID = strings.TrimSpace(req.RequestID)
+	if req.RequestID == "" {
+		return Invalid("request_id", "request_id is required: send a fresh UUID, and the same one on a retry")
+	}
+	if !requestIDRE.MatchString(req.RequestID) {
+		return Invalid("request_id", "request_id: expected 1 to %d letters, digits or . _ : - (a UUID)", maxRequestIDLen)
+	}
+	req.Ticket = strings.TrimSpace(req.Ticket)
+	if e := checkText("ticket", req.Ticket, true, maxTicketLen); e != nil {
+		if req.Ticket == "" {
+			e.Message = "ticket is required: give the support ticket reference"
+		}
+		return e
+	}
+	switch req.Method {
+	case VerifyOwnerContact, VerifyProofOfPurchase, VerifyInstallerAccount, VerifyOther:
+	default:
+		return Invalid("verification_method", "verification_method is required: expected OWNER_CONTACT_MATCHED, PROOF_OF_PURCHASE, INSTALLER_ACCOUNT or OTHER (with a note)")
+	}
+	req.MethodNote = strings.TrimSpace(req.MethodNote)
+	if e := checkText("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
+		if req.MethodNote == "" {
+			e.Message = "verification_note is required with verification method OTHER: say what was checked"
+		}
+		return e
+	}
+	req.OverrideReason = strings.TrimSpace(req.OverrideReason)
+	if e := checkText("override_reason", req.OverrideReason, false, maxReasonLen); e != nil {
+		return e
+	}
+	if req.OverrideReason != "" && a.Role != RoleSupervisor {
+		return &Error{Code: EPermission, Reason: ReasonOverrideNotAllowed, Field: "override_reason",
+			Message: "only a supervisor may give an override_reason (to issue over a limit): leave it empty or ask a supervisor"}
+	}
+	return nil
+}
+
+// mint derives the voice code and the grant of a stored issuance. Both are
+// deterministic in the issuance's fields.
+func (s *Service) mint(iss Issuance) (Issued, error) {
+	k, err := s.Keyring.DeviceKey(iss.Serial, iss.KeyGeneration)
+	if err != nil {
+		return Issued{}, fmt.Errorf("device key of generation %d: %w", iss.KeyGeneration, err)
+	}
+	code, err := voicecode.Mint(k, iss.Serial, iss.IssuedAt, iss.Sequence)
+	if err != nil {
+		return Issued{}, err
+	}
+	// Sign with the key the issuance recorded, so that a retry returns the
+	// identical grant even after a rotation (Ed25519 is deterministic).
+	kid := iss.SigningKeyID
+	sk, ok := s.Keyring.GrantKey(kid)
+	if !ok {
+		// That key was retired since: re-sign the same claims with the
+		// current key, still verifiable through the published key set.
+		kid, sk = s.Keyring.GrantSigner()
+		s.log().Warn("grant re-signed under a newer key", "issuance", iss.ID, "stored_kid", iss.SigningKeyID, "kid", kid)
+	}
+	g, err := grant.Sign(sk, kid, grant.NewClaims(iss.Serial, iss.ID, iss.Sequence, iss.IssuedAt, iss.ExpiresAt))
+	if err != nil {
+		return Issued{}, err
+	}
+	return Issued{Issuance: iss, VoiceCode: code, Phonetic: voicecode.Phonetic(code), Grant: g}, nil
+}
