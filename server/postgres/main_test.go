@@ -56,7 +56,9 @@ func uuid() string {
 // policy is the service's own issuing decision, signing with grant-1: the
 // store tests prove that the facts it is given are right and that what it
 // decides is written.
-func policy(f server.IssueFacts) (server.IssueDecision, error) { return server.DecideIssue(f, "grant-1") }
+func policy(f server.IssueFacts) (server.IssueDecision, error) {
+	return server.DecideIssue(f, "grant-1")
+}
 
 var (
 	provisioner = server.Actor{Subject: "prov", Role: server.RoleProvisioner, ClientAddr: "127.0.0.1:5000"}
