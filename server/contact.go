@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/subtle"
 	"strings"
 	"unicode"
 )
@@ -122,4 +123,27 @@ func ContactMatchKey(c string) string {
 		return ""
 	}
 	return "p:" + b.String()
+}
+
+// OwnerVerdict is the service's judgement of a claimed owner contact.
+type OwnerVerdict struct {
+	// Match is true when the claim is the registered contact.
+	Match bool
+	// Detail is the audit detail of a mismatch ("owner_mismatch", and
+	// "no_contact_registered" when there was nothing to compare with).
+	Detail string
+}
+
+// JudgeOwner compares claimed with the registered contact by their
+// ContactMatchKey, in constant time. A device without a registered contact
+// matches nothing.
+func JudgeOwner(registered, claimed string) OwnerVerdict {
+	r, c := ContactMatchKey(registered), ContactMatchKey(claimed)
+	switch {
+	case r == "":
+		return OwnerVerdict{Detail: "owner_mismatch no_contact_registered"}
+	case c != "" && subtle.ConstantTimeCompare([]byte(r), []byte(c)) == 1:
+		return OwnerVerdict{Match: true}
+	}
+	return OwnerVerdict{Detail: "owner_mismatch"}
 }

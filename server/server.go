@@ -365,8 +365,11 @@ type Store interface {
 	LookupDeviceID(ctx context.Context, a Actor, deviceID string) (Device, error)
 	// NearMatches returns up to n serials similar to the query.
 	NearMatches(ctx context.Context, query string, n int) ([]string, error)
-	// CheckOwner compares a claimed contact with the registered one (audited).
-	CheckOwner(ctx context.Context, a Actor, serial, claimed string) (bool, error)
+	// CheckOwner reads the device's registered owner contact, asks judge
+	// about it and records the verdict (ActionOwnerCheck, refused with the
+	// verdict's detail on a mismatch) in the same transaction. It returns
+	// the verdict's Match; an unknown serial is ENotFound, audited.
+	CheckOwner(ctx context.Context, a Actor, serial string, judge func(registered string) OwnerVerdict) (bool, error)
 	// SetHold places (h non-nil) or releases (h nil) a hold (audited);
 	// releaseReason is the supervisor's reason for a release.
 	SetHold(ctx context.Context, a Actor, serial string, h *Hold, releaseReason string) error

@@ -395,7 +395,7 @@ func (s *Service) CheckOwner(ctx context.Context, a Actor, query, claimed string
 	if err != nil {
 		return false, s.refuseInvalid(ctx, a, ev, err)
 	}
-	return s.Store.CheckOwner(ctx, a, sn, claimed)
+	return s.Store.CheckOwner(ctx, a, sn, func(registered string) OwnerVerdict { return JudgeOwner(registered, claimed) })
 }
 
 // refuseInvalid records err as the act's own refusal when the request was

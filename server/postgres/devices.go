@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/subtle"
 	"strings"
 	"time"
 
@@ -184,12 +183,10 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	return out, nil
 }
 
-// CheckOwner reports whether claimed is the device's registered owner
-// contact: e-mail addresses compared trimmed and case-folded, phone numbers
-// by their digits, in constant time. The registered contact is never
-// returned. Audited as ActionOwnerCheck, refused ("owner_mismatch") when it
-// does not match.
-func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string) (bool, error) {
+// CheckOwner asks judge about the device's registered owner contact, which
+// it never returns, and records the verdict: ActionOwnerCheck, refused with
+// the verdict's detail on a mismatch.
+func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s string, judge func(registered string) server.OwnerVerdict) (bool, error) {
 	var (
 		match   bool
 		refusal error
@@ -200,18 +197,17 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string)
 		err := tx.QueryRow(ctx, `SELECT owner_contact FROM devices WHERE serial = $1`, s).Scan(&registered)
 		switch {
 		case err == pgx.ErrNoRows:
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = notRegistered(s)
 			e.Detail = "not_found"
 		case err != nil:
 			return err
 		default:
-			match = sameContact(registered, claimed)
+			v := judge(registered)
+			match = v.Match
 			if match {
 				e.Outcome = server.OutcomeSuccess
-			} else if server.ContactMatchKey(registered) == "" {
-				e.Detail = "owner_mismatch no_contact_registered"
 			} else {
-				e.Detail = "owner_mismatch"
+				e.Detail = v.Detail
 			}
 		}
 		return insertEvent(ctx, tx, e)
@@ -222,12 +218,10 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string)
 	return match, refusal
 }
 
-func sameContact(registered, claimed string) bool {
-	r, c := server.ContactMatchKey(registered), server.ContactMatchKey(claimed)
-	if r == "" || c == "" {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(r), []byte(c)) == 1
+// notRegistered is the ENotFound of an act on serial s that no device has.
+func notRegistered(s string) *server.Error {
+	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound, Field: "serial",
+		Message: "no device is registered under " + clip(s)}
 }
 
 // SetHold places a hold on the device (h non-nil; it replaces any hold
@@ -239,9 +233,6 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 	action := server.ActionRelease
 	if h != nil {
 		action = server.ActionHold
-		if strings.TrimSpace(h.Reason) == "" {
-			return server.Invalid("reason", "a hold needs a reason (reported stolen, disputed ownership, ...)")
-		}
 	}
 	var refusal error
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
@@ -249,7 +240,7 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 		var held bool
 		err := tx.QueryRow(ctx, `SELECT hold_reason IS NOT NULL FROM devices WHERE serial = $1 FOR UPDATE`, s).Scan(&held)
 		if err == pgx.ErrNoRows {
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = notRegistered(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
@@ -329,7 +320,7 @@ func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, limit int
 			return err
 		}
 		if !exists {
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = notRegistered(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}

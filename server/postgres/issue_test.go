@@ -262,7 +262,7 @@ func TestIssue(t *testing.T) {
 		if ev := lastEvent(t, db, s); !strings.Contains(ev.Detail, "owner_check=none") {
 			t.Errorf("an unchecked owner-contact claim was not flagged: %+v", ev)
 		}
-		if ok, err := db.CheckOwner(ctx, a, s, "owner@example.com"); err != nil || !ok {
+		if ok, err := db.CheckOwner(ctx, a, s, ownerIs("owner@example.com")); err != nil || !ok {
 			t.Fatalf("CheckOwner = %v, %v", ok, err)
 		}
 		req.RequestID = uuid()

@@ -53,6 +53,11 @@ func uuid() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
+// ownerIs is the service's judgement of a claimed owner contact.
+func ownerIs(claimed string) func(string) server.OwnerVerdict {
+	return func(registered string) server.OwnerVerdict { return server.JudgeOwner(registered, claimed) }
+}
+
 // policy is the service's own issuing decision, signing with grant-1: the
 // store tests prove that the facts it is given are right and that what it
 // decides is written.

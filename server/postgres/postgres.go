@@ -79,7 +79,7 @@ var fieldOf = map[string]struct{ field, msg string }{
 	"devices_device_id_matches":               {"device_id", "the device id must be the serial's last field"},
 	"devices_production_date_matches":         {"production_date", "the production date must be the serial's date field"},
 	"devices_key_generation_check":            {"key_generation", "the key generation must be at least 1"},
-	"devices_hold_reason_check":               {"reason", "a hold needs a reason"},
+	"devices_hold_reason_check":               {"reason", "a hold needs a reason (reported stolen, disputed ownership, ...)"},
 	"issuances_actor_request_id_key":          {"request_id", "this request id was already used"},
 	"issuances_serial_fkey":                   {"serial", "no device with this serial"},
 	"issuances_ticket_check":                  {"ticket", "a ticket reference is required"},
