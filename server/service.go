@@ -287,65 +287,74 @@ func (s *Service) view(ctx context.Context, d Device) (DeviceView, error) {
 
 // NewDevice is a provisioner's request to register a device.
 type NewDevice struct {
-	// Serial as printed; canonicalised.
-	Serial string
-	// Model is a catalogue code.
-	Model string
-	// OwnerContact is an e-mail address or phone number.
+	// Serial, Model, OwnerContact and Firmware are as typed (see
+	// ValidDevice for their rules).
+	Serial       string
+	Model        string
 	OwnerContact string
-	// Firmware is optional.
-	Firmware string
+	Firmware     string
 	// KeyGeneration is the master-key generation the factory derived the
 	// device key under; 0 means Keyring.CurrentGeneration().
 	KeyGeneration int
 }
 
-// RegisterDevice validates and registers one device (role provisioner).
+// RegisterDevice validates (ValidDevice) and registers one device (role
+// provisioner).
 func (s *Service) RegisterDevice(ctx context.Context, a Actor, in NewDevice) (DeviceView, error) {
 	ev := AuditEvent{Action: ActionRegister, Serial: bestSerial(in.Serial)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return DeviceView{}, err
 	}
-	sn, err := serial.Parse(in.Serial)
+	models, err := s.modelSet(ctx)
 	if err != nil {
-		return DeviceView{}, s.refuse(ctx, a, ev, parseError("serial", err))
+		return DeviceView{}, err
 	}
-	ev.Serial = sn.String()
-	model := strings.ToUpper(strings.TrimSpace(in.Model))
-	if _, ok, err := s.modelInfo(ctx, model); err != nil {
-		return DeviceView{}, Internal(err, "reading the model catalogue")
-	} else if !ok {
-		return DeviceView{}, s.refuse(ctx, a, ev, Invalid("model", "model %q: expected one of %s", in.Model, s.modelCodes()))
-	}
-	contact := NormaliseContact(in.OwnerContact)
-	if ok, want := ValidContact(contact); !ok {
-		return DeviceView{}, s.refuse(ctx, a, ev, Invalid("owner_contact", "owner_contact: expected %s", want))
-	}
-	fw := strings.TrimSpace(in.Firmware)
-	if e := checkText("firmware", fw, false, maxFirmwareLen); e != nil {
+	d, e := ValidDevice(DeviceInput{Serial: in.Serial, Model: in.Model, Firmware: in.Firmware, OwnerContact: in.OwnerContact}, models)
+	if e != nil {
+		if e.Field == "model" {
+			e.Message += " (the catalogue: " + s.modelCodes() + ")"
+		}
 		return DeviceView{}, s.refuse(ctx, a, ev, e)
 	}
-	gen := in.KeyGeneration
-	if gen == 0 {
-		gen = s.Keyring.CurrentGeneration()
+	ev.Serial = d.Serial
+	gen, e := s.keyGeneration("key_generation", in.KeyGeneration)
+	if e != nil {
+		return DeviceView{}, s.refuse(ctx, a, ev, e)
 	}
-	if gen < 1 || gen > voicecode.MaxGeneration || gen > s.Keyring.CurrentGeneration() {
-		return DeviceView{}, s.refuse(ctx, a, ev, Invalid("key_generation", "key_generation %d: expected 1 to %d (0 for the current one)", in.KeyGeneration, s.Keyring.CurrentGeneration()))
-	}
-	d := Device{
-		Serial:         sn.String(),
-		DeviceID:       sn.DeviceID,
-		Model:          model,
-		ProductionDate: sn.Date,
-		Firmware:       fw,
-		OwnerContact:   contact,
-		KeyGeneration:  gen,
-		RegisteredAt:   s.now().UTC(),
-	}
+	d.KeyGeneration = gen
+	d.RegisteredAt = s.now().UTC()
 	if err := s.Store.RegisterDevice(ctx, a, d); err != nil {
 		return DeviceView{}, err
 	}
 	return s.view(ctx, d)
+}
+
+// keyGeneration is the one rule for the master-key generation of new
+// devices, registered or imported: 0 means the keyring's current one (read
+// now, so a rotation applies at once); otherwise 1 to the current one.
+func (s *Service) keyGeneration(field string, requested int) (int, *Error) {
+	current := s.Keyring.CurrentGeneration()
+	if requested == 0 {
+		return current, nil
+	}
+	if requested < 1 || requested > voicecode.MaxGeneration || requested > current {
+		return 0, Invalid(field, "%s %d: expected 1 to %d (0 for the current one)", field, requested, current)
+	}
+	return requested, nil
+}
+
+// modelSet returns the catalogue's codes as a set, for ValidDevice.
+func (s *Service) modelSet(ctx context.Context) (map[string]bool, error) {
+	if _, _, err := s.modelInfo(ctx, ""); err != nil {
+		return nil, Internal(err, "reading the model catalogue")
+	}
+	s.modelsMu.Lock()
+	defer s.modelsMu.Unlock()
+	set := make(map[string]bool, len(s.models))
+	for c := range s.models {
+		set[c] = true
+	}
+	return set, nil
 }
 
 // LookupDevice finds a device by full serial, device id or QR payload

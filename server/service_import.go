@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"strings"
-
-	"github.com/dvrhotline/hotline/agent/voicecode"
 )
 
 // Bulk import's policy: who may import, and what options are valid. The
@@ -63,16 +61,11 @@ func (s *Service) Import(ctx context.Context, a Actor, opts ImportOptions, src I
 // checkImport validates an import's options and source notes, filling in
 // the key generation.
 func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
-	current := 1
-	if s.Keyring != nil {
-		current = s.Keyring.CurrentGeneration()
+	gen, e := s.keyGeneration("options.key_generation", opts.KeyGeneration)
+	if e != nil {
+		return e
 	}
-	if opts.KeyGeneration == 0 {
-		opts.KeyGeneration = current
-	}
-	if opts.KeyGeneration < 1 || opts.KeyGeneration > voicecode.MaxGeneration || opts.KeyGeneration > current {
-		return Invalid("options.key_generation", "options.key_generation %d: expected 1 to %d (0 for the current one)", opts.KeyGeneration, current)
-	}
+	opts.KeyGeneration = gen
 	if opts.BatchSize < 0 || opts.BatchSize > MaxImportBatchSize {
 		return Invalid("options.batch_size", "options.batch_size %d: expected 1 to %d rows (0 for the default, %d)", opts.BatchSize, MaxImportBatchSize, DefaultImportBatchSize)
 	}

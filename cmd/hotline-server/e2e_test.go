@@ -119,7 +119,7 @@ func TestEndToEndThroughTheRealBinaries(t *testing.T) {
 	}
 	base := e.env
 	e.env = append(base, token("provisioner"))
-	e.must("hotlinectl", "devices", "add", serial, "--model", "WBXHD082S2T", "--owner", "jane@example.com")
+	e.must("hotlinectl", "devices", "add", serial, "--model", "WBXHD082S2T", "--owner", "jane@example.com", "--firmware", "V4.0.1")
 
 	e.env = append(base, token("agent"))
 	var dev map[string]any

@@ -107,7 +107,7 @@ func issue(t *testing.T, ctx context.Context, conn *grpc.ClientConn, serial, tic
 func register(t *testing.T, ctx context.Context, conn *grpc.ClientConn, serial string) int32 {
 	t.Helper()
 	r, err := hotlinev1.NewDeviceServiceClient(conn).RegisterDevice(ctx, &hotlinev1.RegisterDeviceRequest{
-		Serial: serial, Model: "WBXHD041S", OwnerContact: "owner@example.com"})
+		Serial: serial, Model: "WBXHD041S", OwnerContact: "owner@example.com", Firmware: "V4.0.1"})
 	if err != nil {
 		t.Fatalf("register %s: %v", serial, err)
 	}

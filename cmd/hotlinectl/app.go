@@ -46,7 +46,7 @@ const (
 const usage = `usage: hotlinectl [flags] COMMAND ...
 
 Commands:
-  devices add SERIAL --model MODEL --owner CONTACT [--firmware F] [--key-generation N]
+  devices add SERIAL --model MODEL --firmware F [--owner CONTACT] [--key-generation N]
   devices import FILE [--format csv|jsonl] [--update] [--batch N] [--key-generation N]
                                      CSV or JSON lines (serial, model, firmware, owner_contact,
                                      production_date); progress on stderr; prints each row not

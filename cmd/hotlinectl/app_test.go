@@ -100,7 +100,7 @@ func TestWalkThrough(t *testing.T) {
 	sn := fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%X", r)
 	prov, agent := token(t, iss, server.RoleProvisioner), token(t, iss, server.RoleAgent)
 
-	if code, _, errs := run(t, addr, prov, "devices", "add", sn, "--model", "WBXHD041S1T", "--owner", "jane@example.com"); code != 0 {
+	if code, _, errs := run(t, addr, prov, "devices", "add", sn, "--model", "WBXHD041S1T", "--owner", "jane@example.com", "--firmware", "V4.0.1"); code != 0 {
 		t.Fatalf("devices add: %d %s", code, errs)
 	}
 	code, out, errs := run(t, addr, agent, "lookup", strings.ToLower(sn), "-o", "json")

@@ -52,7 +52,7 @@ func TestAuditCommands(t *testing.T) {
 	rand.Read(r[:])
 	sn := fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%X", r)
 	prov, agent, auditor := token(t, iss, server.RoleProvisioner), token(t, iss, server.RoleAgent), token(t, iss, server.RoleAuditor)
-	if code, _, errs := run(t, addr, prov, "devices", "add", sn, "--model", "WBXHD041S1T", "--owner", "jane@example.com"); code != 0 {
+	if code, _, errs := run(t, addr, prov, "devices", "add", sn, "--model", "WBXHD041S1T", "--owner", "jane@example.com", "--firmware", "V4.0.1"); code != 0 {
 		t.Fatalf("devices add: %d %s", code, errs)
 	}
 	for i := range 2 {

@@ -35,15 +35,15 @@ var commands = map[string]command{
 
 func devicesAdd(fs *flag.FlagSet) func(*cmd, []string) error {
 	model := fs.String("model", "", "model code, e.g. WBXHD082S2T")
-	owner := fs.String("owner", "", "owner e-mail or phone")
-	firmware := fs.String("firmware", "", "firmware version")
+	owner := fs.String("owner", "", "owner e-mail or phone (optional: a DVR may have no owner yet)")
+	firmware := fs.String("firmware", "", "firmware version the factory flashed, e.g. V4.0.1")
 	gen := fs.Int("key-generation", 0, "key generation the device key was derived under (0: current)")
 	return func(c *cmd, pos []string) error {
 		if err := need(pos, 1, "SERIAL"); err != nil {
 			return err
 		}
-		if *model == "" || *owner == "" {
-			return usagef("--model and --owner are required")
+		if *model == "" || *firmware == "" {
+			return usagef("--model and --firmware are required")
 		}
 		ctx, cancel := c.ctx()
 		defer cancel()

@@ -234,7 +234,7 @@ func TestRegisterAndLookup(t *testing.T) {
 	}
 	t.Run("refused/already-registered", func(t *testing.T) {
 		_, err := e.devices.RegisterDevice(e.as(t, server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
-			Serial: sn, Model: "WBXHD082S2T", OwnerContact: "x@example.com"})
+			Serial: sn, Model: "WBXHD082S2T", OwnerContact: "x@example.com", Firmware: "V4.0.1"})
 		wantCode(t, err, codes.AlreadyExists)
 	})
 }
@@ -419,12 +419,12 @@ func TestInvalidArgumentAndNotFound(t *testing.T) {
 		}, "request_id"},
 		{"register/unknown-model", func() error {
 			_, err := e.devices.RegisterDevice(e.as(t, server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
-				Serial: newSerial(), Model: "WBX999", OwnerContact: "a@example.com"})
+				Serial: newSerial(), Model: "WBX999", OwnerContact: "a@example.com", Firmware: "V4.0.1"})
 			return err
 		}, "model"},
 		{"register/bad-contact", func() error {
 			_, err := e.devices.RegisterDevice(e.as(t, server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
-				Serial: newSerial(), Model: "WBXHD041S", OwnerContact: "nobody"})
+				Serial: newSerial(), Model: "WBXHD041S", OwnerContact: "nobody", Firmware: "V4.0.1"})
 			return err
 		}, "owner_contact"},
 		{"hold/no-reason", func() error {
@@ -456,7 +456,7 @@ func TestInvalidArgumentAndNotFound(t *testing.T) {
 		rand.Read(r[:])
 		sn := fmt.Sprintf("JZ6OES#2017-08-01#3#Q%X", r)
 		if _, err := e.devices.RegisterDevice(e.as(t, server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
-			Serial: sn, Model: "WBXHD041S", OwnerContact: "a@example.com"}); err != nil {
+			Serial: sn, Model: "WBXHD041S", OwnerContact: "a@example.com", Firmware: "V4.0.1"}); err != nil {
 			t.Fatal(err)
 		}
 		last := "Z"
@@ -524,7 +524,7 @@ func TestPermissionDenied(t *testing.T) {
 	sn := e.register(t, 0)
 	calls := map[string]func(ctx context.Context) error{
 		"register": func(ctx context.Context) error {
-			_, err := e.devices.RegisterDevice(ctx, &hotlinev1.RegisterDeviceRequest{Serial: newSerial(), Model: "WBXHD041S", OwnerContact: "a@example.com"})
+			_, err := e.devices.RegisterDevice(ctx, &hotlinev1.RegisterDeviceRequest{Serial: newSerial(), Model: "WBXHD041S", OwnerContact: "a@example.com", Firmware: "V4.0.1"})
 			return err
 		},
 		"lookup": func(ctx context.Context) error {

@@ -80,7 +80,7 @@ func (r *replicas) registerN(t *testing.T, n int) []string {
 	for range n {
 		sn := newSerial()
 		if _, err := r.devices[0].RegisterDevice(ctx, &hotlinev1.RegisterDeviceRequest{
-			Serial: sn, Model: "WBXHD041S1T", OwnerContact: "+44 20 7946 0000"}); err != nil {
+			Serial: sn, Model: "WBXHD041S1T", OwnerContact: "+44 20 7946 0000", Firmware: "V4.0.1"}); err != nil {
 			t.Fatalf("RegisterDevice: %v", err)
 		}
 		out = append(out, sn)

@@ -145,7 +145,7 @@ func BenchmarkImport(b *testing.B) {
 			doImport := func() {
 				b.StartTimer()
 				t0 := time.Now()
-				sess, err := server.NewImportSession(ctx, db, a, ms, server.ImportOptions{BatchSize: batch})
+				sess, err := server.NewImportSession(ctx, db, a, ms, server.ImportOptions{KeyGeneration: 1, BatchSize: batch})
 				if err != nil {
 					b.Fatal(err)
 				}

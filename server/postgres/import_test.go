@@ -390,7 +390,7 @@ func childImport(url, path string) error {
 		return err
 	}
 	defer f.Close()
-	_, err = server.ImportFile(ctx, db, provisioner, ms, f, "", server.ImportOptions{BatchSize: killBatch})
+	_, err = server.ImportFile(ctx, db, provisioner, ms, f, "", server.ImportOptions{KeyGeneration: 1, BatchSize: killBatch})
 	return err
 }
 
@@ -454,7 +454,7 @@ func TestImportKilled(t *testing.T) {
 	cleanURL, cleanDB := open("import_clean")
 	ms, _ := cleanDB.Models(ctx)
 	start := time.Now()
-	clean, err := server.ImportFile(ctx, cleanDB, provisioner, ms, bytes.NewReader(file.Bytes()), "", server.ImportOptions{BatchSize: killBatch})
+	clean, err := server.ImportFile(ctx, cleanDB, provisioner, ms, bytes.NewReader(file.Bytes()), "", server.ImportOptions{KeyGeneration: 1, BatchSize: killBatch})
 	cleanTime := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -535,11 +535,11 @@ func TestImportUpdateNeverErasesAnOwnerContact(t *testing.T) {
 	serial := "UPD" + tag[:3] + "#2021-03-04#1#DVRU" + tag
 	first := "serial,model,firmware,owner_contact\n" + serial + ",WBXHD041S,1.0,dave@example.com\n"
 	db := openDB(t)
-	if _, err := importCSV(t, db, first, server.ImportOptions{}); err != nil {
+	if _, err := importCSV(t, db, first, server.ImportOptions{KeyGeneration: 1}); err != nil {
 		t.Fatal(err)
 	}
 	again := "serial,model,firmware,owner_contact\n" + serial + ",WBXHD041S,2.0,\n"
-	rep, err := importCSV(t, db, again, server.ImportOptions{Update: true})
+	rep, err := importCSV(t, db, again, server.ImportOptions{Update: true, KeyGeneration: 1})
 	if err != nil || rep.Updated != 1 {
 		t.Fatalf("update: %s, %v", rep.Summary(), err)
 	}
