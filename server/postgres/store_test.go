@@ -333,7 +333,7 @@ func TestIssuances(t *testing.T) {
 		ids = append(ids, iss.ID)
 	}
 	t.Run("success/newest-first", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, s, 0)
+		got, err := db.Issuances(ctx, a, s, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,19 +345,19 @@ func TestIssuances(t *testing.T) {
 		}
 	})
 	t.Run("success/limited", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, s, 1)
+		got, err := db.Issuances(ctx, a, s, 0, 1)
 		if err != nil || len(got) != 1 || got[0].ID != ids[2] {
 			t.Fatalf("Issuances(limit 1) = %+v, %v", got, err)
 		}
 	})
 	t.Run("success/none-yet", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, registerDevice(t, db, ""), 10)
+		got, err := db.Issuances(ctx, a, registerDevice(t, db, ""), 0, 10)
 		if err != nil || len(got) != 0 {
 			t.Fatalf("Issuances = %+v, %v", got, err)
 		}
 	})
 	t.Run("not-found/unknown-serial", func(t *testing.T) {
-		_, err := db.Issuances(ctx, a, "ZZZZZZ#2020-01-01#1#LISTLISTLIST", 10)
+		_, err := db.Issuances(ctx, a, "ZZZZZZ#2020-01-01#1#LISTLISTLIST", 0, 10)
 		wantCode(t, err, server.ENotFound)
 	})
 }
