@@ -342,7 +342,9 @@ type AuditFilter struct {
 	Outcome Outcome
 	// From is inclusive, To exclusive; zero means unbounded.
 	From, To time.Time
-	// Limit is the page size (default 100, at most 1000).
+	// Limit is the page size: Service.QueryAudit takes 0 as
+	// DefaultAuditPage and clamps it to MaxAuditPage; a Store returns at
+	// most Limit events.
 	Limit int
 	// After is the keyset cursor: events strictly older than this one
 	// (newest first ordering on (time, id)).
@@ -381,8 +383,9 @@ type Store interface {
 	// refusal, the replayed issuance or the new one. An error from decide
 	// rolls everything back.
 	Issue(ctx context.Context, a Actor, req IssueRequest, lim Limits, decide func(IssueFacts) (IssueDecision, error)) (Issuance, error)
-	// Issuances lists a device's issuances, newest first (audited).
-	Issuances(ctx context.Context, a Actor, serial string, limit int) ([]Issuance, error)
+	// Issuances lists up to limit of a device's issuances, newest first,
+	// those with a sequence below before when it is not 0 (audited).
+	Issuances(ctx context.Context, a Actor, serial string, before int64, limit int) ([]Issuance, error)
 	// Audit records a standalone event (refusals whose act failed).
 	Audit(ctx context.Context, e AuditEvent) error
 	// QueryAudit returns events matching f, newest first.

@@ -82,12 +82,6 @@ const (
 	maxReasonLen    = 500
 	maxFirmwareLen  = 64
 	maxRequestIDLen = 128
-	// DefaultIssuancesPage and MaxIssuancesPage bound Issuances.
-	DefaultIssuancesPage = 20
-	MaxIssuancesPage     = 200
-	// DefaultAuditPage and MaxAuditPage bound QueryAudit.
-	DefaultAuditPage = 100
-	MaxAuditPage     = 1000
 	// nearMatches is how many similar serials a NotFound suggests.
 	nearMatches = 5
 )
@@ -458,23 +452,42 @@ func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason stri
 }
 
 // Issuances lists a device's issuances, newest first, without codes (roles
-// agent, supervisor). limit 0 means DefaultIssuancesPage.
-func (s *Service) Issuances(ctx context.Context, a Actor, query string, limit int) ([]Issuance, error) {
+// agent, supervisor), one page of pageSize (0 means DefaultIssuancesPage,
+// more than MaxIssuancesPage is clamped to it). pageToken is empty or a
+// NextPageToken of the same device's list.
+func (s *Service) Issuances(ctx context.Context, a Actor, query string, pageSize int, pageToken string) (IssuancesPage, error) {
 	ev := AuditEvent{Action: ActionListIssuances, Serial: bestSerial(query)}
 	if err := s.allow(ctx, a, ev); err != nil {
-		return nil, err
+		return IssuancesPage{}, err
 	}
-	switch {
-	case limit == 0:
-		limit = DefaultIssuancesPage
-	case limit < 0 || limit > MaxIssuancesPage:
-		return nil, s.refuse(ctx, a, ev, Invalid("page_size", "page_size %d: expected 0 (default %d) to %d", limit, DefaultIssuancesPage, MaxIssuancesPage))
+	size, e := pageSizeOf(pageSize, DefaultIssuancesPage, MaxIssuancesPage)
+	if e != nil {
+		return IssuancesPage{}, s.refuse(ctx, a, ev, e)
 	}
 	sn, err := s.resolve(ctx, a, "serial", query)
 	if err != nil {
-		return nil, s.refuseInvalid(ctx, a, ev, err)
+		return IssuancesPage{}, s.refuseInvalid(ctx, a, ev, err)
 	}
-	return s.Store.Issuances(ctx, a, sn, limit)
+	var before int64
+	if pageToken != "" {
+		t, e := decodeIssuancesToken(pageToken, sn)
+		if e != nil {
+			ev.Serial = sn
+			return IssuancesPage{}, s.refuse(ctx, a, ev, e)
+		}
+		before = t.Seq
+	}
+	// One more than the page tells whether a next page exists.
+	list, err := s.Store.Issuances(ctx, a, sn, before, size+1)
+	if err != nil {
+		return IssuancesPage{}, err
+	}
+	p := IssuancesPage{Issuances: list}
+	if len(list) > size {
+		p.Issuances = list[:size]
+		p.NextPageToken = issuancesToken{V: issuancesTokenVersion, Serial: sn, Seq: p.Issuances[size-1].Sequence}.encode()
+	}
+	return p, nil
 }
 
 // GrantJWKS returns the grant-verification public keys as a JWK set (any

@@ -31,18 +31,29 @@ const (
 var errNoAuditLog = &Error{Code: EPrecondition,
 	Message: "audit log verification not configured on this server: it was started without the audit key set (server/audit.Log)"}
 
-// QueryAudit returns audit events matching f, newest first (roles auditor,
-// supervisor). f.Serial is canonicalised; f.Limit 0 means DefaultAuditPage.
-// The store records the query in the same transaction.
-func (s *Service) QueryAudit(ctx context.Context, a Actor, f AuditFilter) ([]AuditEvent, error) {
+// QueryAudit returns one page of the audit events matching f, newest first
+// (roles auditor, supervisor), and whether more events follow the last
+// one. f.Serial is canonicalised; f.Limit 0 means DefaultAuditPage, more
+// than MaxAuditPage is clamped to it. The store records the query in the
+// same transaction.
+func (s *Service) QueryAudit(ctx context.Context, a Actor, f AuditFilter) (events []AuditEvent, more bool, err error) {
 	ev := AuditEvent{Action: ActionAuditQuery}
 	if err := s.allow(ctx, a, ev); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if e := s.checkFilter(&f); e != nil {
-		return nil, s.refuse(ctx, a, ev, e)
+		return nil, false, s.refuse(ctx, a, ev, e)
 	}
-	return s.Store.QueryAudit(ctx, a, f)
+	size := f.Limit
+	f.Limit++ // one more than the page tells whether a next page exists
+	events, err = s.Store.QueryAudit(ctx, a, f)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(events) > size {
+		return events[:size], true, nil
+	}
+	return events, false, nil
 }
 
 // ExportAudit calls fn with every event matching f, oldest first, as the
@@ -84,13 +95,9 @@ func (s *Service) checkFilter(f *AuditFilter) *Error {
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return Invalid("end_time", "end_time must be after start_time")
 	}
-	switch {
-	case f.Limit == 0:
-		f.Limit = DefaultAuditPage
-	case f.Limit < 0 || f.Limit > MaxAuditPage:
-		return Invalid("page_size", "page_size %d: expected 0 (default %d) to %d", f.Limit, DefaultAuditPage, MaxAuditPage)
-	}
-	return nil
+	var e *Error
+	f.Limit, e = pageSizeOf(f.Limit, DefaultAuditPage, MaxAuditPage)
+	return e
 }
 
 // SummarizeAudit summarises the audit events of [from, to) (roles

@@ -57,11 +57,12 @@ Commands:
   check-owner SERIAL CONTACT         exit status 3 when it does not match
   issue SERIAL --ticket T --verified-by METHOD [--note N] [--override-reason R] [--request-id ID]
                                      METHOD: owner-contact, proof-of-purchase, installer-account, other
-  history SERIAL [--limit N]
+  history SERIAL [--limit N] [--page-token P] [--all]
+                                     newest first; prints the next page token on stderr
   hold SERIAL --reason R
   release SERIAL --reason R
   audit query [--serial S] [--actor A] [--action A] [--outcome success|refused]
-              [--since T] [--until T] [--limit N] [--page-token P]
+              [--since T] [--until T] [--limit N] [--page-token P] [--all]
                                      T: RFC 3339 time or a duration ago, like 24h
   audit export [the filters of audit query] [--out FILE]
                                      JSON lines, oldest first; progress on stderr

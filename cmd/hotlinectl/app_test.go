@@ -202,3 +202,74 @@ func TestParseMethod(t *testing.T) {
 		}
 	}
 }
+
+// TestListsPage: history and audit query print a page, say how to get the
+// next one, follow it with --page-token or every one with --all, and pass
+// a --limit over the server's maximum through (the server clamps it).
+func TestListsPage(t *testing.T) {
+	addr, iss := serve(t)
+	var r [5]byte
+	rand.Read(r[:])
+	sn, other := fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%X", r), fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%XF", r)
+	prov, agent, auditor := token(t, iss, server.RoleProvisioner), token(t, iss, server.RoleAgent), token(t, iss, server.RoleAuditor)
+	for _, s := range []string{sn, other} {
+		if code, _, errs := run(t, addr, prov, "devices", "add", s, "--model", "WBXHD041S1T", "--owner", "jane@example.com", "--firmware", "V4.0.1"); code != 0 {
+			t.Fatalf("devices add: %d %s", code, errs)
+		}
+	}
+	for i := range 3 {
+		if code, _, errs := run(t, addr, agent, "issue", sn, "--ticket", fmt.Sprintf("T-%d", i), "--verified-by", "proof-of-purchase"); code != 0 {
+			t.Fatalf("issue: %d %s", code, errs)
+		}
+	}
+	// rows counts the table rows under the header.
+	rows := func(out string) int { return max(strings.Count(out, "\n")-1, 0) }
+	nextToken := func(t *testing.T, errs string) string {
+		t.Helper()
+		_, after, ok := strings.Cut(errs, "--page-token ")
+		if !ok {
+			t.Fatalf("stderr %q names no next page token", errs)
+		}
+		return strings.Fields(after)[0]
+	}
+
+	code, out, errs := run(t, addr, agent, "history", sn, "--limit", "2")
+	if code != 0 || rows(out) != 2 || !strings.Contains(out, "T-2") || strings.Contains(out, "T-0") {
+		t.Fatalf("history --limit 2: %d %q\n%s", code, errs, out)
+	}
+	tok := nextToken(t, errs)
+
+	tests := []struct {
+		name     string
+		token    string
+		args     []string
+		code     int
+		rows     int    // table rows on stdout, -1 to skip
+		contains string // on stdout
+		stderr   string // on stderr; "" means no next-page line
+	}{
+		{"pages/follow-token-to-the-end", agent, []string{"history", sn, "--limit", "2", "--page-token", tok}, 0, 1, "T-0", ""},
+		{"pages/all", agent, []string{"history", sn, "--limit", "1", "--all"}, 0, 3, "T-1", ""},
+		{"pages/json-carries-the-token", agent, []string{"history", sn, "--limit", "1", "-o", "json"}, 0, -1, `"next_page_token": "ey`, ""},
+		{"clamped/limit-over-the-server-max", agent, []string{"history", sn, "--limit", "100000"}, 0, 3, "T-2", ""},
+		{"refused/token-for-another-serial", agent, []string{"history", other, "--page-token", tok}, exitFailed, 0, "", "--page-token"},
+		{"usage/limit-zero", agent, []string{"history", sn, "--limit", "0"}, exitUsage, 0, "", "--all"},
+		{"audit/pages/next-token-on-stderr", auditor, []string{"audit", "query", "--serial", sn, "--limit", "1"}, 0, 1, "", "more events: --page-token"},
+		{"audit/pages/all", auditor, []string{"audit", "query", "--serial", sn, "--action", "recovery.issue", "--all"}, 0, 3, "recovery.issue", ""},
+		{"audit/clamped/limit-over-the-server-max", auditor, []string{"audit", "query", "--serial", sn, "--action", "recovery.issue", "--limit", "100000"}, 0, 3, "recovery.issue", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := run(t, addr, tt.token, tt.args...)
+			if code != tt.code || (tt.rows >= 0 && rows(out) != tt.rows) || !strings.Contains(out, tt.contains) {
+				t.Fatalf("exit %d (want %d), %d rows (want %d) or no %q:\n%s\nstderr %q", code, tt.code, rows(out), tt.rows, tt.contains, out, errs)
+			}
+			if tt.stderr == "" && strings.Contains(errs, "--page-token") {
+				t.Errorf("stderr %q offers a next page", errs)
+			}
+			if !strings.Contains(errs, tt.stderr) {
+				t.Errorf("stderr %q lacks %q", errs, tt.stderr)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -208,18 +209,69 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 	}
 }
 
+// pageFlags are the paging flags of the list commands: --limit items in
+// all (fetched in pages of at most that many: the server clamps a page to
+// its maximum), --page-token to continue a list, --all to follow every
+// next page token to the end.
+type pageFlags struct {
+	limit *int
+	token *string
+	all   *bool
+}
+
+func addPageFlags(fs *flag.FlagSet, what string, limit int) pageFlags {
+	return pageFlags{
+		limit: fs.Int("limit", limit, "most "+what+" to print (fetched in pages)"),
+		token: fs.String("page-token", "", "continue from a previous next_page_token"),
+		all:   fs.Bool("all", false, "print every "+strings.TrimSuffix(what, "s")+", following the next page tokens to the end (--limit ignored)"),
+	}
+}
+
+// follow calls fetch with the page size to ask for and the page token,
+// starting from --page-token, until --limit items are read (or, with --all,
+// every one) or the list ends. It returns the token of what is left, empty
+// when nothing is.
+func (p pageFlags) follow(fetch func(size int32, token string) (n int, next string, err error)) (string, error) {
+	if !*p.all && *p.limit < 1 {
+		return "", usagef("--limit %d: expected 1 or more (or --all)", *p.limit)
+	}
+	token, read := *p.token, 0
+	for *p.all || read < *p.limit {
+		size := int32(math.MaxInt32) // the server clamps it to its maximum page
+		if !*p.all {
+			size = int32(min(*p.limit-read, math.MaxInt32))
+		}
+		n, next, err := fetch(size, token)
+		if err != nil {
+			return "", err
+		}
+		read, token = read+n, next
+		if token == "" {
+			break
+		}
+	}
+	return token, nil
+}
+
 func history(fs *flag.FlagSet) func(*cmd, []string) error {
-	limit := fs.Int("limit", 20, "most issuances to list")
+	pf := addPageFlags(fs, "issuances", 20)
 	return func(c *cmd, pos []string) error {
 		if err := need(pos, 1, "SERIAL"); err != nil {
 			return err
 		}
-		ctx, cancel := c.ctx()
-		defer cancel()
-		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).ListIssuances(ctx, &hotlinev1.ListIssuancesRequest{Serial: pos[0], PageSize: int32(*limit)})
+		rc := hotlinev1.NewRecoveryServiceClient(c.conn)
+		resp := &hotlinev1.ListIssuancesResponse{}
+		next, err := pf.follow(func(size int32, token string) (int, string, error) {
+			ctx, cancel := c.ctx()
+			defer cancel()
+			page, err := rc.ListIssuances(ctx, &hotlinev1.ListIssuancesRequest{Serial: pos[0], PageSize: size, PageToken: token})
+			resp.Issuances = append(resp.Issuances, page.GetIssuances()...)
+			return len(page.GetIssuances()), page.GetNextPageToken(), err
+		})
 		if err != nil {
 			return err
 		}
+		resp.NextPageToken = next
 		if c.output == "json" {
 			return c.printJSON(resp, nil)
 		}
@@ -233,7 +285,13 @@ func history(fs *flag.FlagSet) func(*cmd, []string) error {
 			fmt.Fprintf(w, "%d\t%s\t%s\t%s (%s)\t%s\t%s\t%s\n", i.GetSequence(), fmtTime(i.GetIssuedAt()), fmtTime(i.GetExpiresAt()),
 				i.GetActor(), roleName(i.GetActorRole()), i.GetTicket(), methodName(i.GetVerificationMethod()), orDash(i.GetOverrideReason()))
 		}
-		return w.Flush()
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		if next != "" {
+			fmt.Fprintf(c.stderr, "more issuances: --page-token %s (or --all)\n", next)
+		}
+		return nil
 	}
 }
 
@@ -300,36 +358,28 @@ func parseWhen(flagName, s string, now time.Time) (*timestamppb.Timestamp, error
 
 func auditQuery(fs *flag.FlagSet) func(*cmd, []string) error {
 	af := addAuditFlags(fs)
-	limit := fs.Int("limit", defaultLimit, "most events to print (fetched in pages)")
-	token := fs.String("page-token", "", "continue from a previous next_page_token")
+	pf := addPageFlags(fs, "events", defaultLimit)
 	return func(c *cmd, pos []string) error {
 		if len(pos) != 0 {
 			return usagef("unexpected argument %q: filters are flags, e.g. --serial", pos[0])
 		}
-		req := &hotlinev1.QueryEventsRequest{Serial: *af.serial, Actor: *af.actor, Action: *af.action, PageToken: *token}
+		req := &hotlinev1.QueryEventsRequest{Serial: *af.serial, Actor: *af.actor, Action: *af.action}
 		var err error
 		if req.Outcome, req.StartTime, req.EndTime, err = af.parsed(time.Now()); err != nil {
 			return err
 		}
-		if *limit < 1 {
-			return usagef("--limit %d: expected 1 or more", *limit)
-		}
 		ac := hotlinev1.NewAuditServiceClient(c.conn)
 		all := &hotlinev1.QueryEventsResponse{}
-		for len(all.Events) < *limit {
-			req.PageSize = int32(min(*limit-len(all.Events), 500))
+		all.NextPageToken, err = pf.follow(func(size int32, token string) (int, string, error) {
+			req.PageSize, req.PageToken = size, token
 			ctx, cancel := c.ctx()
+			defer cancel()
 			resp, err := ac.QueryEvents(ctx, req)
-			cancel()
-			if err != nil {
-				return err
-			}
 			all.Events = append(all.Events, resp.GetEvents()...)
-			all.NextPageToken = resp.GetNextPageToken()
-			if all.NextPageToken == "" {
-				break
-			}
-			req.PageToken = all.NextPageToken
+			return len(resp.GetEvents()), resp.GetNextPageToken(), err
+		})
+		if err != nil {
+			return err
 		}
 		if c.output == "json" {
 			return c.printJSON(all, nil)
@@ -350,7 +400,7 @@ func auditQuery(fs *flag.FlagSet) func(*cmd, []string) error {
 			return err
 		}
 		if all.NextPageToken != "" {
-			fmt.Fprintf(c.stderr, "more events: --page-token %s\n", all.NextPageToken)
+			fmt.Fprintf(c.stderr, "more events: --page-token %s (or --all)\n", all.NextPageToken)
 		}
 		return nil
 	}

@@ -70,18 +70,11 @@ func (s auditServer) QueryEvents(ctx context.Context, r *hotlinev1.QueryEventsRe
 	if err := s.svc.Authorize(ctx, a, server.ActionAuditQuery); err != nil {
 		return nil, s.fail(ctx, "QueryEvents", err)
 	}
-	size := int(r.GetPageSize())
-	if size <= 0 {
-		size = server.DefaultAuditPage
-	}
-	if size > server.MaxAuditPage-1 {
-		size = server.MaxAuditPage - 1 // one more is fetched to see whether a next page exists
-	}
 	f, err := auditFilter(r.GetSerial(), r.GetActor(), r.GetAction(), r.GetOutcome(), r.GetStartTime(), r.GetEndTime())
 	if err != nil {
 		return nil, s.fail(ctx, "QueryEvents", err)
 	}
-	f.Limit = size + 1
+	f.Limit = int(r.GetPageSize()) // the service applies the default and the maximum
 	digest := filterDigest(r)
 	if t := r.GetPageToken(); t != "" {
 		var pt pageToken
@@ -97,13 +90,12 @@ func (s auditServer) QueryEvents(ctx context.Context, r *hotlinev1.QueryEventsRe
 		}
 		f.AfterTime, f.AfterID = time.Unix(0, pt.Time).UTC(), pt.ID
 	}
-	events, err := s.svc.QueryAudit(ctx, a, f)
+	events, more, err := s.svc.QueryAudit(ctx, a, f)
 	if err != nil {
 		return nil, s.fail(ctx, "QueryEvents", err)
 	}
 	resp := &hotlinev1.QueryEventsResponse{}
-	if len(events) > size {
-		events = events[:size]
+	if more && len(events) > 0 {
 		last := events[len(events)-1]
 		b, _ := json.Marshal(pageToken{Time: last.Time.UnixNano(), ID: last.ID, Filter: digest})
 		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(b)

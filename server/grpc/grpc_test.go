@@ -9,10 +9,17 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -431,6 +438,18 @@ func TestInvalidArgumentAndNotFound(t *testing.T) {
 			_, err := e.devices.HoldDevice(e.as(t, server.RoleSupervisor), &hotlinev1.HoldDeviceRequest{Serial: sn})
 			return err
 		}, "reason"},
+		{"audit/negative-page-size", func() error {
+			_, err := e.audit.QueryEvents(e.as(t, server.RoleAuditor), &hotlinev1.QueryEventsRequest{PageSize: -1})
+			return err
+		}, "page_size"},
+		{"list/negative-page-size", func() error {
+			_, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: sn, PageSize: -1})
+			return err
+		}, "page_size"},
+		{"list/bad-page-token", func() error {
+			_, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: sn, PageToken: "xyz"})
+			return err
+		}, "page_token"},
 		{"audit/bad-page-token", func() error {
 			_, err := e.audit.QueryEvents(e.as(t, server.RoleAuditor), &hotlinev1.QueryEventsRequest{PageToken: "xyz"})
 			return err
@@ -658,4 +677,167 @@ func TestAuditQueryPages(t *testing.T) {
 		_, err = e.audit.QueryEvents(auditor, r)
 		wantCode(t, err, codes.InvalidArgument)
 	})
+	t.Run("clamped/page-size-over-max", func(t *testing.T) {
+		// MaxAuditPage+1 events of one actor, written straight into the log
+		// in one statement.
+		actor := fmt.Sprintf("clamp-%d", subjects.Add(1))
+		if _, err := openStore(t).Pool().Exec(context.Background(), `INSERT INTO audit_events (actor, role, action, outcome)
+			SELECT $1, 'agent', 'device.lookup', 'success' FROM generate_series(1, $2)`, actor, server.MaxAuditPage+1); err != nil {
+			t.Fatal(err)
+		}
+		r := &hotlinev1.QueryEventsRequest{Actor: actor, PageSize: math.MaxInt32}
+		resp, err := e.audit.QueryEvents(auditor, r)
+		if err != nil {
+			t.Fatalf("page_size over the maximum refused: %v", err)
+		}
+		if n := len(resp.GetEvents()); n != server.MaxAuditPage || resp.GetNextPageToken() == "" {
+			t.Fatalf("%d events, next page token %q: want %d and a token", n, resp.GetNextPageToken(), server.MaxAuditPage)
+		}
+		r.PageToken = resp.GetNextPageToken()
+		if resp, err = e.audit.QueryEvents(auditor, r); err != nil || len(resp.GetEvents()) != 1 || resp.GetNextPageToken() != "" {
+			t.Fatalf("last page: %d events, token %q, %v", len(resp.GetEvents()), resp.GetNextPageToken(), err)
+		}
+	})
+}
+
+func TestListIssuancesPages(t *testing.T) {
+	e := start(t, func(s *server.Service) {
+		s.Limits.PerDevice, s.Limits.PerAgent = server.MaxIssuancesPage+1, server.MaxIssuancesPage+10
+	})
+	agent := e.as(t, server.RoleAgent)
+	issue := func(t *testing.T, sn string, n int) {
+		t.Helper()
+		for range n {
+			if _, err := e.recovery.IssueTemporaryPassword(agent, issueReq(sn)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// list follows the tokens from page_size and token, and returns the
+	// sequences seen and the number of pages.
+	list := func(t *testing.T, sn string, size int32, token string) (seqs []int64, pages int) {
+		t.Helper()
+		for {
+			resp, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: sn, PageSize: size, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, iss := range resp.GetIssuances() {
+				seqs = append(seqs, iss.GetSequence())
+			}
+			if token = resp.GetNextPageToken(); token == "" {
+				return seqs, pages
+			}
+		}
+	}
+	sn := e.register(t, 0)
+	issue(t, sn, 5)
+
+	t.Run("pages/follow-token-to-the-end", func(t *testing.T) {
+		seqs, pages := list(t, sn, 2, "")
+		if !slices.Equal(seqs, []int64{5, 4, 3, 2, 1}) || pages != 3 {
+			t.Fatalf("sequences %v in %d pages, want 5..1 in 3", seqs, pages)
+		}
+	})
+	t.Run("pages/exact-fit-has-no-token", func(t *testing.T) {
+		if seqs, pages := list(t, sn, 5, ""); len(seqs) != 5 || pages != 1 {
+			t.Fatalf("sequences %v in %d pages, want 5 in 1", seqs, pages)
+		}
+	})
+	t.Run("pages/default-size", func(t *testing.T) {
+		if seqs, pages := list(t, sn, 0, ""); len(seqs) != 5 || pages != 1 {
+			t.Fatalf("sequences %v in %d pages, want 5 in 1 (default %d)", seqs, pages, server.DefaultIssuancesPage)
+		}
+	})
+	first, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: sn, PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page %v, %v", first, err)
+	}
+	t.Run("pages/token-is-opaque-base64url", func(t *testing.T) {
+		if _, err := base64.RawURLEncoding.DecodeString(first.GetNextPageToken()); err != nil {
+			t.Fatalf("token %q: %v", first.GetNextPageToken(), err)
+		}
+	})
+	t.Run("pages/token-with-the-serial-in-lower-case", func(t *testing.T) {
+		if seqs, _ := list(t, strings.ToLower(sn), 2, first.GetNextPageToken()); !slices.Equal(seqs, []int64{3, 2, 1}) {
+			t.Fatalf("sequences %v, want 3, 2, 1", seqs)
+		}
+	})
+
+	refused := []struct {
+		name, serial, token string
+	}{
+		{"refused/token-for-another-serial", e.register(t, 0), first.GetNextPageToken()},
+		{"refused/forged-token", sn, "forged"},
+		{"refused/token-of-another-version", sn, base64.RawURLEncoding.EncodeToString(
+			fmt.Appendf(nil, `{"v":2,"s":%q,"q":3}`, sn))},
+		{"refused/token-without-sequence", sn, base64.RawURLEncoding.EncodeToString(
+			fmt.Appendf(nil, `{"v":1,"s":%q}`, sn))},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: tt.serial, PageToken: tt.token})
+			st := wantCode(t, err, codes.InvalidArgument)
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.FieldViolations) > 0 && br.FieldViolations[0].Field == "page_token" {
+					return
+				}
+			}
+			t.Errorf("no BadRequest naming page_token: %v", st.Details())
+		})
+	}
+
+	t.Run("clamped/page-size-over-max", func(t *testing.T) {
+		big := e.register(t, 0)
+		issue(t, big, server.MaxIssuancesPage+1)
+		for _, size := range []int32{server.MaxIssuancesPage + 1, math.MaxInt32} {
+			resp, err := e.recovery.ListIssuances(agent, &hotlinev1.ListIssuancesRequest{Serial: big, PageSize: size})
+			if err != nil {
+				t.Fatalf("page_size %d refused: %v", size, err)
+			}
+			if n := len(resp.GetIssuances()); n != server.MaxIssuancesPage || resp.GetNextPageToken() == "" {
+				t.Fatalf("page_size %d: %d issuances, token %q; want %d and a token", size, n, resp.GetNextPageToken(), server.MaxIssuancesPage)
+			}
+		}
+		if seqs, pages := list(t, big, math.MaxInt32, ""); len(seqs) != server.MaxIssuancesPage+1 || pages != 2 || seqs[len(seqs)-1] != 1 {
+			t.Fatalf("%d issuances in %d pages, want %d in 2", len(seqs), pages, server.MaxIssuancesPage+1)
+		}
+	})
+}
+
+// TestPageSizesMatchProto: the numbers the proto comments give a client
+// are the service's constants.
+func TestPageSizesMatchProto(t *testing.T) {
+	for _, tt := range []struct {
+		file, message string
+		def, max      int
+	}{
+		{"recovery.proto", "ListIssuancesRequest", server.DefaultIssuancesPage, server.MaxIssuancesPage},
+		{"audit.proto", "QueryEventsRequest", server.DefaultAuditPage, server.MaxAuditPage},
+	} {
+		t.Run(tt.message, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("..", "..", "proto", "hotline", "v1", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The comment lines just above the message's page_size field.
+			m := regexp.MustCompile(`(?s)\nmessage ` + tt.message + ` \{\n(.*?)\n\}`).FindSubmatch(b)
+			if m == nil {
+				t.Fatalf("no message %s in %s", tt.message, tt.file)
+			}
+			f := regexp.MustCompile(`((?:\n *//[^\n]*)+)\n *int32 page_size = `).FindSubmatch(append([]byte("\n"), m[1]...))
+			if f == nil {
+				t.Fatalf("%s: no commented page_size field", tt.message)
+			}
+			comment := regexp.MustCompile(`\s*//\s*`).ReplaceAllString(string(f[1]), " ")
+			n := regexp.MustCompile(`default (\d+), at most (\d+), larger values are clamped`).FindStringSubmatch(comment)
+			if n == nil {
+				t.Fatalf("%s.page_size comment %q: expected \"default N, at most M, larger values are clamped\"", tt.message, comment)
+			}
+			if n[1] != strconv.Itoa(tt.def) || n[2] != strconv.Itoa(tt.max) {
+				t.Errorf("%s.page_size comment says default %s, at most %s; the service's constants are %d and %d", tt.message, n[1], n[2], tt.def, tt.max)
+			}
+		})
+	}
 }

@@ -145,12 +145,15 @@ func (s recoveryServer) ListIssuances(ctx context.Context, r *hotlinev1.ListIssu
 	if err != nil {
 		return nil, err
 	}
-	list, err := s.svc.Issuances(ctx, a, r.GetSerial(), int(r.GetPageSize()))
+	page, err := s.svc.Issuances(ctx, a, r.GetSerial(), int(r.GetPageSize()), r.GetPageToken())
 	if err != nil {
 		return nil, s.fail(ctx, "ListIssuances", err)
 	}
-	resp := &hotlinev1.ListIssuancesResponse{Issuances: make([]*hotlinev1.Issuance, len(list))}
-	for i, iss := range list {
+	resp := &hotlinev1.ListIssuancesResponse{
+		Issuances:     make([]*hotlinev1.Issuance, len(page.Issuances)),
+		NextPageToken: page.NextPageToken,
+	}
+	for i, iss := range page.Issuances {
 		resp.Issuances[i] = issuanceToProto(iss)
 	}
 	return resp, nil

@@ -58,12 +58,6 @@ func (db *DB) Audit(ctx context.Context, e server.AuditEvent) error {
 	return translate(err, "recording an audit event")
 }
 
-// The page sizes of QueryAudit.
-const (
-	defaultAuditLimit = 100
-	maxAuditLimit     = 1000
-)
-
 // eventColumns are the columns of audit_events that server.AuditEvent
 // holds; auditColumns reads them with NULL as "" (page is any relation
 // with these columns).
@@ -115,7 +109,8 @@ func auditWhere(f server.AuditFilter) (where string, args []any, note []string) 
 }
 
 // QueryAudit returns the events matching f, newest first by (time, id),
-// one page of f.Limit. The next page is the events after the last one
+// one page of f.Limit (0 means server.DefaultAuditPage; the service
+// clamps it to server.MaxAuditPage, plus one). The next page is the events after the last one
 // returned (f.AfterTime, f.AfterID).
 //
 // The page and the audit event that records the query (ActionAuditQuery,
@@ -134,10 +129,7 @@ func auditWhere(f server.AuditFilter) (where string, args []any, note []string) 
 func (db *DB) QueryAudit(ctx context.Context, a server.Actor, f server.AuditFilter) ([]server.AuditEvent, error) {
 	limit := f.Limit
 	if limit <= 0 {
-		limit = defaultAuditLimit
-	}
-	if limit > maxAuditLimit {
-		limit = maxAuditLimit
+		limit = server.DefaultAuditPage // the service bounds the rest
 	}
 	where, args, note := auditWhere(f)
 	e := event(a, server.ActionAuditQuery, server.OutcomeSuccess, "")

@@ -102,7 +102,7 @@ func TestConcurrentIssue(t *testing.T) {
 		if !slices.Equal(seqs, []int64{1, 2, 3}) {
 			t.Errorf("%s: sequences %v, want [1 2 3]", s, seqs)
 		}
-		stored, err := dbs[1].Issuances(ctx, auditor, s, 100)
+		stored, err := dbs[1].Issuances(ctx, auditor, s, 0, 100)
 		if err != nil || len(stored) != 3 {
 			t.Fatalf("%s: %d stored issuances, %v", s, len(stored), err)
 		}

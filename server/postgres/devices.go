@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"math"
 	"strings"
 	"time"
 
@@ -276,12 +277,6 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 	return refusal
 }
 
-// The page sizes of Issuances.
-const (
-	defaultIssuanceLimit = 50
-	maxIssuanceLimit     = 500
-)
-
 // issuanceColumns are what scanIssuance reads.
 const issuanceColumns = `id::text, request_id, serial, sequence, key_generation, signing_kid,
 	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason`
@@ -299,15 +294,18 @@ func scanIssuance(row pgx.Row) (server.Issuance, error) {
 	return iss, err
 }
 
-// Issuances lists the device's issuances, newest first, at most limit
-// (default 50, at most 500). Audited as ActionListIssuances; an unknown
-// device is ENotFound.
-func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, limit int) ([]server.Issuance, error) {
+// Issuances lists the device's issuances, newest first by sequence (unique
+// per device), at most limit (0 means server.DefaultIssuancesPage; the
+// service clamps it to server.MaxIssuancesPage, plus one), those with a
+// sequence below before when before is not 0: the keyset cursor of the
+// next page. Audited as ActionListIssuances; an unknown device is
+// ENotFound.
+func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, before int64, limit int) ([]server.Issuance, error) {
 	if limit <= 0 {
-		limit = defaultIssuanceLimit
+		limit = server.DefaultIssuancesPage
 	}
-	if limit > maxIssuanceLimit {
-		limit = maxIssuanceLimit
+	if before <= 0 {
+		before = math.MaxInt64
 	}
 	var (
 		out     []server.Issuance
@@ -324,8 +322,8 @@ func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, limit int
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
-		rows, err := tx.Query(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE serial = $1
-			ORDER BY sequence DESC LIMIT $2`, s, limit)
+		rows, err := tx.Query(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE serial = $1 AND sequence < $2
+			ORDER BY sequence DESC LIMIT $3`, s, before, limit)
 		if err != nil {
 			return err
 		}

@@ -51,7 +51,7 @@ func TestIssue(t *testing.T) {
 		if iss.IssuedAt.Nanosecond()%1000 != 0 || !iss.ExpiresAt.Equal(voicecode.ExpiresAt(iss.IssuedAt)) {
 			t.Errorf("IssuedAt %v, ExpiresAt %v", iss.IssuedAt, iss.ExpiresAt)
 		}
-		list, err := db.Issuances(ctx, a, s, 10)
+		list, err := db.Issuances(ctx, a, s, 0, 10)
 		if err != nil || len(list) != 1 || list[0] != iss {
 			t.Errorf("stored %+v, %v; returned %+v", list, err, iss)
 		}
@@ -168,7 +168,7 @@ func TestIssue(t *testing.T) {
 				t.Errorf("event %+v", ev)
 			}
 		}
-		if list, _ := db.Issuances(ctx, supervisor, s, 10); len(list) != 0 {
+		if list, _ := db.Issuances(ctx, supervisor, s, 0, 10); len(list) != 0 {
 			t.Errorf("issuances on hold: %+v", list)
 		}
 	})
@@ -337,7 +337,7 @@ func TestIssue(t *testing.T) {
 		})
 		wantCode(t, err, server.EInternal)
 		// Nothing of the failed act was committed.
-		list, _ := db.Issuances(ctx, supervisor, s, 10)
+		list, _ := db.Issuances(ctx, supervisor, s, 0, 10)
 		var last int64
 		owner.QueryRow(ctx, `SELECT last_sequence FROM devices WHERE serial = $1`, s).Scan(&last)
 		if len(list) != 0 || last != 0 {

@@ -333,7 +333,7 @@ func TestIssuances(t *testing.T) {
 		ids = append(ids, iss.ID)
 	}
 	t.Run("success/newest-first", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, s, 0)
+		got, err := db.Issuances(ctx, a, s, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,19 +345,54 @@ func TestIssuances(t *testing.T) {
 		}
 	})
 	t.Run("success/limited", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, s, 1)
+		got, err := db.Issuances(ctx, a, s, 0, 1)
 		if err != nil || len(got) != 1 || got[0].ID != ids[2] {
 			t.Fatalf("Issuances(limit 1) = %+v, %v", got, err)
 		}
 	})
+	// The keyset cursor: the service's page token carries the last
+	// sequence of a page, and the next page is the issuances below it.
+	t.Run("pages/follow-keyset-to-the-end", func(t *testing.T) {
+		var got []string
+		before := int64(0)
+		for range len(ids) + 1 {
+			page, err := db.Issuances(ctx, a, s, before, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			got = append(got, page[0].ID)
+			before = page[0].Sequence
+		}
+		if !slices.Equal(got, []string{ids[2], ids[1], ids[0]}) {
+			t.Fatalf("pages = %v, want %v reversed", got, ids)
+		}
+	})
+	t.Run("pages/before-a-sequence-lists-only-older", func(t *testing.T) {
+		got, err := db.Issuances(ctx, a, s, 3, 10)
+		if err != nil || len(got) != 2 || got[0].Sequence != 2 || got[1].Sequence != 1 {
+			t.Fatalf("Issuances(before 3) = %+v, %v", got, err)
+		}
+	})
+	t.Run("pages/before-the-first-is-empty", func(t *testing.T) {
+		got, err := db.Issuances(ctx, a, s, 1, 10)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("Issuances(before 1) = %+v, %v", got, err)
+		}
+		if ev := lastEvent(t, db, s); ev.Action != server.ActionListIssuances || ev.Outcome != server.OutcomeSuccess {
+			t.Errorf("an empty page is not audited: event %+v", ev)
+		}
+	})
 	t.Run("success/none-yet", func(t *testing.T) {
-		got, err := db.Issuances(ctx, a, registerDevice(t, db, ""), 10)
+		got, err := db.Issuances(ctx, a, registerDevice(t, db, ""), 0, 10)
 		if err != nil || len(got) != 0 {
 			t.Fatalf("Issuances = %+v, %v", got, err)
 		}
 	})
 	t.Run("not-found/unknown-serial", func(t *testing.T) {
-		_, err := db.Issuances(ctx, a, "ZZZZZZ#2020-01-01#1#LISTLISTLIST", 10)
+		_, err := db.Issuances(ctx, a, "ZZZZZZ#2020-01-01#1#LISTLISTLIST", 0, 10)
 		wantCode(t, err, server.ENotFound)
 	})
 }

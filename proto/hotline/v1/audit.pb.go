@@ -188,22 +188,25 @@ func (x *AuditEvent) GetDetail() string {
 // QueryEventsRequest filters the log; empty fields match everything.
 type QueryEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Canonical serial (or anything LookupDevice accepts as a full serial).
+	// Optional. Canonical serial (or anything LookupDevice accepts as a full
+	// serial).
 	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
-	// Actor (staff token subject).
+	// Optional. Actor (staff token subject).
 	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	// Action, e.g. "recovery.issue".
+	// Optional. Action, e.g. "recovery.issue".
 	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	// Outcome; OUTCOME_UNSPECIFIED matches both.
+	// Optional; OUTCOME_UNSPECIFIED matches both.
 	Outcome Outcome `protobuf:"varint,4,opt,name=outcome,proto3,enum=hotline.v1.Outcome" json:"outcome,omitempty"`
-	// Inclusive lower bound of the event time.
+	// Optional. Inclusive lower bound of the event time.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// Exclusive upper bound of the event time.
+	// Optional. Exclusive upper bound of the event time.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
-	// Most events per page (default 100, at most 500).
+	// Optional; most events per page: default 100, at most 1000, larger
+	// values are clamped; negative is INVALID_ARGUMENT.
 	PageSize int32 `protobuf:"varint,7,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// Opaque token from a previous response's next_page_token; the other
-	// fields must be unchanged.
+	// Optional; opaque token from a previous response's next_page_token; the
+	// other fields must be unchanged (else INVALID_ARGUMENT). Empty starts at
+	// the newest event.
 	PageToken     string `protobuf:"bytes,8,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

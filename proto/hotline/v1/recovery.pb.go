@@ -397,13 +397,18 @@ func (x *Issuance) GetOverrideReason() string {
 	return ""
 }
 
-// ListIssuancesRequest selects one device's issuances.
+// ListIssuancesRequest selects one page of one device's issuances.
 type ListIssuancesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Full serial, device id or QR payload.
+	// Required. Full serial, device id or QR payload.
 	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
-	// Most issuances to return (default 20, at most 200).
-	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Optional; most issuances per page: default 20, at most 200, larger
+	// values are clamped; negative is INVALID_ARGUMENT.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Optional; a next_page_token from a previous response for the same
+	// device, unchanged (opaque). One from another device's list is
+	// INVALID_ARGUMENT. Empty starts at the newest issuance.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,11 +457,20 @@ func (x *ListIssuancesRequest) GetPageSize() int32 {
 	return 0
 }
 
-// ListIssuancesResponse lists issuances, newest first.
+func (x *ListIssuancesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListIssuancesResponse is one page of issuances, newest first.
 type ListIssuancesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The issuances, without codes.
-	Issuances     []*Issuance `protobuf:"bytes,1,rep,name=issuances,proto3" json:"issuances,omitempty"`
+	Issuances []*Issuance `protobuf:"bytes,1,rep,name=issuances,proto3" json:"issuances,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -496,6 +510,13 @@ func (x *ListIssuancesResponse) GetIssuances() []*Issuance {
 		return x.Issuances
 	}
 	return nil
+}
+
+func (x *ListIssuancesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 var File_hotline_v1_recovery_proto protoreflect.FileDescriptor
@@ -544,12 +565,15 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\x06ticket\x18\v \x01(\tR\x06ticket\x12O\n" +
 	"\x13verification_method\x18\f \x01(\x0e2\x1e.hotline.v1.VerificationMethodR\x12verificationMethod\x12+\n" +
 	"\x11verification_note\x18\r \x01(\tR\x10verificationNote\x12'\n" +
-	"\x0foverride_reason\x18\x0e \x01(\tR\x0eoverrideReason\"K\n" +
+	"\x0foverride_reason\x18\x0e \x01(\tR\x0eoverrideReason\"j\n" +
 	"\x14ListIssuancesRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
-	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"K\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"s\n" +
 	"\x15ListIssuancesResponse\x122\n" +
-	"\tissuances\x18\x01 \x03(\v2\x14.hotline.v1.IssuanceR\tissuances2\xd8\x01\n" +
+	"\tissuances\x18\x01 \x03(\v2\x14.hotline.v1.IssuanceR\tissuances\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xd8\x01\n" +
 	"\x0fRecoveryService\x12o\n" +
 	"\x16IssueTemporaryPassword\x12).hotline.v1.IssueTemporaryPasswordRequest\x1a*.hotline.v1.IssueTemporaryPasswordResponse\x12T\n" +
 	"\rListIssuances\x12 .hotline.v1.ListIssuancesRequest\x1a!.hotline.v1.ListIssuancesResponseB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"

@@ -36,7 +36,8 @@ type RecoveryServiceClient interface {
 	// FAILED_PRECONDITION.
 	IssueTemporaryPassword(ctx context.Context, in *IssueTemporaryPasswordRequest, opts ...grpc.CallOption) (*IssueTemporaryPasswordResponse, error)
 	// ListIssuances lists a device's issuances, newest first, without codes
-	// (roles agent, supervisor).
+	// (roles agent, supervisor), one page at a time: follow next_page_token
+	// for the rest.
 	ListIssuances(ctx context.Context, in *ListIssuancesRequest, opts ...grpc.CallOption) (*ListIssuancesResponse, error)
 }
 
@@ -81,7 +82,8 @@ type RecoveryServiceServer interface {
 	// FAILED_PRECONDITION.
 	IssueTemporaryPassword(context.Context, *IssueTemporaryPasswordRequest) (*IssueTemporaryPasswordResponse, error)
 	// ListIssuances lists a device's issuances, newest first, without codes
-	// (roles agent, supervisor).
+	// (roles agent, supervisor), one page at a time: follow next_page_token
+	// for the rest.
 	ListIssuances(context.Context, *ListIssuancesRequest) (*ListIssuancesResponse, error)
 	mustEmbedUnimplementedRecoveryServiceServer()
 }
