@@ -28,7 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dvrhotline/hotline/cmd/internal/cli"
-	grpcserver "github.com/dvrhotline/hotline/server/grpc"
+	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
 )
 
 // Exit statuses. Scripts may rely on them: append only.
@@ -242,7 +242,7 @@ func (a *App) dial(c common) (*grpc.ClientConn, error) {
 			return nil, fmt.Errorf("--ca-file %s: no PEM certificates in it", c.caFile)
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
-	case grpcserver.IsLoopback(c.addr):
+	case netaddr.IsLoopback(c.addr):
 		creds = insecure.NewCredentials()
 	default:
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
