@@ -139,7 +139,7 @@ func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, d
 		if nerr != nil {
 			return server.Device{}, nerr
 		}
-		return server.Device{}, &server.Error{Code: server.ENotFound, Field: "serial",
+		return server.Device{}, &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound, Field: "serial",
 			Message: "no device is registered under " + clip(key), NearMatches: near, Err: err}
 	}
 	if err != nil {
@@ -200,7 +200,7 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s, claimed string)
 		err := tx.QueryRow(ctx, `SELECT owner_contact FROM devices WHERE serial = $1`, s).Scan(&registered)
 		switch {
 		case err == pgx.ErrNoRows:
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = deviceNotFound(s)
 			e.Detail = "not_found"
 		case err != nil:
 			return err
@@ -249,7 +249,7 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 		var held bool
 		err := tx.QueryRow(ctx, `SELECT hold_reason IS NOT NULL FROM devices WHERE serial = $1 FOR UPDATE`, s).Scan(&held)
 		if err == pgx.ErrNoRows {
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = deviceNotFound(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
@@ -329,7 +329,7 @@ func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, limit int
 			return err
 		}
 		if !exists {
-			refusal = server.Errorf(server.ENotFound, "no device is registered under %s", clip(s))
+			refusal = deviceNotFound(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
@@ -368,3 +368,10 @@ func nullTime(t time.Time) *time.Time {
 
 // pgDate is t's calendar date, independent of t's location.
 func pgDate(t time.Time) string { return t.Format("2006-01-02") }
+
+// deviceNotFound is the refusal of an act on a serial no device is
+// registered under.
+func deviceNotFound(s string) *server.Error {
+	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound,
+		Message: "no device is registered under " + clip(s)}
+}

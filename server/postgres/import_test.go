@@ -284,9 +284,21 @@ func TestImportBatchRetry(t *testing.T) {
 		t.Fatalf("finish: %s, %v", tot.Summary(), err)
 	}
 	_, err = db.ImportBatch(ctx, provisioner, id, server.ImportBatch{Seq: 2, Rows: rows})
-	wantCode(t, err, server.EPrecondition)
+	wantReason(t, wantCode(t, err, server.EPrecondition), server.ReasonImportFinished)
 	_, err = db.FinishImport(ctx, provisioner, id, strings.Repeat("ab", 32))
-	wantCode(t, err, server.EPrecondition)
+	wantReason(t, wantCode(t, err, server.EPrecondition), server.ReasonImportFinished)
+}
+
+func TestFinishImportOfAnothersImportIsRefused(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	id, err := db.BeginImport(ctx, provisioner, server.ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := server.Actor{Subject: provisioner.Subject + "-other", Role: server.RoleProvisioner}
+	_, err = db.FinishImport(ctx, other, id, strings.Repeat("ab", 32))
+	wantReason(t, wantCode(t, err, server.EPermission), server.ReasonImportNotYours)
 }
 
 // The kill test's child: set, the test binary imports the file into the
