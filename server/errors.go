@@ -35,8 +35,12 @@ const (
 // Reason is the specific, machine-readable cause of an Error, sent to
 // clients as google.rpc.ErrorInfo.reason (domain "hotline.v1") so that they
 // choose what to do without reading the message. The values cross the wire
-// and are listed in proto/hotline/v1/common.proto: append only, never
-// reuse or rename one.
+// and are listed in proto/hotline/v1/common.proto as enum ErrorReason, in
+// the same order: ReasonDeviceOnHold is ERROR_REASON_DEVICE_ON_HOLD there.
+// On the wire the reason is the enum value's name without the
+// "ERROR_REASON_" prefix (UPPER_SNAKE_CASE, as AIP-193 wants), which is
+// exactly the Reason's value: "DEVICE_ON_HOLD". Append only, never reuse
+// or rename one; a test in server/grpc checks both lists.
 type Reason string
 
 // The reasons. An Error without one gets its Code's default (DefaultReason).
@@ -129,9 +133,17 @@ type Error struct {
 	Field string
 	// NearMatches lists similar serials (ENotFound on a lookup).
 	NearMatches []string
+	// Roles lists the roles that may perform the act (EPermission,
+	// ReasonRoleNotAllowed).
+	Roles []Role
 	// Limit names the exhausted limit (ELimit), e.g. "per-device".
 	Limit string
-	// RetryAfter is when trying again may succeed (ELimit, EUnavailable).
+	// Count and Max are the limit's use and its maximum, and Window the
+	// period it counts over (ELimit); zero when not known.
+	Count, Max int
+	Window     time.Duration
+	// RetryAfter is when trying again may succeed (ELimit, EUnavailable,
+	// an audit log with nothing sealed yet).
 	RetryAfter time.Time
 	// Err is the underlying cause, logged but never shown.
 	Err error

@@ -4,41 +4,11 @@ package server
 //
 // # File formats
 //
-// An import file is CSV or JSON lines, UTF-8 (a leading byte-order mark is
-// ignored). Each row names one device:
-//
-//	column           required  meaning
-//	serial           yes       the serial as printed, e.g. JZ6OES#2017-08-01#3#DVR1101134C08011
-//	                           (sloppy case and spaces are canonicalised)
-//	model            yes       a model of the catalogue, e.g. WBXHD082S2T
-//	firmware         yes       the firmware version flashed, 1 to 64 printable characters, e.g. V3.1.0
-//	owner_contact    yes       the owner's e-mail or phone number (ValidContact); the column
-//	                           must be there, a value may be empty: "no owner registered yet"
-//	production_date  no        YYYY-MM-DD; when given it must be the serial's own date
-//
-// CSV (RFC 4180, encoding/csv): the first record is a header naming the
-// columns, in any order, case-insensitively. A column the import does not
-// know is refused (a typo such as "owner_contcat" would otherwise drop
-// data silently). Blank lines are skipped; there are no comment lines
-// (serials contain '#'). A row's line number is the line its record starts
-// on, counting the header as line 1.
-//
-//	serial,model,firmware,owner_contact,production_date
-//	JZ6OES#2017-08-01#3#DVR1101134C08011,WBXHD082S2T,V3.1.0,jane@example.com,2017-08-01
-//	JZ6OES#2017-08-01#3#DVR1101134C08012,WBXHD041S,V3.1.0,+44 7700 900789,
-//
-// JSON lines: one JSON object per line with the same keys (strings;
-// production_date may be omitted or empty); an unknown key is refused for
-// that line. Blank lines are skipped. A row's line number is its physical
-// line.
-//
-//	{"serial":"JZ6OES#2017-08-01#3#DVR1101134C08011","model":"WBXHD082S2T","firmware":"V3.1.0","owner_contact":"jane@example.com"}
-//
-// A line that cannot be read as a row (a CSV record with the wrong number
-// of fields or a broken quote, a JSON line that is not an object of
-// strings) is one invalid row, reported with its line number; the rest of
-// the file is still imported. Only a file that cannot be read at all (no
-// header, an unknown column, an I/O error) stops the import.
+// An import file is CSV or JSON lines, read by importfile.Parse; its
+// package comment (proto/hotline/importfile) documents the columns, the
+// line numbers and what makes a row malformed rather than the file
+// unreadable. The client (hotlinectl) reads the file with the same code and
+// streams the rows.
 //
 // # What an import does
 //
@@ -58,38 +28,17 @@ package server
 // so an import cut off before it finishes leaves no unaudited change.
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
-	"strings"
-	"unicode/utf8"
-)
 
-// ImportRow is one row of an import file, as read (not yet validated).
-type ImportRow struct {
-	// Line is the row's line number in the file (1-based).
-	Line int
-	// Serial, Model, Firmware and OwnerContact are the row's columns.
-	Serial       string
-	Model        string
-	Firmware     string
-	OwnerContact string
-	// ProductionDate is the optional production_date column, YYYY-MM-DD or
-	// empty.
-	ProductionDate string
-	// Malformed is set by ParseImportFile when the line could not be read
-	// as a row; ValidateImportRow reports it as the row's reason.
-	Malformed string
-}
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
+)
 
 // RowErrorKind says why a row was not imported. Stored in reports and
 // shown by clients: append only.
@@ -267,7 +216,7 @@ type ImportStore interface {
 // ValidateImportRow checks r by ValidDevice and returns the device to
 // register (KeyGeneration left zero), or a RowError of kind RowInvalid
 // whose reason names the field.
-func ValidateImportRow(r ImportRow, models map[string]bool) (Device, *RowError) {
+func ValidateImportRow(r importfile.Row, models map[string]bool) (Device, *RowError) {
 	if r.Malformed != "" {
 		return Device{}, &RowError{Line: r.Line, Serial: clip(r.Serial, 80), Kind: RowInvalid, Reason: r.Malformed}
 	}
@@ -279,202 +228,11 @@ func ValidateImportRow(r ImportRow, models map[string]bool) (Device, *RowError) 
 	return d, nil
 }
 
-// The import file formats ParseImportFile reads.
-const (
-	FormatCSV        = "csv"
-	FormatJSONLines  = "jsonl"
-	importColumnsMsg = "serial, model, firmware, owner_contact and optionally production_date"
-)
-
-var (
-	importRequired = []string{"serial", "model", "firmware", "owner_contact"}
-	importKnown    = map[string]bool{"serial": true, "model": true, "firmware": true, "owner_contact": true, "production_date": true}
-)
-
-// ParseImportFile reads an import file (see the package's "File formats")
-// and calls fn with each row in file order, with exact line numbers.
-// format is FormatCSV, FormatJSONLines, or "" to tell from the first
-// non-blank byte ('{' is JSON lines). An fn error stops the reading and is
-// returned as is; a file that cannot be read as an import is EInvalid
-// (field "file").
-func ParseImportFile(r io.Reader, format string, fn func(ImportRow) error) error {
-	br := bufio.NewReaderSize(r, 256<<10)
-	if b, err := br.Peek(3); err == nil && bytes.Equal(b, []byte("\xef\xbb\xbf")) {
-		br.Discard(3)
-	}
-	if format == "" {
-		format = sniffFormat(br)
-	}
-	switch format {
-	case FormatCSV:
-		return parseCSV(br, fn)
-	case FormatJSONLines, "json", "ndjson":
-		return parseJSONLines(br, fn)
-	}
-	return Invalid("format", "unknown import format %q; expected %q or %q", format, FormatCSV, FormatJSONLines)
-}
-
-func sniffFormat(br *bufio.Reader) string {
-	for n := 1; n <= 4096; n++ {
-		b, _ := br.Peek(n)
-		if len(b) < n {
-			break
-		}
-		switch b[n-1] {
-		case ' ', '\t', '\r', '\n':
-			continue
-		case '{':
-			return FormatJSONLines
-		}
-		return FormatCSV
-	}
-	return FormatCSV
-}
-
-func parseCSV(r io.Reader, fn func(ImportRow) error) error {
-	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = -1
-	cr.ReuseRecord = true
-	header, err := cr.Read()
-	if err == io.EOF {
-		return Invalid("file", "the CSV file is empty; expected a header line naming the columns %s", importColumnsMsg)
-	}
-	if err != nil {
-		return Invalid("file", "reading the CSV header: %v", err)
-	}
-	col := map[string]int{}
-	for i, h := range header {
-		h = strings.ToLower(strings.TrimSpace(h))
-		if !importKnown[h] {
-			line, _ := cr.FieldPos(i)
-			return Invalid("file", "line %d: unknown column %q; expected the columns %s", line, clip(h, 40), importColumnsMsg)
-		}
-		if _, dup := col[h]; dup {
-			return Invalid("file", "line 1: column %q appears twice", h)
-		}
-		col[h] = i
-	}
-	for _, h := range importRequired {
-		if _, ok := col[h]; !ok {
-			return Invalid("file", "line 1: the header has no %q column; expected the columns %s (is the first line a header?)", h, importColumnsMsg)
-		}
-	}
-	pd, hasPD := col["production_date"]
-	for {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			return nil
-		}
-		var row ImportRow
-		if err != nil {
-			var pe *csv.ParseError
-			if !errors.As(err, &pe) {
-				return Invalid("file", "reading the CSV file: %v", err)
-			}
-			row = ImportRow{Line: pe.StartLine, Malformed: "the line is not a CSV record: " + pe.Err.Error()}
-		} else {
-			row.Line, _ = cr.FieldPos(0)
-			if len(rec) != len(header) {
-				row.Malformed = fmt.Sprintf("the record has %d fields, the header %d", len(rec), len(header))
-				if len(rec) > 0 {
-					row.Serial = rec[0]
-				}
-			} else {
-				row.Serial = rec[col["serial"]]
-				row.Model = rec[col["model"]]
-				row.Firmware = rec[col["firmware"]]
-				row.OwnerContact = rec[col["owner_contact"]]
-				if hasPD {
-					row.ProductionDate = rec[pd]
-				}
-			}
-		}
-		if err := fn(row); err != nil {
-			return err
-		}
-	}
-}
-
-// jsonRow is one JSON line; unknown keys are refused.
-type jsonRow struct {
-	Serial         *string `json:"serial"`
-	Model          string  `json:"model"`
-	Firmware       string  `json:"firmware"`
-	OwnerContact   *string `json:"owner_contact"`
-	ProductionDate string  `json:"production_date"`
-}
-
-// maxJSONLine bounds one JSON line; a longer one is a malformed row.
-const maxJSONLine = 64 << 10
-
-func parseJSONLines(br *bufio.Reader, fn func(ImportRow) error) error {
-	var buf []byte
-	for line := 1; ; line++ {
-		buf = buf[:0]
-		long := false
-		var err error
-		for {
-			var chunk []byte
-			chunk, err = br.ReadSlice('\n')
-			if len(buf)+len(chunk) > maxJSONLine {
-				long = true
-			} else {
-				buf = append(buf, chunk...)
-			}
-			if err != bufio.ErrBufferFull {
-				break
-			}
-		}
-		if err != nil && err != io.EOF {
-			return Invalid("file", "reading line %d: %v", line, err)
-		}
-		if err == io.EOF && len(buf) == 0 && !long {
-			return nil
-		}
-		row := ImportRow{Line: line}
-		text := bytes.TrimSpace(buf)
-		switch {
-		case long:
-			row.Malformed = fmt.Sprintf("the line is longer than %d bytes", maxJSONLine)
-		case len(text) == 0:
-			if err == io.EOF {
-				return nil
-			}
-			continue
-		case !utf8.Valid(text):
-			row.Malformed = "the line is not UTF-8"
-		default:
-			var j jsonRow
-			dec := json.NewDecoder(bytes.NewReader(text))
-			dec.DisallowUnknownFields()
-			if derr := dec.Decode(&j); derr != nil {
-				row.Malformed = "the line is not a JSON object of the columns " + importColumnsMsg + ": " + derr.Error()
-			} else if dec.More() {
-				row.Malformed = "the line has more than one JSON value"
-			} else if j.Serial == nil || j.OwnerContact == nil {
-				row.Malformed = `the line lacks "serial" or "owner_contact" (owner_contact may be "")`
-				if j.Serial != nil {
-					row.Serial = *j.Serial
-				}
-			} else {
-				row.Serial, row.Model, row.Firmware, row.OwnerContact, row.ProductionDate =
-					*j.Serial, j.Model, j.Firmware, *j.OwnerContact, j.ProductionDate
-			}
-		}
-		if ferr := fn(row); ferr != nil {
-			return ferr
-		}
-		if err == io.EOF {
-			return nil
-		}
-	}
-}
-
 // ImportSession runs one import: it validates rows, drops duplicates
 // within the file, hands batches to the store (one batch in flight while
 // the next is being validated) and finishes with the summary audit event. The
 // gRPC handler makes one per client stream; the CLI's local tests and the
-// benchmark feed it ParseImportFile's rows. Not safe for concurrent use.
+// benchmark feed it importfile.Parse's rows. Not safe for concurrent use.
 type ImportSession struct {
 	ctx    context.Context
 	store  ImportStore
@@ -526,7 +284,7 @@ func (s *ImportSession) ID() string { return s.id }
 // caller goes on. It returns the error of a batch that failed (the import
 // must stop: the batches before it are committed, it and those after it
 // are not).
-func (s *ImportSession) Add(r ImportRow) error {
+func (s *ImportSession) Add(r importfile.Row) error {
 	if s.err != nil {
 		return s.err
 	}
@@ -608,7 +366,7 @@ func (s *ImportSession) Finish(sha256 string) (ImportReport, error) {
 	return out, nil
 }
 
-// ImportFile imports the file r (format as in ParseImportFile) into st as
+// ImportFile imports the file r (format as in importfile.Parse) into st as
 // a, against the model catalogue models: the whole import of one file,
 // hashing it as it is read. A file that cannot be read, or a batch that
 // fails, stops it; the batches committed before stay, and running the same
@@ -619,9 +377,19 @@ func ImportFile(ctx context.Context, st ImportStore, a Actor, models []Model, r 
 		return ImportReport{}, err
 	}
 	h := sha256.New()
-	if err := ParseImportFile(io.TeeReader(r, h), format, sess.Add); err != nil {
+	if err := importfile.Parse(io.TeeReader(r, h), format, sess.Add); err != nil {
 		sess.wait()
-		return sess.report, err
+		return sess.report, fileError(err)
 	}
 	return sess.Finish(hex.EncodeToString(h.Sum(nil)))
+}
+
+// fileError turns importfile.Parse's refusal of a file into EInvalid naming
+// its field ("file", "format"); other errors (a failed batch) pass as is.
+func fileError(err error) error {
+	var fe *importfile.Error
+	if errors.As(err, &fe) {
+		return &Error{Code: EInvalid, Field: fe.Field, Message: fe.Message}
+	}
+	return err
 }

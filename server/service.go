@@ -143,7 +143,7 @@ func (s *Service) allow(ctx context.Context, a Actor, ev AuditEvent) error {
 	for i, r := range roles {
 		names[i] = string(r)
 	}
-	return s.refuse(ctx, a, ev, &Error{Code: EPermission,
+	return s.refuse(ctx, a, ev, &Error{Code: EPermission, Reason: ReasonRoleNotAllowed, Roles: roles,
 		Message: fmt.Sprintf("role %q may not perform %s: it needs the role %s", a.Role, ev.Action, strings.Join(names, " or "))})
 }
 
@@ -205,19 +205,26 @@ func (s *Service) resolve(ctx context.Context, a Actor, field, q string) (string
 	return d.Serial, nil
 }
 
-// withNearMatches adds near matches to a NotFound error that has none.
+// withNearMatches makes the NotFound error of a device lookup for q
+// ReasonDeviceNotFound (a store may leave the reason unset) and adds near
+// matches when it has none. Other errors pass through.
 func (s *Service) withNearMatches(ctx context.Context, q string, err error) error {
 	var e *Error
-	if !errors.As(err, &e) || e.Code != ENotFound || len(e.NearMatches) > 0 {
-		return err
-	}
-	near, nerr := s.Store.NearMatches(ctx, q, nearMatches)
-	if nerr != nil {
-		s.log().WarnContext(ctx, "near matches failed", "err", nerr)
+	if !errors.As(err, &e) || e.Code != ENotFound || (len(e.NearMatches) > 0 && e.Reason != "") {
 		return err
 	}
 	e2 := *e
-	e2.NearMatches = near
+	if e2.Reason == "" {
+		e2.Reason = ReasonDeviceNotFound
+	}
+	if len(e2.NearMatches) == 0 {
+		near, nerr := s.Store.NearMatches(ctx, q, nearMatches)
+		if nerr != nil {
+			s.log().WarnContext(ctx, "near matches failed", "err", nerr)
+		} else {
+			e2.NearMatches = near
+		}
+	}
 	return &e2
 }
 

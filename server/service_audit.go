@@ -26,9 +26,14 @@ const (
 	MaxCheckpointText = 4096
 )
 
+// auditSealRetry is when a client asking for a checkpoint before the
+// first seal is told to try again: a few runs of the sealer (every second
+// by default, hotline-server serve --seal-every).
+const auditSealRetry = 5 * time.Second
+
 // errNoAuditLog is the answer of the verification reads on a service
 // built without an AuditLog.
-var errNoAuditLog = &Error{Code: EPrecondition,
+var errNoAuditLog = &Error{Code: EPrecondition, Reason: ReasonAuditUnavailable,
 	Message: "audit log verification not configured on this server: it was started without the audit key set (server/audit.Log)"}
 
 // QueryAudit returns one page of the audit events matching f, newest first
@@ -127,7 +132,8 @@ func (s *Service) SummarizeAudit(ctx context.Context, a Actor, from, to time.Tim
 
 // AuditCheckpoint returns the newest signed checkpoint of the audit chain
 // (roles auditor, supervisor), for the auditor to keep outside the
-// database. EPrecondition when nothing is sealed yet or no AuditLog is set.
+// database. EPrecondition (ReasonAuditUnavailable) when no AuditLog is
+// set, or nothing is sealed yet (then with RetryAfter).
 func (s *Service) AuditCheckpoint(ctx context.Context, a Actor) (AuditCheckpoint, error) {
 	ev := AuditEvent{Action: ActionAuditCheckpoint}
 	if err := s.allow(ctx, a, ev); err != nil {
@@ -141,8 +147,9 @@ func (s *Service) AuditCheckpoint(ctx context.Context, a Actor) (AuditCheckpoint
 		return AuditCheckpoint{}, asServerError(err, "reading the latest audit checkpoint")
 	}
 	if !ok {
-		return AuditCheckpoint{}, s.refuse(ctx, a, ev, Errorf(EPrecondition,
-			"no audit checkpoint yet: the sealer has not sealed any event (it runs every few seconds in every server); try again shortly"))
+		return AuditCheckpoint{}, s.refuse(ctx, a, ev, &Error{Code: EPrecondition, Reason: ReasonAuditUnavailable,
+			RetryAfter: s.now().Add(auditSealRetry),
+			Message:    "no audit checkpoint yet: the sealer has not sealed any event (it runs every few seconds in every server); try again shortly"})
 	}
 	ev.Detail = fmt.Sprintf("size=%d kid=%s", c.Size, c.KID)
 	if err := s.record(ctx, a, ev); err != nil {

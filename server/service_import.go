@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"strings"
+
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 )
 
 // Bulk import's policy: who may import, and what options are valid. The
@@ -18,8 +20,8 @@ const maxFileNameLen = 255
 type ImportSource struct {
 	// FileName is the file's name; only its base name is kept.
 	FileName string
-	// Format is FormatCSV, FormatJSONLines, or "" when the client told it
-	// from the content.
+	// Format is importfile.FormatCSV, importfile.FormatJSONLines, or ""
+	// when the client told it from the content.
 	Format string
 }
 
@@ -70,9 +72,9 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 		return Invalid("options.batch_size", "options.batch_size %d: expected 1 to %d rows (0 for the default, %d)", opts.BatchSize, MaxImportBatchSize, DefaultImportBatchSize)
 	}
 	switch src.Format {
-	case "", FormatCSV, FormatJSONLines:
+	case "", importfile.FormatCSV, importfile.FormatJSONLines:
 	default:
-		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip(src.Format, 40), FormatCSV, FormatJSONLines)
+		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip(src.Format, 40), importfile.FormatCSV, importfile.FormatJSONLines)
 	}
 	if src.FileName != "" {
 		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil || strings.ContainsAny(src.FileName, "\n\t") {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/audit"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
@@ -164,7 +165,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return errors.New("no keyring: pass --keyring DIR or set HOTLINE_KEYRING (`hotline-server keys init` creates one; --dev creates it for you)")
 	}
 	tlsOn := m.TLSCert != "" || m.TLSKey != ""
-	if !tlsOn && !grpcserver.IsLoopback(m.Listen) && !m.InsecurePlaintext {
+	if !tlsOn && !netaddr.IsLoopback(m.Listen) && !m.InsecurePlaintext {
 		return fmt.Errorf("refusing plaintext gRPC on %s, which is not a loopback address: pass --tls-cert and --tls-key (or --insecure-plaintext behind a TLS-terminating proxy)", m.Listen)
 	}
 

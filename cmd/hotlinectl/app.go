@@ -14,21 +14,17 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dvrhotline/hotline/cmd/internal/cli"
-	grpcserver "github.com/dvrhotline/hotline/server/grpc"
+	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
 )
 
 // Exit statuses. Scripts may rely on them: append only.
@@ -243,7 +239,7 @@ func (a *App) dial(c common) (*grpc.ClientConn, error) {
 			return nil, fmt.Errorf("--ca-file %s: no PEM certificates in it", c.caFile)
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
-	case grpcserver.IsLoopback(c.addr):
+	case netaddr.IsLoopback(c.addr):
 		creds = insecure.NewCredentials()
 	default:
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
@@ -259,131 +255,6 @@ func (c *cmd) ctx() (context.Context, context.CancelFunc) {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
 	}
 	return ctx, cancel
-}
-
-// roleFor is the role a command needs, for the hints.
-func roleFor(name string) string {
-	switch name {
-	case "devices add", "devices import":
-		return "provisioner"
-	case "hold", "release":
-		return "supervisor"
-	case "audit query", "audit export", "audit summary", "audit checkpoint", "audit verify":
-		return "auditor (or supervisor)"
-	}
-	return "agent"
-}
-
-// flagFor maps an API field to the command-line argument that sets it.
-var flagFor = map[string]string{
-	"serial":              "the SERIAL argument",
-	"query":               "the QUERY argument",
-	"claimed_contact":     "the CONTACT argument",
-	"ticket":              "--ticket",
-	"verification_method": "--verified-by",
-	"verification_note":   "--note",
-	"override_reason":     "--override-reason",
-	"request_id":          "--request-id",
-	"model":               "--model",
-	"owner_contact":       "--owner",
-	"firmware":            "--firmware",
-	"key_generation":      "--key-generation",
-	"reason":              "--reason",
-	"page_size":           "--limit",
-	"page_token":          "--page-token",
-	"start_time":          "--since",
-	"end_time":            "--until",
-	"actor":               "--actor",
-	"action":              "--action",
-	"outcome":             "--outcome",
-	"checkpoint":          "--checkpoint",
-	// devices import
-	"options.key_generation": "--key-generation",
-	"options.batch_size":     "--batch",
-	"options.format":         "--format",
-	"options.file_name":      "the FILE argument",
-}
-
-// explain turns an RPC error into what happened and what to do next.
-func (c *cmd) explain(err error) string {
-	var cut importCutOff
-	if errors.As(err, &cut) {
-		out := c.explain(cut.error)
-		if cut.mayHaveCommitted() {
-			out += "\n  the rows sent before the failure may be imported, in whole batches: run the same command again to complete the import (rows already registered count as unchanged)"
-		}
-		return out
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Sprintf("hotlinectl %s: %v", c.name, err) // a local failure: the file, the disk
-	}
-	msg := st.Message()
-	var hint string
-	switch st.Code() {
-	case codes.Unauthenticated:
-		hint = fmt.Sprintf("set HOTLINE_TOKEN (or --token): hotline-server token --subject you --role %s", roleFor(c.name))
-	case codes.PermissionDenied:
-		hint = fmt.Sprintf("this needs a token with the role %s; ask for one, or a colleague who has it", roleFor(c.name))
-		if strings.Contains(msg, "override_reason") {
-			hint = "drop --override-reason, or ask a supervisor to issue"
-		}
-	case codes.InvalidArgument:
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok {
-				for _, v := range br.GetFieldViolations() {
-					if f, ok := flagFor[v.GetField()]; ok {
-						hint = "fix " + f
-					}
-				}
-			}
-		}
-	case codes.NotFound:
-		hint = "check the serial on the label below the QR code, or look it up by the device id alone"
-	case codes.ResourceExhausted:
-		hint = "ask a supervisor to issue with --override-reason"
-		for _, d := range st.Details() {
-			if ri, ok := d.(*errdetails.RetryInfo); ok {
-				hint += fmt.Sprintf(", or retry after %s", time.Now().Add(ri.GetRetryDelay().AsDuration()).Format("15:04 MST"))
-			}
-		}
-	case codes.FailedPrecondition:
-		hint = "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
-		if strings.HasPrefix(c.name, "audit ") {
-			hint = "ask the operator: the server must run with the keyring's audit key (it seals and verifies the log)"
-			if strings.Contains(msg, "no audit checkpoint yet") {
-				hint = "retry in a few seconds"
-			}
-		}
-	case codes.AlreadyExists:
-		hint = "it is already registered: look it up with hotlinectl lookup"
-	case codes.Unavailable:
-		hint = fmt.Sprintf("is hotline-server running at %s? (make run; or set HOTLINE_ADDR); then retry", c.addr)
-		if strings.Contains(msg, "authentication handshake") || strings.Contains(msg, "tls") {
-			hint = "TLS failed: check --ca-file and that the server listens with TLS"
-		}
-	case codes.DeadlineExceeded:
-		hint = "the server did not answer in time: retry (an issue retried with the same --request-id is safe)"
-	case codes.Internal:
-		hint = "the server failed: retry, and report it with the time if it persists"
-	}
-	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, codeWords(st.Code()), msg)
-	if hint != "" {
-		out += "\n  next: " + hint
-	}
-	return out
-}
-
-// codeWords spells a status code in lower-case words: "permission denied".
-func codeWords(code codes.Code) string {
-	var b strings.Builder
-	for i, r := range code.String() {
-		if unicode.IsUpper(r) && i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return b.String()
 }
 
 // printJSON prints m in the API's field names, plus extra fields.

@@ -182,17 +182,6 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 	}
 }
 
-func TestIsLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:7443": true, "localhost:7443": true, "[::1]:7443": true, "127.8.9.10:1": true,
-		"10.0.0.1:7443": false, "hotline.example.com:443": false, "[2001:db8::1]:7443": false,
-	} {
-		if got := grpcserver.IsLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}
-
 func TestParseMethod(t *testing.T) {
 	for in, ok := range map[string]bool{"owner-contact": true, "OWNER_CONTACT_MATCHED": true, "proof-of-purchase": true,
 		"installer_account": true, "Other": true, "receipt": true, "installer": true, "": false, "unspecified": false,

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
-	"github.com/dvrhotline/hotline/server"
 )
 
 // What one ImportDevicesRequest carries at most: the server takes
@@ -85,7 +85,7 @@ func devicesImport(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		prog := c.newProgress(filepath.Base(name), size, &im.rows)
 		h := sha256.New()
-		err = server.ParseImportFile(io.TeeReader(file, io.MultiWriter(h, prog)), f, im.add)
+		err = importfile.Parse(io.TeeReader(file, io.MultiWriter(h, prog)), f, im.add)
 		var resp *hotlinev1.ImportDevicesResponse
 		if err == nil {
 			prog.finish()
@@ -137,22 +137,22 @@ func (e importCutOff) mayHaveCommitted() bool {
 }
 
 // importFormat resolves --format: given, or from the file's extension, or
-// "" for ParseImportFile to tell from the content.
+// "" for importfile.Parse to tell from the content.
 func importFormat(flagValue, name string) (string, error) {
 	switch strings.ToLower(flagValue) {
 	case "csv":
-		return server.FormatCSV, nil
+		return importfile.FormatCSV, nil
 	case "jsonl", "json", "ndjson":
-		return server.FormatJSONLines, nil
+		return importfile.FormatJSONLines, nil
 	case "":
 	default:
 		return "", usagef("--format %q: expected csv or jsonl", flagValue)
 	}
 	switch strings.ToLower(filepath.Ext(name)) {
 	case ".csv":
-		return server.FormatCSV, nil
+		return importfile.FormatCSV, nil
 	case ".jsonl", ".ndjson", ".json":
-		return server.FormatJSONLines, nil
+		return importfile.FormatJSONLines, nil
 	}
 	return "", nil
 }
@@ -170,7 +170,7 @@ type importer struct {
 	rows   int64
 }
 
-func (im *importer) add(r server.ImportRow) error {
+func (im *importer) add(r importfile.Row) error {
 	row := &hotlinev1.ImportRow{Line: int64(r.Line), Serial: clipField(r.Serial), Model: clipField(r.Model),
 		Firmware: clipField(r.Firmware), OwnerContact: clipField(r.OwnerContact),
 		ProductionDate: clipField(r.ProductionDate), Malformed: clipField(r.Malformed)}

@@ -442,8 +442,11 @@ func TestAuditLogNotConfigured(t *testing.T) {
 	if !strings.Contains(st.Message(), "not configured") {
 		t.Errorf("message %q", st.Message())
 	}
+	if ei := wantReason(t, st, server.ReasonAuditUnavailable); ei.GetMetadata()["retry_at"] != "" {
+		t.Errorf("retry_at %q for a server that will never seal", ei.GetMetadata()["retry_at"])
+	}
 	_, err = e.audit.VerifyLog(e.as(t, server.RoleAuditor), &hotlinev1.VerifyLogRequest{})
-	wantCode(t, err, codes.FailedPrecondition)
+	wantReason(t, wantCode(t, err, codes.FailedPrecondition), server.ReasonAuditUnavailable)
 }
 
 func hasField(details []any, field string) bool {

@@ -1,9 +1,11 @@
 package grpcserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,9 +39,12 @@ var codeTable = map[server.Code]codes.Code{
 const internalMessage = "internal error: the server log has the details; try again, and report it if it persists"
 
 // toStatus turns a service error into a gRPC status error: the code from
-// codeTable, the human message, and details a client can act on. Internal
-// errors (and anything that is not a *server.Error) are logged in full and
-// answered with a generic message.
+// codeTable, the human message, and details a client can act on: always a
+// google.rpc.ErrorInfo (domain errorDomain) whose reason is the Error's
+// Reason (see server.Reason for the wire form) and whose metadata carries
+// the facts a client needs (infoMetadata), plus BadRequest, QuotaFailure
+// and RetryInfo where they apply. Internal errors (and anything that is not
+// a *server.Error) are logged in full and answered with a generic message.
 func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
@@ -63,46 +68,92 @@ func toStatus(ctx context.Context, log *slog.Logger, method string, err error) e
 	}
 	if code == codes.Internal {
 		log.ErrorContext(ctx, "internal error", "method", method, "err", err)
-		return status.Error(codes.Internal, internalMessage)
+		return withReason(codes.Internal, internalMessage, server.ReasonInternal)
 	}
 	msg := e.Message
 	if e.Code == server.ENotFound && len(e.NearMatches) > 0 {
 		msg += "; did you mean " + strings.Join(e.NearMatches, " or ") + "?"
 	}
 	st := status.New(code, msg)
-	info := &errdetails.ErrorInfo{Reason: strings.ToUpper(string(e.Code)), Domain: errorDomain}
-	var ds []protoadapt.MessageV1
+	info := &errdetails.ErrorInfo{Reason: string(e.ReasonOf()), Domain: errorDomain, Metadata: infoMetadata(e)}
+	ds := []protoadapt.MessageV1{info}
 	switch e.Code {
 	case server.EInvalid:
-		field := e.Field
-		if field == "" {
-			field = "request"
-		}
-		ds = append(ds, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: e.Message}}})
-		info.Metadata = map[string]string{"field": field}
-	case server.ENotFound:
-		if len(e.NearMatches) > 0 {
-			info.Metadata = map[string]string{"near_matches": strings.Join(e.NearMatches, ",")}
-		}
+		ds = append(ds, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: info.Metadata["field"], Description: e.Message}}})
 	case server.ELimit:
-		subject := e.Limit
-		if subject == "" {
-			subject = "issuance"
-		}
-		ds = append(ds, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: subject, Description: e.Message}}})
-		info.Metadata = map[string]string{"limit": subject}
-	case server.EPermission:
-		if e.Field != "" {
-			info.Metadata = map[string]string{"field": e.Field}
-		}
+		ds = append(ds, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: info.Metadata["limit"], Description: e.Message}}})
 	}
 	if !e.RetryAfter.IsZero() {
 		if d := time.Until(e.RetryAfter); d > 0 {
 			ds = append(ds, &errdetails.RetryInfo{RetryDelay: durationpb.New(d.Round(time.Second))})
 		}
 	}
-	ds = append([]protoadapt.MessageV1{info}, ds...)
 	if withDetails, derr := st.WithDetails(ds...); derr == nil {
+		st = withDetails
+	}
+	return st.Err()
+}
+
+// infoMetadata is the ErrorInfo metadata of e, the keys documented with
+// enum ErrorReason (proto/hotline/v1/common.proto):
+//
+//	field         the request field at fault (always for EInvalid: "request"
+//	              when the Error names none)
+//	near_matches  similar serials, comma-separated (ENotFound)
+//	roles         the roles that may, comma-separated (EPermission)
+//	limit         the exhausted limit (always for ELimit: "issuance" when the
+//	              Error names none); count, max (decimal) and window (a Go
+//	              duration, e.g. "24h0m0s") when the Error carries them
+//	retry_at      when trying again may succeed, RFC 3339 UTC, whenever the
+//	              Error sets RetryAfter (besides RetryInfo, which is relative
+//	              and only sent while the time is ahead)
+func infoMetadata(e *server.Error) map[string]string {
+	md := map[string]string{}
+	if e.Field != "" {
+		md["field"] = e.Field
+	}
+	switch e.Code {
+	case server.EInvalid:
+		if md["field"] == "" {
+			md["field"] = "request"
+		}
+	case server.ENotFound:
+		if len(e.NearMatches) > 0 {
+			md["near_matches"] = strings.Join(e.NearMatches, ",")
+		}
+	case server.EPermission:
+		if len(e.Roles) > 0 {
+			names := make([]string, len(e.Roles))
+			for i, r := range e.Roles {
+				names[i] = string(r)
+			}
+			md["roles"] = strings.Join(names, ",")
+		}
+	case server.ELimit:
+		md["limit"] = cmp.Or(e.Limit, "issuance")
+		if e.Count > 0 || e.Max > 0 {
+			md["count"] = strconv.Itoa(e.Count)
+			md["max"] = strconv.Itoa(e.Max)
+		}
+		if e.Window > 0 {
+			md["window"] = e.Window.String()
+		}
+	}
+	if !e.RetryAfter.IsZero() {
+		md["retry_at"] = e.RetryAfter.UTC().Format(time.RFC3339)
+	}
+	if len(md) == 0 {
+		return nil
+	}
+	return md
+}
+
+// withReason is a status with code, msg and an ErrorInfo of reason alone:
+// for the answers made outside toStatus (the interceptors', internal
+// errors), so that every refusal carries a reason.
+func withReason(code codes.Code, msg string, reason server.Reason) error {
+	st := status.New(code, msg)
+	if withDetails, err := st.WithDetails(&errdetails.ErrorInfo{Reason: string(reason), Domain: errorDomain}); err == nil {
 		st = withDetails
 	}
 	return st.Err()

@@ -201,6 +201,22 @@ func wantCode(t *testing.T, err error, want codes.Code) *status.Status {
 	return st
 }
 
+// wantReason fails unless st carries an ErrorInfo of domain hotline.v1
+// with reason, and returns it.
+func wantReason(t *testing.T, st *status.Status, reason server.Reason) *errdetails.ErrorInfo {
+	t.Helper()
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			if ei.GetDomain() != "hotline.v1" || ei.GetReason() != string(reason) {
+				t.Errorf("ErrorInfo %v, want domain hotline.v1 reason %s", ei, reason)
+			}
+			return ei
+		}
+	}
+	t.Fatalf("status %v has no ErrorInfo, want reason %s", st, reason)
+	return nil
+}
+
 func issueReq(sn string) *hotlinev1.IssueTemporaryPasswordRequest {
 	return &hotlinev1.IssueTemporaryPasswordRequest{
 		RequestId: server.NewUUID(), Serial: sn, Ticket: "T-1001",
@@ -242,7 +258,7 @@ func TestRegisterAndLookup(t *testing.T) {
 	t.Run("refused/already-registered", func(t *testing.T) {
 		_, err := e.devices.RegisterDevice(e.as(t, server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
 			Serial: sn, Model: "WBXHD082S2T", OwnerContact: "x@example.com", Firmware: "V4.0.1"})
-		wantCode(t, err, codes.AlreadyExists)
+		wantReason(t, wantCode(t, err, codes.AlreadyExists), server.ReasonDeviceExists)
 	})
 }
 
@@ -488,6 +504,9 @@ func TestInvalidArgumentAndNotFound(t *testing.T) {
 		if !strings.Contains(st.Message(), sn) {
 			t.Errorf("message %q does not suggest %s", st.Message(), sn)
 		}
+		if ei := wantReason(t, st, server.ReasonDeviceNotFound); !strings.Contains(ei.GetMetadata()["near_matches"], sn) {
+			t.Errorf("near_matches %q lacks %s", ei.GetMetadata()["near_matches"], sn)
+		}
 		_, err = e.recovery.IssueTemporaryPassword(agent, issueReq(typo))
 		wantCode(t, err, codes.NotFound)
 	})
@@ -605,10 +624,16 @@ func TestPermissionDenied(t *testing.T) {
 	for role, names := range denied {
 		for _, name := range names {
 			t.Run(fmt.Sprintf("refused/%s-%s", role, name), func(t *testing.T) {
-				wantCode(t, calls[name](e.as(t, role)), codes.PermissionDenied)
+				wantReason(t, wantCode(t, calls[name](e.as(t, role)), codes.PermissionDenied), server.ReasonRoleNotAllowed)
 			})
 		}
 	}
+	t.Run("refused/role-not-allowed-lists-the-roles-that-may", func(t *testing.T) {
+		st := wantCode(t, calls["hold"](e.as(t, server.RoleAgent)), codes.PermissionDenied)
+		if ei := wantReason(t, st, server.ReasonRoleNotAllowed); ei.GetMetadata()["roles"] != "supervisor" {
+			t.Errorf("roles %q, want supervisor", ei.GetMetadata()["roles"])
+		}
+	})
 	t.Run("refused/agent-override-reason", func(t *testing.T) {
 		r := issueReq(sn)
 		r.OverrideReason = "I am sure"

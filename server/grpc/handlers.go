@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
@@ -25,7 +24,7 @@ type handlers struct {
 func (h *handlers) actor(ctx context.Context) (server.Actor, error) {
 	a, ok := actorFrom(ctx)
 	if !ok {
-		return server.Actor{}, status.Error(codes.Unauthenticated, "no staff token")
+		return server.Actor{}, withReason(codes.Unauthenticated, "no staff token", server.ReasonUnauthenticated)
 	}
 	return a, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
 )
@@ -97,8 +98,8 @@ func (s deviceServer) ImportDevices(stream grpc.ClientStreamingServer[hotlinev1.
 	return stream.SendAndClose(importReportToProto(rep))
 }
 
-func importRowFromProto(r *hotlinev1.ImportRow) server.ImportRow {
-	row := server.ImportRow{
+func importRowFromProto(r *hotlinev1.ImportRow) importfile.Row {
+	row := importfile.Row{
 		Line:           int(r.GetLine()),
 		Serial:         r.GetSerial(),
 		Model:          r.GetModel(),

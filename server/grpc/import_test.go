@@ -13,12 +13,13 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
 )
 
 // importFile streams file through ImportDevices the way hotlinectl does:
-// parsed with server.ParseImportFile, chunk rows per message, options first
+// parsed with importfile.Parse, chunk rows per message, options first
 // and the file's SHA-256 last.
 func (e *env) importFile(ctx context.Context, file string, opts *hotlinev1.ImportOptions, chunk int) (*hotlinev1.ImportDevicesResponse, error) {
 	stream, err := e.devices.ImportDevices(ctx)
@@ -34,7 +35,7 @@ func (e *env) importFile(ctx context.Context, file string, opts *hotlinev1.Impor
 		}
 		return err
 	}
-	err = server.ParseImportFile(strings.NewReader(file), "", func(r server.ImportRow) error {
+	err = importfile.Parse(strings.NewReader(file), "", func(r importfile.Row) error {
 		msg.Rows = append(msg.Rows, &hotlinev1.ImportRow{Line: int64(r.Line), Serial: r.Serial, Model: r.Model, Firmware: r.Firmware,
 			OwnerContact: r.OwnerContact, ProductionDate: r.ProductionDate, Malformed: r.Malformed})
 		if len(msg.Rows) == chunk {

@@ -44,7 +44,7 @@ func authFunc(v Verifier) auth.AuthFunc {
 	return func(ctx context.Context) (context.Context, error) {
 		tok, err := auth.AuthFromMD(ctx, "bearer")
 		if err != nil {
-			return nil, status.Error(codes.Unauthenticated, `no staff token: send "authorization: Bearer <token>" (hotlinectl: set HOTLINE_TOKEN)`)
+			return nil, withReason(codes.Unauthenticated, `no staff token: send "authorization: Bearer <token>" (hotlinectl: set HOTLINE_TOKEN)`, server.ReasonUnauthenticated)
 		}
 		a, err := v.Verify(tok)
 		if err != nil {
@@ -53,7 +53,7 @@ func authFunc(v Verifier) auth.AuthFunc {
 			if errors.As(err, &e) && e.Code == server.EUnauthenticated {
 				msg = e.Message
 			}
-			return nil, status.Error(codes.Unauthenticated, msg)
+			return nil, withReason(codes.Unauthenticated, msg, server.ReasonUnauthenticated)
 		}
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			a.ClientAddr = p.Addr.String()
@@ -87,7 +87,7 @@ func chains(log *slog.Logger, v Verifier, m *metrics) ([]grpc.UnaryServerInterce
 	}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p)
-		return status.Error(codes.Internal, internalMessage)
+		return withReason(codes.Internal, internalMessage, server.ReasonInternal)
 	})}
 	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !public(c.FullMethod()) })
 	unary := []grpc.UnaryServerInterceptor{

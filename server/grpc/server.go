@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -119,18 +118,3 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 // Stop closes every connection at once.
 func (s *Server) Stop() { s.grpc.Stop() }
-
-// IsLoopback reports whether addr ("host:port", or a host alone) names a
-// loopback host: the one rule by which the server refuses to listen, and
-// hotlinectl to dial, in plaintext anywhere else.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}

@@ -139,7 +139,7 @@ func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, d
 		if nerr != nil {
 			return server.Device{}, nerr
 		}
-		return server.Device{}, &server.Error{Code: server.ENotFound, Field: "serial",
+		return server.Device{}, &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound, Field: "serial",
 			Message: "no device is registered under " + clip(key), NearMatches: near, Err: err}
 	}
 	if err != nil {
@@ -198,7 +198,7 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s string, judge fu
 		err := tx.QueryRow(ctx, `SELECT owner_contact FROM devices WHERE serial = $1`, s).Scan(&registered)
 		switch {
 		case err == pgx.ErrNoRows:
-			refusal = notRegistered(s)
+			refusal = deviceNotFound(s)
 			e.Detail = "not_found"
 		case err != nil:
 			return err
@@ -219,12 +219,6 @@ func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s string, judge fu
 	return match, refusal
 }
 
-// notRegistered is the ENotFound of an act on serial s that no device has.
-func notRegistered(s string) *server.Error {
-	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound, Field: "serial",
-		Message: "no device is registered under " + clip(s)}
-}
-
 // SetHold places a hold on the device (h non-nil; it replaces any hold
 // already placed) or releases it (h nil; releasing a device not on hold
 // succeeds and says so in the event). h.By defaults to the actor, h.Since
@@ -241,7 +235,7 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 		var held bool
 		err := tx.QueryRow(ctx, `SELECT hold_reason IS NOT NULL FROM devices WHERE serial = $1 FOR UPDATE`, s).Scan(&held)
 		if err == pgx.ErrNoRows {
-			refusal = notRegistered(s)
+			refusal = deviceNotFound(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
@@ -318,7 +312,7 @@ func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, before in
 			return err
 		}
 		if !exists {
-			refusal = notRegistered(s)
+			refusal = deviceNotFound(s)
 			e.Outcome, e.Detail = server.OutcomeRefused, "not_found"
 			return insertEvent(ctx, tx, e)
 		}
@@ -357,3 +351,10 @@ func nullTime(t time.Time) *time.Time {
 
 // pgDate is t's calendar date, independent of t's location.
 func pgDate(t time.Time) string { return t.Format("2006-01-02") }
+
+// deviceNotFound is the refusal of an act on a serial no device is
+// registered under.
+func deviceNotFound(s string) *server.Error {
+	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound,
+		Message: "no device is registered under " + clip(s)}
+}

@@ -110,7 +110,8 @@ func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, 
 			return err
 		}
 		if finished {
-			return server.Errorf(server.EPrecondition, "import %s is finished; start a new one", importID)
+			return &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished,
+				Message: fmt.Sprintf("import %s is finished; start a new one", importID)}
 		}
 		if done != nil {
 			rep = server.ImportReport{ImportID: importID}
@@ -410,10 +411,12 @@ func (db *DB) FinishImport(ctx context.Context, a server.Actor, importID, sha256
 			return err
 		}
 		if actor != a.Subject {
-			return server.Errorf(server.EPermission, "import %s was begun by another staff member", importID)
+			return &server.Error{Code: server.EPermission, Reason: server.ReasonImportNotYours,
+				Message: fmt.Sprintf("import %s was begun by another staff member", importID)}
 		}
 		if finished {
-			return server.Errorf(server.EPrecondition, "import %s is already finished", importID)
+			return &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished,
+				Message: fmt.Sprintf("import %s is already finished", importID)}
 		}
 		err = tx.QueryRow(ctx, `SELECT count(*), COALESCE(sum(received), 0), COALESCE(sum(inserted), 0), COALESCE(sum(updated), 0),
 				COALESCE(sum(unchanged), 0), COALESCE(sum(conflicts), 0), COALESCE(sum(duplicates), 0), COALESCE(sum(invalid), 0)

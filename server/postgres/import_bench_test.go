@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/postgres"
 	"github.com/dvrhotline/hotline/server/postgres/pgtest"
@@ -21,8 +22,8 @@ var benchModels = []string{"WBXHD041S1T", "WBXHD041S", "WBXHD082S2T", "WBXHD082S
 // genRows returns n valid, distinct import rows whose device ids start with
 // prefix (a letter, then up to 7 letters or digits), on lines 2, 3, ... as
 // in a CSV file with a header.
-func genRows(n int, prefix string) []server.ImportRow {
-	rows := make([]server.ImportRow, n)
+func genRows(n int, prefix string) []importfile.Row {
+	rows := make([]importfile.Row, n)
 	base := time.Date(2016, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range rows {
 		date := base.AddDate(0, 0, i%3000).Format("2006-01-02")
@@ -30,7 +31,7 @@ func genRows(n int, prefix string) []server.ImportRow {
 		if i%3 == 0 {
 			contact = fmt.Sprintf("+44 7700 %06d", i%1000000)
 		}
-		rows[i] = server.ImportRow{
+		rows[i] = importfile.Row{
 			Line:         i + 2,
 			Serial:       fmt.Sprintf("LOT%03d#%s#%d#%s%010d", i%1000, date, i%10, prefix, i),
 			Model:        benchModels[i%len(benchModels)],

@@ -91,6 +91,14 @@ func issueRequest(serial string) server.IssueRequest {
 }
 
 // wantCode fails tb unless err is a *server.Error with code.
+// wantReason fails unless se's reason (ReasonOf) is r.
+func wantReason(tb testing.TB, se *server.Error, r server.Reason) {
+	tb.Helper()
+	if got := se.ReasonOf(); got != r {
+		tb.Errorf("reason %q, want %q (%v)", got, r, se)
+	}
+}
+
 func wantCode(tb testing.TB, err error, code server.Code) *server.Error {
 	tb.Helper()
 	if got := server.ErrorCode(err); got != code || (err == nil) {

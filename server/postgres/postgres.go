@@ -10,14 +10,17 @@
 // service layer's to record, with DB.Audit.
 //
 // Errors are *server.Error: pgx.ErrNoRows is ENotFound, a unique violation
-// EConflict, a foreign-key or check violation EInvalid naming the field,
-// and anything else EInternal wrapping the cause.
+// EConflict (ReasonDeviceExists on a device's serial or id), a foreign-key
+// or check violation EInvalid naming the field, a busy or unreachable
+// database EUnavailable (ReasonDatabaseBusy), and anything else EInternal
+// wrapping the cause.
 package postgres
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -109,6 +112,9 @@ func translate(err error, what string) error {
 	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
+		if unreachable(err) {
+			return busy(err, what)
+		}
 		return server.Internal(err, what)
 	}
 	f, known := fieldOf[pe.ConstraintName]
@@ -118,7 +124,7 @@ func translate(err error, what string) error {
 		if known {
 			msg = f.msg
 		}
-		return &server.Error{Code: server.EConflict, Field: f.field, Message: msg, Err: err}
+		return &server.Error{Code: server.EConflict, Reason: conflictReasons[pe.ConstraintName], Field: f.field, Message: msg, Err: err}
 	case "23503", "23514", "23502": // foreign_key, check, not_null violation
 		msg := fmt.Sprintf("the request breaks the rule %q while %s", pe.ConstraintName, what)
 		if known {
@@ -130,8 +136,39 @@ func translate(err error, what string) error {
 		return &server.Error{Code: server.EInvalid, Field: f.field, Message: msg, Err: err}
 	case "22001", "22P02", "22007", "22008": // too long, bad text representation, bad date/time
 		return &server.Error{Code: server.EInvalid, Message: "malformed value while " + what, Err: err}
-	case "40001", "40P01", "55P03": // serialization failure, deadlock, lock not available
-		return &server.Error{Code: server.EUnavailable, Message: "the database was busy while " + what + "; try again", Err: err}
+	case "40001", "40P01", "55P03", // serialization failure, deadlock, lock not available
+		"53300", "57P01", "57P03": // too many connections, admin shutdown, cannot connect now
+		return busy(err, what)
+	}
+	if strings.HasPrefix(pe.Code, "08") { // connection exception
+		return busy(err, what)
 	}
 	return server.Internal(err, what)
+}
+
+// conflictReasons are the specific reasons of unique violations; others
+// are server.ReasonConflict.
+var conflictReasons = map[string]server.Reason{
+	"devices_pkey":                   server.ReasonDeviceExists,
+	"devices_device_id_key":          server.ReasonDeviceExists,
+	"issuances_actor_request_id_key": server.ReasonRequestIDReused,
+}
+
+// busy is EUnavailable (ReasonDatabaseBusy): the database was busy or
+// could not be reached; trying again shortly may succeed.
+func busy(err error, what string) *server.Error {
+	return &server.Error{Code: server.EUnavailable, Reason: server.ReasonDatabaseBusy,
+		Message: "the database was busy while " + what + "; try again", Err: err}
+}
+
+// unreachable reports whether err says the database could not be reached
+// before the statement was sent: a failed connect, or an error pgconn
+// marks safe to retry (nothing was sent). A cancelled or expired context
+// is not: the caller gave up, and the transport answers for that.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || pgconn.SafeToRetry(err)
 }

@@ -139,6 +139,9 @@ func TestRegisterDevice(t *testing.T) {
 			if se.Field != tt.field {
 				t.Errorf("field = %q, want %q (%v)", se.Field, tt.field, err)
 			}
+			if tt.code == server.EConflict {
+				wantReason(t, se, server.ReasonDeviceExists)
+			}
 			if !tt.audited {
 				return
 			}
@@ -185,6 +188,7 @@ func TestLookupDevice(t *testing.T) {
 	t.Run("not-found/unknown-serial-with-near-match", func(t *testing.T) {
 		_, err := db.LookupDevice(ctx, a, typo)
 		se := wantCode(t, err, server.ENotFound)
+		wantReason(t, se, server.ReasonDeviceNotFound)
 		if !slices.Contains(se.NearMatches, s) {
 			t.Errorf("NearMatches = %v, want %s among them", se.NearMatches, s)
 		}
@@ -237,7 +241,7 @@ func TestCheckOwner(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ok, err := db.CheckOwner(ctx, a, tt.serial, ownerIs(tt.claimed))
 			if tt.code != "" {
-				wantCode(t, err, tt.code)
+				wantReason(t, wantCode(t, err, tt.code), server.ReasonDeviceNotFound)
 			} else if err != nil {
 				t.Fatal(err)
 			}
@@ -312,7 +316,7 @@ func TestSetHold(t *testing.T) {
 	})
 	t.Run("not-found/unknown-serial", func(t *testing.T) {
 		u := "ZZZZZZ#2020-01-01#1#HOLDHOLDHOLD"
-		wantCode(t, db.SetHold(ctx, supervisor, u, &server.Hold{Reason: "x"}, ""), server.ENotFound)
+		wantReason(t, wantCode(t, db.SetHold(ctx, supervisor, u, &server.Hold{Reason: "x"}, ""), server.ENotFound), server.ReasonDeviceNotFound)
 		if ev := lastEvent(t, db, u); ev.Outcome != server.OutcomeRefused || ev.Action != server.ActionHold {
 			t.Errorf("event %+v", ev)
 		}
@@ -393,6 +397,6 @@ func TestIssuances(t *testing.T) {
 	})
 	t.Run("not-found/unknown-serial", func(t *testing.T) {
 		_, err := db.Issuances(ctx, a, "ZZZZZZ#2020-01-01#1#LISTLISTLIST", 0, 10)
-		wantCode(t, err, server.ENotFound)
+		wantReason(t, wantCode(t, err, server.ENotFound), server.ReasonDeviceNotFound)
 	})
 }

@@ -214,6 +214,163 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_hotline_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
+// ErrorReason is the specific cause of a refused request. Every error the
+// service answers carries a google.rpc.ErrorInfo with domain "hotline.v1"
+// whose reason is one of these values' names WITHOUT the "ERROR_REASON_"
+// prefix, in UPPER_SNAKE_CASE as AIP-193 wants: ERROR_REASON_DEVICE_ON_HOLD
+// is sent as reason "DEVICE_ON_HOLD". A client maps it back by prefixing
+// "ERROR_REASON_" and looking the name up (ErrorReason_value in Go); a
+// reason it does not know (a newer server) is ERROR_REASON_UNSPECIFIED to
+// it, and it falls back to the status code. ErrorInfo.metadata carries what
+// the client acts on; each value says which keys it sets.
+//
+// The values mirror server.Reason (server/errors.go) in order; a test
+// checks both lists. Append-only: never renumber, reuse or rename a value.
+type ErrorReason int32
+
+const (
+	// ERROR_REASON_UNSPECIFIED is the zero value; never sent.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// ERROR_REASON_INVALID_ARGUMENT: a request field is malformed (metadata
+	// "field"; a google.rpc.BadRequest says more).
+	ErrorReason_ERROR_REASON_INVALID_ARGUMENT ErrorReason = 1
+	// ERROR_REASON_DEVICE_NOT_FOUND: no device is registered under the serial
+	// or device id (metadata "near_matches": similar serials, comma-separated,
+	// when there are any).
+	ErrorReason_ERROR_REASON_DEVICE_NOT_FOUND ErrorReason = 2
+	// ERROR_REASON_NOT_FOUND: something else the request named (an import, an
+	// issuance) does not exist.
+	ErrorReason_ERROR_REASON_NOT_FOUND ErrorReason = 3
+	// ERROR_REASON_DEVICE_EXISTS: the serial or device id is already
+	// registered (metadata "field").
+	ErrorReason_ERROR_REASON_DEVICE_EXISTS ErrorReason = 4
+	// ERROR_REASON_CONFLICT: another conflict with what is stored.
+	ErrorReason_ERROR_REASON_CONFLICT ErrorReason = 5
+	// ERROR_REASON_REQUEST_ID_REUSED: the request id was already used for a
+	// different request; send a new one.
+	ErrorReason_ERROR_REASON_REQUEST_ID_REUSED ErrorReason = 6
+	// ERROR_REASON_UNAUTHENTICATED: no valid staff token.
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 7
+	// ERROR_REASON_ROLE_NOT_ALLOWED: the caller's role may not perform the
+	// act (metadata "roles": the roles that may, comma-separated; "field"
+	// when the role may not set that field).
+	ErrorReason_ERROR_REASON_ROLE_NOT_ALLOWED ErrorReason = 8
+	// ERROR_REASON_OVERRIDE_NOT_ALLOWED: only a supervisor may give an
+	// override reason (metadata "field").
+	ErrorReason_ERROR_REASON_OVERRIDE_NOT_ALLOWED ErrorReason = 9
+	// ERROR_REASON_LIMIT_PER_DEVICE: the device's issuance limit is reached
+	// (metadata "limit", and "count", "max", "window", "retry_at" when known;
+	// a google.rpc.QuotaFailure and RetryInfo too).
+	ErrorReason_ERROR_REASON_LIMIT_PER_DEVICE ErrorReason = 10
+	// ERROR_REASON_LIMIT_PER_AGENT: the staff member's own issuance limit is
+	// reached (metadata as ERROR_REASON_LIMIT_PER_DEVICE).
+	ErrorReason_ERROR_REASON_LIMIT_PER_AGENT ErrorReason = 11
+	// ERROR_REASON_DEVICE_ON_HOLD: the device is on hold and gets no code
+	// until a supervisor releases it.
+	ErrorReason_ERROR_REASON_DEVICE_ON_HOLD ErrorReason = 12
+	// ERROR_REASON_SEQUENCE_WRAP: the device had many codes in this 10-minute
+	// slot; retry at metadata "retry_at".
+	ErrorReason_ERROR_REASON_SEQUENCE_WRAP ErrorReason = 13
+	// ERROR_REASON_IMPORT_FINISHED: the import was already finished; begin a
+	// new one.
+	ErrorReason_ERROR_REASON_IMPORT_FINISHED ErrorReason = 14
+	// ERROR_REASON_IMPORT_NOT_YOURS: the import was begun by another staff
+	// member.
+	ErrorReason_ERROR_REASON_IMPORT_NOT_YOURS ErrorReason = 15
+	// ERROR_REASON_AUDIT_UNAVAILABLE: the audit log cannot answer: the server
+	// runs without the audit key, or nothing is sealed yet (then metadata
+	// "retry_at" says when to try again).
+	ErrorReason_ERROR_REASON_AUDIT_UNAVAILABLE ErrorReason = 16
+	// ERROR_REASON_FAILED_PRECONDITION: another state refusal.
+	ErrorReason_ERROR_REASON_FAILED_PRECONDITION ErrorReason = 17
+	// ERROR_REASON_DATABASE_BUSY: the database was busy (a serialization
+	// failure, a deadlock, a lock) or unreachable; retry shortly.
+	ErrorReason_ERROR_REASON_DATABASE_BUSY ErrorReason = 18
+	// ERROR_REASON_UNAVAILABLE: another temporary refusal; retry (at metadata
+	// "retry_at" when set).
+	ErrorReason_ERROR_REASON_UNAVAILABLE ErrorReason = 19
+	// ERROR_REASON_INTERNAL: a bug or an outage; the server log has the
+	// details.
+	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 20
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0:  "ERROR_REASON_UNSPECIFIED",
+		1:  "ERROR_REASON_INVALID_ARGUMENT",
+		2:  "ERROR_REASON_DEVICE_NOT_FOUND",
+		3:  "ERROR_REASON_NOT_FOUND",
+		4:  "ERROR_REASON_DEVICE_EXISTS",
+		5:  "ERROR_REASON_CONFLICT",
+		6:  "ERROR_REASON_REQUEST_ID_REUSED",
+		7:  "ERROR_REASON_UNAUTHENTICATED",
+		8:  "ERROR_REASON_ROLE_NOT_ALLOWED",
+		9:  "ERROR_REASON_OVERRIDE_NOT_ALLOWED",
+		10: "ERROR_REASON_LIMIT_PER_DEVICE",
+		11: "ERROR_REASON_LIMIT_PER_AGENT",
+		12: "ERROR_REASON_DEVICE_ON_HOLD",
+		13: "ERROR_REASON_SEQUENCE_WRAP",
+		14: "ERROR_REASON_IMPORT_FINISHED",
+		15: "ERROR_REASON_IMPORT_NOT_YOURS",
+		16: "ERROR_REASON_AUDIT_UNAVAILABLE",
+		17: "ERROR_REASON_FAILED_PRECONDITION",
+		18: "ERROR_REASON_DATABASE_BUSY",
+		19: "ERROR_REASON_UNAVAILABLE",
+		20: "ERROR_REASON_INTERNAL",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED":          0,
+		"ERROR_REASON_INVALID_ARGUMENT":     1,
+		"ERROR_REASON_DEVICE_NOT_FOUND":     2,
+		"ERROR_REASON_NOT_FOUND":            3,
+		"ERROR_REASON_DEVICE_EXISTS":        4,
+		"ERROR_REASON_CONFLICT":             5,
+		"ERROR_REASON_REQUEST_ID_REUSED":    6,
+		"ERROR_REASON_UNAUTHENTICATED":      7,
+		"ERROR_REASON_ROLE_NOT_ALLOWED":     8,
+		"ERROR_REASON_OVERRIDE_NOT_ALLOWED": 9,
+		"ERROR_REASON_LIMIT_PER_DEVICE":     10,
+		"ERROR_REASON_LIMIT_PER_AGENT":      11,
+		"ERROR_REASON_DEVICE_ON_HOLD":       12,
+		"ERROR_REASON_SEQUENCE_WRAP":        13,
+		"ERROR_REASON_IMPORT_FINISHED":      14,
+		"ERROR_REASON_IMPORT_NOT_YOURS":     15,
+		"ERROR_REASON_AUDIT_UNAVAILABLE":    16,
+		"ERROR_REASON_FAILED_PRECONDITION":  17,
+		"ERROR_REASON_DATABASE_BUSY":        18,
+		"ERROR_REASON_UNAVAILABLE":          19,
+		"ERROR_REASON_INTERNAL":             20,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_hotline_v1_common_proto_enumTypes[3].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_hotline_v1_common_proto_enumTypes[3]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_hotline_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
 var File_hotline_v1_common_proto protoreflect.FileDescriptor
 
 const file_hotline_v1_common_proto_rawDesc = "" +
@@ -236,7 +393,30 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x02B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\x0fOUTCOME_REFUSED\x10\x02*\xc6\x05\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12!\n" +
+	"\x1dERROR_REASON_DEVICE_NOT_FOUND\x10\x02\x12\x1a\n" +
+	"\x16ERROR_REASON_NOT_FOUND\x10\x03\x12\x1e\n" +
+	"\x1aERROR_REASON_DEVICE_EXISTS\x10\x04\x12\x19\n" +
+	"\x15ERROR_REASON_CONFLICT\x10\x05\x12\"\n" +
+	"\x1eERROR_REASON_REQUEST_ID_REUSED\x10\x06\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10\a\x12!\n" +
+	"\x1dERROR_REASON_ROLE_NOT_ALLOWED\x10\b\x12%\n" +
+	"!ERROR_REASON_OVERRIDE_NOT_ALLOWED\x10\t\x12!\n" +
+	"\x1dERROR_REASON_LIMIT_PER_DEVICE\x10\n" +
+	"\x12 \n" +
+	"\x1cERROR_REASON_LIMIT_PER_AGENT\x10\v\x12\x1f\n" +
+	"\x1bERROR_REASON_DEVICE_ON_HOLD\x10\f\x12\x1e\n" +
+	"\x1aERROR_REASON_SEQUENCE_WRAP\x10\r\x12 \n" +
+	"\x1cERROR_REASON_IMPORT_FINISHED\x10\x0e\x12!\n" +
+	"\x1dERROR_REASON_IMPORT_NOT_YOURS\x10\x0f\x12\"\n" +
+	"\x1eERROR_REASON_AUDIT_UNAVAILABLE\x10\x10\x12$\n" +
+	" ERROR_REASON_FAILED_PRECONDITION\x10\x11\x12\x1e\n" +
+	"\x1aERROR_REASON_DATABASE_BUSY\x10\x12\x12\x1c\n" +
+	"\x18ERROR_REASON_UNAVAILABLE\x10\x13\x12\x19\n" +
+	"\x15ERROR_REASON_INTERNAL\x10\x14B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_common_proto_rawDescOnce sync.Once
@@ -250,11 +430,12 @@ func file_hotline_v1_common_proto_rawDescGZIP() []byte {
 	return file_hotline_v1_common_proto_rawDescData
 }
 
-var file_hotline_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_hotline_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_hotline_v1_common_proto_goTypes = []any{
 	(Role)(0),               // 0: hotline.v1.Role
 	(VerificationMethod)(0), // 1: hotline.v1.VerificationMethod
 	(Outcome)(0),            // 2: hotline.v1.Outcome
+	(ErrorReason)(0),        // 3: hotline.v1.ErrorReason
 }
 var file_hotline_v1_common_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -274,7 +455,7 @@ func file_hotline_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hotline_v1_common_proto_rawDesc), len(file_hotline_v1_common_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   0,
 			NumExtensions: 0,
 			NumServices:   0,
