@@ -202,7 +202,7 @@ func (h limitHit) refusal(r Role) *Error {
 	} else {
 		msg += "; ask a supervisor to issue it with a reason"
 	}
-	return &Error{Code: ELimit, Reason: reason, Limit: string(h.scope), Message: msg}
+	return &Error{Code: ELimit, Reason: reason, Limit: string(h.scope), Count: h.count, Max: h.max, Window: h.window, Message: msg}
 }
 
 // sequenceWraps reports whether issuing sequence number seq at now, after

@@ -359,6 +359,10 @@ func TestIssueLimitsAndHolds(t *testing.T) {
 		if !hasDetail[*errdetails.QuotaFailure](st) {
 			t.Errorf("no QuotaFailure in %v", st.Details())
 		}
+		info := wantReason(t, st, server.ReasonLimitPerDevice)
+		if md := info.GetMetadata(); md["limit"] != "per-device" || md["count"] != "3" || md["max"] != "3" || md["retry_at"] == "" {
+			t.Errorf("ErrorInfo metadata %v, want the per-device limit 3/3 with retry_at", md)
+		}
 		sup := e.as(t, server.RoleSupervisor)
 		_, err = e.recovery.IssueTemporaryPassword(sup, issueReq(sn))
 		wantCode(t, err, codes.ResourceExhausted) // a supervisor too needs a reason
@@ -380,13 +384,39 @@ func TestIssueLimitsAndHolds(t *testing.T) {
 			t.Fatalf("lookup on hold %v err %v", look, err)
 		}
 		_, err = e.recovery.IssueTemporaryPassword(e.as(t, server.RoleAgent), issueReq(sn))
-		wantCode(t, err, codes.FailedPrecondition)
+		wantReason(t, wantCode(t, err, codes.FailedPrecondition), server.ReasonDeviceOnHold)
 		if _, err := e.devices.ReleaseDevice(sup, &hotlinev1.ReleaseDeviceRequest{Serial: sn, Reason: "found by owner"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.recovery.IssueTemporaryPassword(e.as(t, server.RoleAgent), issueReq(sn)); err != nil {
 			t.Fatalf("after release: %v", err)
 		}
+	})
+}
+
+func TestIssueRefusalReasons(t *testing.T) {
+	e := start(t)
+	agent := e.as(t, server.RoleAgent)
+	t.Run("refused/request-id-reused-for-another-device", func(t *testing.T) {
+		r := issueReq(e.register(t, 0))
+		if _, err := e.recovery.IssueTemporaryPassword(agent, r); err != nil {
+			t.Fatal(err)
+		}
+		r.Serial = e.register(t, 0)
+		_, err := e.recovery.IssueTemporaryPassword(agent, r)
+		wantReason(t, wantCode(t, err, codes.AlreadyExists), server.ReasonRequestIDReused)
+	})
+	t.Run("refused/agent-gives-override-reason", func(t *testing.T) {
+		r := issueReq(e.register(t, 0))
+		r.OverrideReason = "I am sure"
+		_, err := e.recovery.IssueTemporaryPassword(agent, r)
+		if info := wantReason(t, wantCode(t, err, codes.PermissionDenied), server.ReasonOverrideNotAllowed); info.GetMetadata()["field"] != "override_reason" {
+			t.Errorf("metadata %v, want field override_reason", info.GetMetadata())
+		}
+	})
+	t.Run("refused/unknown-device", func(t *testing.T) {
+		_, err := e.recovery.IssueTemporaryPassword(agent, issueReq(newSerial()))
+		wantReason(t, wantCode(t, err, codes.NotFound), server.ReasonDeviceNotFound)
 	})
 }
 
