@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 )
@@ -206,11 +207,14 @@ type ImportStore interface {
 	BeginImport(ctx context.Context, a Actor, opts ImportOptions) (importID string, err error)
 	// ImportBatch applies one batch atomically (all of it or none of it) and
 	// reports what it did, row errors included.
-	ImportBatch(ctx context.Context, a Actor, importID string, b ImportBatch) (ImportReport, error)
+	// check decides, from the import's state read under its lock, whether
+	// the batch may be applied (CheckImportState).
+	ImportBatch(ctx context.Context, a Actor, importID string, b ImportBatch, check func(ImportState) *Error) (ImportReport, error)
 	// FinishImport writes the import's summary audit event, with the counts of
 	// its committed batches and the file's SHA-256, and returns those counts
 	// (without row errors).
-	FinishImport(ctx context.Context, a Actor, importID, sha256 string) (ImportReport, error)
+	// check decides whether the import may be finished, as for ImportBatch.
+	FinishImport(ctx context.Context, a Actor, importID, sha256 string, check func(ImportState) *Error) (ImportReport, error)
 }
 
 // ValidateImportRow checks r by ValidDevice and returns the device to
@@ -255,6 +259,33 @@ type batchResult struct {
 	rep ImportReport
 	err error
 }
+
+// ImportState is what the store knows of a begun import when a batch or
+// the finish arrives.
+type ImportState struct {
+	// Actor is the staff member who began the import.
+	Actor string
+	// Finished is set once the import's summary event is written.
+	Finished bool
+}
+
+// CheckImportState is the rule for carrying on with import importID: only
+// the staff member who began it adds to it or finishes it, and a finished
+// import takes nothing more.
+func CheckImportState(a Actor, importID string, st ImportState) *Error {
+	switch {
+	case st.Actor != a.Subject:
+		return &Error{Code: EPermission, Reason: ReasonImportNotYours,
+			Message: fmt.Sprintf("import %s was begun by another staff member", importID)}
+	case st.Finished:
+		return &Error{Code: EPrecondition, Reason: ReasonImportFinished,
+			Message: fmt.Sprintf("import %s is already finished; start a new one", importID)}
+	}
+	return nil
+}
+
+// checkState is CheckImportState for this session's import.
+func (s *ImportSession) checkState(st ImportState) *Error { return CheckImportState(s.actor, s.id, st) }
 
 // NewImportSession begins an import by a (store.BeginImport) against the
 // model catalogue models.
@@ -340,7 +371,7 @@ func (s *ImportSession) flush() error {
 	s.cur = ImportBatch{Seq: b.Seq + 1, Rows: make([]ImportDevice, 0, s.opts.BatchSize)}
 	s.inflight = make(chan batchResult, 1)
 	go func(ch chan<- batchResult) {
-		rep, err := s.store.ImportBatch(s.ctx, s.actor, s.id, b)
+		rep, err := s.store.ImportBatch(s.ctx, s.actor, s.id, b, s.checkState)
 		ch <- batchResult{rep, err}
 	}(s.inflight)
 	return nil
@@ -356,7 +387,11 @@ func (s *ImportSession) Finish(sha256 string) (ImportReport, error) {
 	if err := s.wait(); err != nil {
 		return s.report, err
 	}
-	totals, err := s.store.FinishImport(s.ctx, s.actor, s.id, sha256)
+	sha256 = strings.ToLower(strings.TrimSpace(sha256))
+	if !isSHA256Hex(sha256) {
+		return s.report, Invalid("sha256", "sha256: expected the file's SHA-256 as 64 hex digits")
+	}
+	totals, err := s.store.FinishImport(s.ctx, s.actor, s.id, sha256, s.checkState)
 	if err != nil {
 		return s.report, err
 	}
@@ -392,4 +427,17 @@ func fileError(err error) error {
 		return &Error{Code: EInvalid, Field: fe.Field, Message: fe.Message}
 	}
 	return err
+}
+
+// isSHA256Hex reports whether h is 64 lower-case hex digits.
+func isSHA256Hex(h string) bool {
+	if len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -59,14 +58,14 @@ var errRaced = errors.New("postgres: a staged row was registered concurrently")
 // A batch whose Seq is already committed is not applied again: its stored
 // counts are returned (without row errors). The import must exist and not
 // be finished.
-func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error) {
+func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	if b.Seq < 1 {
 		return server.ImportReport{}, server.Invalid("seq", "batches are numbered from 1, got %d", b.Seq)
 	}
 	var rep server.ImportReport
 	var err error
 	for range 3 {
-		rep, err = db.importBatch(ctx, a, importID, b)
+		rep, err = db.importBatch(ctx, a, importID, b, check)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && strings.HasPrefix(pe.ConstraintName, "devices_") {
 			err = errRaced
@@ -85,33 +84,33 @@ func (db *DB) ImportBatch(ctx context.Context, a server.Actor, importID string, 
 	return rep, nil
 }
 
-func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error) {
+func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	rep := server.ImportReport{ImportID: importID, Batches: 1,
 		Received: len(b.Rows) + b.Invalid + b.Duplicates, Invalid: b.Invalid, Duplicates: b.Duplicates}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var (
-			update, finished bool
-			keyGen           int
-			done             *int
+			st     server.ImportState
+			update bool
+			keyGen int
+			done   *int
 		)
 		// optimistic: the previous batch inserted every row it had (or this
 		// is the first), so this one probably will too.
 		var optimistic bool
-		err := tx.QueryRow(ctx, `SELECT i.update_conflicting, i.key_generation, i.finished_at IS NOT NULL, b.received,
+		err := tx.QueryRow(ctx, `SELECT i.actor, i.update_conflicting, i.key_generation, i.finished_at IS NOT NULL, b.received,
 				COALESCE(p.inserted = p.received - p.invalid - p.duplicates, $2 = 1)
 			FROM device_imports i
 			LEFT JOIN device_import_batches b ON b.import_id = i.id AND b.seq = $2
 			LEFT JOIN device_import_batches p ON p.import_id = i.id AND p.seq = $2 - 1
-			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&update, &keyGen, &finished, &done, &optimistic)
+			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&st.Actor, &update, &keyGen, &st.Finished, &done, &optimistic)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
 		}
 		if err != nil {
 			return err
 		}
-		if finished {
-			return &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished,
-				Message: fmt.Sprintf("import %s is finished; start a new one", importID)}
+		if e := check(st); e != nil {
+			return e
 		}
 		if done != nil {
 			rep = server.ImportReport{ImportID: importID}
@@ -384,39 +383,27 @@ func differences(regModel, regFW, regContact, model, fw, contact string) string 
 	return strings.Join(d, "; ")
 }
 
-var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // FinishImport writes import importID's one audit event (ActionImport,
 // request id = the import id, detail = its counts and sha256) and marks it
 // finished, in one transaction; it returns the counts summed over the
 // committed batches. Only the actor who began it may finish it, once.
-func (db *DB) FinishImport(ctx context.Context, a server.Actor, importID, sha256 string) (server.ImportReport, error) {
-	sha256 = strings.ToLower(strings.TrimSpace(sha256))
-	if !sha256RE.MatchString(sha256) {
-		return server.ImportReport{}, server.Invalid("sha256", "expected the file's SHA-256 as 64 hex digits")
-	}
+func (db *DB) FinishImport(ctx context.Context, a server.Actor, importID, sha256 string, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	rep := server.ImportReport{ImportID: importID, SHA256: sha256}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var (
-			actor    string
-			update   bool
-			finished bool
+			st     server.ImportState
+			update bool
 		)
 		err := tx.QueryRow(ctx, `SELECT actor, update_conflicting, finished_at IS NOT NULL FROM device_imports WHERE id = $1 FOR UPDATE`,
-			importID).Scan(&actor, &update, &finished)
+			importID).Scan(&st.Actor, &update, &st.Finished)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
 		}
 		if err != nil {
 			return err
 		}
-		if actor != a.Subject {
-			return &server.Error{Code: server.EPermission, Reason: server.ReasonImportNotYours,
-				Message: fmt.Sprintf("import %s was begun by another staff member", importID)}
-		}
-		if finished {
-			return &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished,
-				Message: fmt.Sprintf("import %s is already finished", importID)}
+		if e := check(st); e != nil {
+			return e
 		}
 		err = tx.QueryRow(ctx, `SELECT count(*), COALESCE(sum(received), 0), COALESCE(sum(inserted), 0), COALESCE(sum(updated), 0),
 				COALESCE(sum(unchanged), 0), COALESCE(sum(conflicts), 0), COALESCE(sum(duplicates), 0), COALESCE(sum(invalid), 0)

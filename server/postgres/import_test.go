@@ -271,21 +271,21 @@ func TestImportBatchRetry(t *testing.T) {
 		rows = append(rows, server.ImportDevice{Line: i + 2, Device: d})
 	}
 	b := server.ImportBatch{Seq: 1, Rows: rows, Invalid: 1}
-	first, err := db.ImportBatch(ctx, provisioner, id, b)
+	first, err := db.ImportBatch(ctx, provisioner, id, b, continues(provisioner, id))
 	if err != nil || first.Inserted != 3 || first.Received != 4 {
 		t.Fatalf("first: %s, %v", first.Summary(), err)
 	}
-	again, err := db.ImportBatch(ctx, provisioner, id, b)
+	again, err := db.ImportBatch(ctx, provisioner, id, b, continues(provisioner, id))
 	if err != nil || again.Summary() != first.Summary() {
 		t.Fatalf("retried batch: %s, %v; want the first's counts %s", again.Summary(), err, first.Summary())
 	}
-	tot, err := db.FinishImport(ctx, provisioner, id, strings.Repeat("ab", 32))
+	tot, err := db.FinishImport(ctx, provisioner, id, strings.Repeat("ab", 32), continues(provisioner, id))
 	if err != nil || tot.Inserted != 3 || tot.Received != 4 || tot.Batches != 1 {
 		t.Fatalf("finish: %s, %v", tot.Summary(), err)
 	}
-	_, err = db.ImportBatch(ctx, provisioner, id, server.ImportBatch{Seq: 2, Rows: rows})
+	_, err = db.ImportBatch(ctx, provisioner, id, server.ImportBatch{Seq: 2, Rows: rows}, continues(provisioner, id))
 	wantReason(t, wantCode(t, err, server.EPrecondition), server.ReasonImportFinished)
-	_, err = db.FinishImport(ctx, provisioner, id, strings.Repeat("ab", 32))
+	_, err = db.FinishImport(ctx, provisioner, id, strings.Repeat("ab", 32), continues(provisioner, id))
 	wantReason(t, wantCode(t, err, server.EPrecondition), server.ReasonImportFinished)
 }
 
@@ -297,7 +297,7 @@ func TestFinishImportOfAnothersImportIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := server.Actor{Subject: provisioner.Subject + "-other", Role: server.RoleProvisioner}
-	_, err = db.FinishImport(ctx, other, id, strings.Repeat("ab", 32))
+	_, err = db.FinishImport(ctx, other, id, strings.Repeat("ab", 32), continues(other, id))
 	wantReason(t, wantCode(t, err, server.EPermission), server.ReasonImportNotYours)
 }
 

@@ -58,6 +58,11 @@ func ownerIs(claimed string) func(string) server.OwnerVerdict {
 	return func(registered string) server.OwnerVerdict { return server.JudgeOwner(registered, claimed) }
 }
 
+// continues is the service's rule for carrying on with import id as a.
+func continues(a server.Actor, id string) func(server.ImportState) *server.Error {
+	return func(st server.ImportState) *server.Error { return server.CheckImportState(a, id, st) }
+}
+
 // policy is the service's own issuing decision, signing with grant-1: the
 // store tests prove that the facts it is given are right and that what it
 // decides is written.
