@@ -123,7 +123,7 @@ func TestDecideIssue(t *testing.T) {
 		{name: "refused/second-sequence-wrap-in-slot", mod: func(f *server.IssueFacts) { f.LastSequence, f.LastIssuedAt = 511, now },
 			code: server.EUnavailable, reason: server.ReasonSequenceWrap, retryAfter: time.Date(2024, 5, 1, 10, 10, 0, 0, time.UTC),
 			detail: "sequence_wrap seq=512"},
-		{name: "allowed/sequence-wrap-in-next-slot", mod: func(f *server.IssueFacts) { f.LastSequence, f.LastIssuedAt = 255, now.Add(-3 * time.Minute) },
+		{name: "allowed/sequence-wrap-in-next-slot", mod: func(f *server.IssueFacts) { f.LastSequence, f.LastIssuedAt = 255, now.Add(-3*time.Minute) },
 			detail: "seq=256", sequence: 256},
 		{name: "allowed/sequence-past-a-wrap-in-slot", mod: func(f *server.IssueFacts) { f.LastSequence, f.LastIssuedAt = 256, now },
 			detail: "seq=257", sequence: 257},
