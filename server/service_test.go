@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/server"
@@ -471,7 +472,7 @@ func TestHoldAndRelease(t *testing.T) {
 		}},
 		{name: "refused/agent-may-not-hold", actor: agentA, query: serialA, reason: "stolen", code: server.EPermission, detail: "permission_denied"},
 		{name: "invalid/blank-reason", query: serialA, reason: "  ", code: server.EInvalid, field: "reason", detail: "invalid:reason"},
-		{name: "invalid/reason-too-long", query: serialA, reason: strings.Repeat("é", 501), code: server.EInvalid, field: "reason", detail: "invalid:reason"},
+		{name: "invalid/reason-too-long-clipped-on-a-rune", query: serialA, reason: "x" + strings.Repeat("é", 500), code: server.EInvalid, field: "reason", detail: "invalid:reason"},
 		{name: "invalid/query", query: "#", reason: "stolen", code: server.EInvalid, field: "serial", detail: "invalid:serial"},
 		{name: "not-found/unknown-serial", query: unknownSerial, reason: "stolen", code: server.ENotFound, detail: "not_found"},
 		{name: "unavailable/store-error-passes-through", query: serialA, reason: "stolen", setup: func(e *env) {
@@ -520,8 +521,8 @@ func TestHoldAndRelease(t *testing.T) {
 				}
 				if tt.detail != "" {
 					wantEvent(t, ev, act, server.OutcomeRefused, tt.detail)
-					if len(ev.Reason) > 500 {
-						t.Errorf("event reason of %d bytes, want it clipped to 500", len(ev.Reason))
+					if len(ev.Reason) > 500 || !utf8.ValidString(ev.Reason) {
+						t.Errorf("event reason of %d bytes (valid UTF-8: %v), want it clipped to 500 on a rune", len(ev.Reason), utf8.ValidString(ev.Reason))
 					}
 				}
 				return
