@@ -73,14 +73,14 @@ type memStore struct {
 	CheckOwnerFn     func(ctx context.Context, a server.Actor, serial string, judge func(string) server.OwnerVerdict) (bool, error)
 	SetHoldFn        func(ctx context.Context, a server.Actor, serial string, h *server.Hold, releaseReason string) error
 	IssueFn          func(ctx context.Context, a server.Actor, req server.IssueRequest, lim server.Limits, decide func(server.IssueFacts) (server.IssueDecision, error)) (server.Issuance, error)
-	IssuancesFn      func(ctx context.Context, a server.Actor, serial string, limit int) ([]server.Issuance, error)
+	IssuancesFn      func(ctx context.Context, a server.Actor, serial string, before int64, limit int) ([]server.Issuance, error)
 	AuditFn          func(ctx context.Context, e server.AuditEvent) error
 	QueryAuditFn     func(ctx context.Context, a server.Actor, f server.AuditFilter) ([]server.AuditEvent, error)
 	ExportAuditFn    func(ctx context.Context, a server.Actor, f server.AuditFilter, fn func(server.AuditEvent) error) error
 	SummarizeAuditFn func(ctx context.Context, a server.Actor, from, to time.Time) (server.AuditSummary, error)
 	BeginImportFn    func(ctx context.Context, a server.Actor, opts server.ImportOptions) (string, error)
-	ImportBatchFn    func(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error)
-	FinishImportFn   func(ctx context.Context, a server.Actor, importID, sha256 string) (server.ImportReport, error)
+	ImportBatchFn    func(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error)
+	FinishImportFn   func(ctx context.Context, a server.Actor, importID, sha256 string, check func(server.ImportState) *server.Error) (server.ImportReport, error)
 
 	mu        sync.Mutex // the store's locks: every act is serialised
 	models    []server.Model
@@ -492,9 +492,9 @@ func asError(err error, what string) error {
 }
 
 // Issuances implements server.Store.
-func (m *memStore) Issuances(ctx context.Context, a server.Actor, s string, limit int) ([]server.Issuance, error) {
+func (m *memStore) Issuances(ctx context.Context, a server.Actor, s string, before int64, limit int) ([]server.Issuance, error) {
 	if m.IssuancesFn != nil {
-		return m.IssuancesFn(ctx, a, s, limit)
+		return m.IssuancesFn(ctx, a, s, before, limit)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -506,7 +506,7 @@ func (m *memStore) Issuances(ctx context.Context, a server.Actor, s string, limi
 	}
 	var out []server.Issuance
 	for _, iss := range m.issuances {
-		if iss.Serial == s {
+		if iss.Serial == s && (before == 0 || iss.Sequence < before) {
 			out = append(out, iss)
 		}
 	}
@@ -627,18 +627,18 @@ func (m *memStore) BeginImport(ctx context.Context, a server.Actor, opts server.
 // ones unchanged, differing ones conflicts (or updated with opts.Update,
 // never erasing a contact, never on hold), a batch seen before not applied
 // again.
-func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch) (server.ImportReport, error) {
+func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	if m.ImportBatchFn != nil {
-		return m.ImportBatchFn(ctx, a, importID, b)
+		return m.ImportBatchFn(ctx, a, importID, b, check)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	imp := m.imports[importID]
-	switch {
-	case imp == nil:
+	if imp == nil {
 		return server.ImportReport{}, server.Errorf(server.ENotFound, "no import %s", importID)
-	case imp.finished:
-		return server.ImportReport{}, &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished, Message: "import finished"}
+	}
+	if e := check(server.ImportState{Actor: imp.actor, Finished: imp.finished}); e != nil {
+		return server.ImportReport{}, e
 	}
 	if rep, done := imp.batches[b.Seq]; done {
 		return rep, nil
@@ -685,20 +685,18 @@ func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID str
 }
 
 // FinishImport implements server.ImportStore.
-func (m *memStore) FinishImport(ctx context.Context, a server.Actor, importID, sha256 string) (server.ImportReport, error) {
+func (m *memStore) FinishImport(ctx context.Context, a server.Actor, importID, sha256 string, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	if m.FinishImportFn != nil {
-		return m.FinishImportFn(ctx, a, importID, sha256)
+		return m.FinishImportFn(ctx, a, importID, sha256, check)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	imp := m.imports[importID]
-	switch {
-	case imp == nil:
+	if imp == nil {
 		return server.ImportReport{}, server.Errorf(server.ENotFound, "no import %s", importID)
-	case imp.actor != a.Subject:
-		return server.ImportReport{}, &server.Error{Code: server.EPermission, Reason: server.ReasonImportNotYours, Message: "another staff member's import"}
-	case imp.finished:
-		return server.ImportReport{}, &server.Error{Code: server.EPrecondition, Reason: server.ReasonImportFinished, Message: "import finished"}
+	}
+	if e := check(server.ImportState{Actor: imp.actor, Finished: imp.finished}); e != nil {
+		return server.ImportReport{}, e
 	}
 	imp.finished = true
 	rep := server.ImportReport{ImportID: importID, SHA256: sha256}

@@ -25,19 +25,21 @@ func TestQueryAudit(t *testing.T) {
 		code   server.Code
 		detail string
 	}{
-		{name: "allowed/default-page-size", want: server.AuditFilter{Limit: server.DefaultAuditPage}},
+		// The store is asked for one more than the page, to know whether
+		// another page follows.
+		{name: "allowed/default-page-size", want: server.AuditFilter{Limit: server.DefaultAuditPage + 1}},
 		{name: "allowed/supervisor-with-a-full-filter", actor: supervisor,
 			filter: server.AuditFilter{Serial: " jz6oes#2017-08-01#3#dvr1101134c08011", Actor: "alice", Action: server.ActionIssue,
 				Outcome: server.OutcomeRefused, From: start.Add(-time.Hour), To: start, Limit: server.MaxAuditPage, AfterID: 9},
 			want: server.AuditFilter{Serial: serialA, Actor: "alice", Action: server.ActionIssue,
-				Outcome: server.OutcomeRefused, From: start.Add(-time.Hour), To: start, Limit: server.MaxAuditPage, AfterID: 9}},
+				Outcome: server.OutcomeRefused, From: start.Add(-time.Hour), To: start, Limit: server.MaxAuditPage + 1, AfterID: 9}},
 		{name: "refused/agent-may-not-read-the-log", actor: agentA, code: server.EPermission, detail: "permission_denied"},
 		{name: "invalid/serial", filter: server.AuditFilter{Serial: "DVR1101134C08011"}, code: server.EInvalid, detail: "invalid:serial"},
 		{name: "invalid/actor-too-long", filter: server.AuditFilter{Actor: strings.Repeat("a", 129)}, code: server.EInvalid, detail: "invalid:actor"},
 		{name: "invalid/action", filter: server.AuditFilter{Action: "Issue"}, code: server.EInvalid, detail: "invalid:action"},
 		{name: "invalid/outcome", filter: server.AuditFilter{Outcome: "maybe"}, code: server.EInvalid, detail: "invalid:outcome"},
 		{name: "invalid/empty-range", filter: server.AuditFilter{From: start, To: start}, code: server.EInvalid, detail: "invalid:end_time"},
-		{name: "invalid/page-size-too-large", filter: server.AuditFilter{Limit: server.MaxAuditPage + 1}, code: server.EInvalid, detail: "invalid:page_size"},
+		{name: "clamped/page-size-too-large", filter: server.AuditFilter{Limit: server.MaxAuditPage + 1}, want: server.AuditFilter{Limit: server.MaxAuditPage + 1}},
 		{name: "invalid/page-size-negative", filter: server.AuditFilter{Limit: -1}, code: server.EInvalid, detail: "invalid:page_size"},
 	}
 	for _, tt := range tests {
@@ -52,7 +54,7 @@ func TestQueryAudit(t *testing.T) {
 			if tt.actor.Subject != "" {
 				a = tt.actor
 			}
-			_, err := e.svc.QueryAudit(e.ctx, a, tt.filter)
+			_, _, err := e.svc.QueryAudit(e.ctx, a, tt.filter)
 			if tt.code != "" {
 				wantCode(t, err, tt.code)
 				wantEvent(t, e.store.LastEvent(), server.ActionAuditQuery, server.OutcomeRefused, tt.detail)
@@ -72,11 +74,11 @@ func TestQueryAudit(t *testing.T) {
 		e.svc.LookupDevice(e.ctx, agentA, serialA)
 		e.clock.Advance(time.Second)
 		e.svc.Authorize(e.ctx, agentA, server.ActionHold)
-		evs, err := e.svc.QueryAudit(e.ctx, auditor, server.AuditFilter{Actor: "alice"})
+		evs, _, err := e.svc.QueryAudit(e.ctx, auditor, server.AuditFilter{Actor: "alice"})
 		if err != nil || len(evs) != 2 || evs[0].Action != server.ActionHold || evs[1].Action != server.ActionLookup {
 			t.Fatalf("QueryAudit = %+v, %v", evs, err)
 		}
-		wantEvent(t, e.store.LastEvent(), server.ActionAuditQuery, server.OutcomeSuccess, "limit=100")
+		wantEvent(t, e.store.LastEvent(), server.ActionAuditQuery, server.OutcomeSuccess, "limit=101")
 	})
 }
 

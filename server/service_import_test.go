@@ -17,12 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	"github.com/dvrhotline/hotline/server"
 )
 
 // row is a valid import row for serial on line.
-func row(line int, serial string) server.ImportRow {
-	return server.ImportRow{Line: line, Serial: serial, Model: "WBXHD082S2T", Firmware: "V3.1.0", OwnerContact: "jane@example.com"}
+func row(line int, serial string) importfile.Row {
+	return importfile.Row{Line: line, Serial: serial, Model: "WBXHD082S2T", Firmware: "V3.1.0", OwnerContact: "jane@example.com"}
 }
 
 // storeOnly hides the ImportStore methods of a store.
@@ -39,16 +40,16 @@ func TestImport(t *testing.T) {
 		field  string
 		detail string // of the refusal's event; "" for none
 	}{
-		{name: "begun/defaults", src: server.ImportSource{FileName: "devices.csv", Format: server.FormatCSV}},
-		{name: "begun/json-lines-from-a-windows-path", src: server.ImportSource{FileName: `C:\factory\lot 7.jsonl`, Format: server.FormatJSONLines}},
+		{name: "begun/defaults", src: server.ImportSource{FileName: "devices.csv", Format: importfile.FormatCSV}},
+		{name: "begun/json-lines-from-a-windows-path", src: server.ImportSource{FileName: `C:\factory\lot 7.jsonl`, Format: importfile.FormatJSONLines}},
 		{name: "refused/agent-may-not-import", actor: agentA, code: server.EPermission, detail: "permission_denied"},
 		{name: "invalid/key-generation-beyond-current", opts: server.ImportOptions{KeyGeneration: 2},
 			code: server.EInvalid, field: "options.key_generation", detail: "invalid:options.key_generation"},
 		{name: "invalid/key-generation-negative", opts: server.ImportOptions{KeyGeneration: -1},
 			code: server.EInvalid, field: "options.key_generation", detail: "invalid:options.key_generation"},
-		{name: "invalid/batch-size-negative", opts: server.ImportOptions{BatchSize: -1},
+		{name: "invalid/batch-size-negative", opts: server.ImportOptions{KeyGeneration: 1, BatchSize: -1},
 			code: server.EInvalid, field: "options.batch_size", detail: "invalid:options.batch_size"},
-		{name: "invalid/batch-size-too-large", opts: server.ImportOptions{BatchSize: server.MaxImportBatchSize + 1},
+		{name: "invalid/batch-size-too-large", opts: server.ImportOptions{KeyGeneration: 1, BatchSize: server.MaxImportBatchSize + 1},
 			code: server.EInvalid, field: "options.batch_size", detail: "invalid:options.batch_size"},
 		{name: "invalid/format", src: server.ImportSource{Format: "xlsx"}, code: server.EInvalid, field: "options.format", detail: "invalid:options.format"},
 		{name: "invalid/file-name-with-a-newline", src: server.ImportSource{FileName: "a.csv\nimport done"},
@@ -148,11 +149,11 @@ func TestImportSession(t *testing.T) {
 	t.Run("imported/valid-invalid-and-duplicate-rows-in-batches", func(t *testing.T) {
 		e := newEnv(t)
 		e.register(serialC, "jane@example.com") // registered as the file has it
-		sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{BatchSize: 2})
+		sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{KeyGeneration: 1, BatchSize: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows := []server.ImportRow{
+		rows := []importfile.Row{
 			row(2, serialA),
 			{Line: 3, Serial: "not a serial", Model: "WBXHD082S2T", Firmware: "V1"},
 			row(4, " jz6oes#2017-08-01#3#dvr1101134c08011 "), // serialA again
@@ -207,7 +208,7 @@ func TestImportSession(t *testing.T) {
 			e := newEnv(t)
 			e.register(serialA, "old@example.com")
 			e.register(serialB, "")
-			sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{Update: update})
+			sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{Update: update, KeyGeneration: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,13 +231,13 @@ func TestImportSession(t *testing.T) {
 	t.Run("failed/a-batch-stops-the-import", func(t *testing.T) {
 		e := newEnv(t)
 		boom := server.Errorf(server.EUnavailable, "the database was busy")
-		e.store.ImportBatchFn = func(_ context.Context, _ server.Actor, _ string, b server.ImportBatch) (server.ImportReport, error) {
+		e.store.ImportBatchFn = func(_ context.Context, _ server.Actor, _ string, b server.ImportBatch, _ func(server.ImportState) *server.Error) (server.ImportReport, error) {
 			if b.Seq == 2 {
 				return server.ImportReport{}, boom
 			}
 			return server.ImportReport{Received: len(b.Rows), Inserted: len(b.Rows), Batches: 1}, nil
 		}
-		sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{BatchSize: 1})
+		sess, err := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{KeyGeneration: 1, BatchSize: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,11 +267,11 @@ func TestImportSession(t *testing.T) {
 	t.Run("failed/last-batch-fails-in-finish", func(t *testing.T) {
 		e := newEnv(t)
 		boom := errors.New("connection reset")
-		e.store.ImportBatchFn = func(context.Context, server.Actor, string, server.ImportBatch) (server.ImportReport, error) {
+		e.store.ImportBatchFn = func(context.Context, server.Actor, string, server.ImportBatch, func(server.ImportState) *server.Error) (server.ImportReport, error) {
 			return server.ImportReport{}, boom
 		}
-		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{})
-		sess.Add(server.ImportRow{Line: 2, Serial: "x"}) // an invalid row alone still makes a batch
+		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{KeyGeneration: 1})
+		sess.Add(importfile.Row{Line: 2, Serial: "x"}) // an invalid row alone still makes a batch
 		if _, err := sess.Finish(sha); !errors.Is(err, boom) {
 			t.Errorf("Finish = %v, want %v", err, boom)
 		}
@@ -278,10 +279,10 @@ func TestImportSession(t *testing.T) {
 
 	t.Run("failed/finishing-fails", func(t *testing.T) {
 		e := newEnv(t)
-		e.store.FinishImportFn = func(context.Context, server.Actor, string, string) (server.ImportReport, error) {
+		e.store.FinishImportFn = func(context.Context, server.Actor, string, string, func(server.ImportState) *server.Error) (server.ImportReport, error) {
 			return server.ImportReport{}, server.Errorf(server.EPrecondition, "already finished")
 		}
-		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{})
+		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{KeyGeneration: 1})
 		sess.Add(row(2, serialA))
 		if _, err := sess.Finish(sha); server.ErrorCode(err) != server.EPrecondition {
 			t.Errorf("Finish = %v", err)
@@ -291,11 +292,11 @@ func TestImportSession(t *testing.T) {
 	t.Run("finished/empty-file-sends-no-batch", func(t *testing.T) {
 		e := newEnv(t)
 		n := 0
-		e.store.ImportBatchFn = func(context.Context, server.Actor, string, server.ImportBatch) (server.ImportReport, error) {
+		e.store.ImportBatchFn = func(context.Context, server.Actor, string, server.ImportBatch, func(server.ImportState) *server.Error) (server.ImportReport, error) {
 			n++
 			return server.ImportReport{}, nil
 		}
-		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{})
+		sess, _ := server.NewImportSession(e.ctx, e.store, provisioner, testModels, server.ImportOptions{KeyGeneration: 1})
 		if rep, err := sess.Finish(sha); err != nil || n != 0 || rep.Batches != 0 {
 			t.Errorf("Finish = %+v, %v after %d batches", rep, err, n)
 		}
@@ -308,13 +309,13 @@ func TestImportSession(t *testing.T) {
 			got = o
 			return "imp-1", nil
 		}
-		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{BatchSize: 10 * server.MaxImportBatchSize}); err != nil {
+		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{KeyGeneration: 1, BatchSize: 10 * server.MaxImportBatchSize}); err != nil {
 			t.Fatal(err)
 		}
 		if got.KeyGeneration != 1 || got.BatchSize != server.MaxImportBatchSize {
 			t.Errorf("options %+v", got)
 		}
-		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{}); err != nil || got.BatchSize != server.DefaultImportBatchSize {
+		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{KeyGeneration: 1}); err != nil || got.BatchSize != server.DefaultImportBatchSize {
 			t.Errorf("options %+v, %v", got, err)
 		}
 		_, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{KeyGeneration: -2})
@@ -322,7 +323,7 @@ func TestImportSession(t *testing.T) {
 		e.store.BeginImportFn = func(context.Context, server.Actor, server.ImportOptions) (string, error) {
 			return "", errors.New("connection reset")
 		}
-		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{}); err == nil {
+		if _, err := server.NewImportSession(e.ctx, e.store, provisioner, nil, server.ImportOptions{KeyGeneration: 1}); err == nil {
 			t.Error("a failed BeginImport began an import")
 		}
 	})
@@ -334,7 +335,7 @@ func TestImportFile(t *testing.T) {
 		"JZ6OES#2017-08-01#3#DVR1101134C08012,WBXHD041S,V3.1.0,\n" +
 		"JZ6OES#2017-08-01#3#DVR1101134C08012,WBXHD041S,V3.1.0,\n"
 	e := newEnv(t)
-	rep, err := server.ImportFile(e.ctx, e.store, provisioner, testModels, strings.NewReader(file), "", server.ImportOptions{})
+	rep, err := server.ImportFile(e.ctx, e.store, provisioner, testModels, strings.NewReader(file), "", server.ImportOptions{KeyGeneration: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestImportFile(t *testing.T) {
 
 	t.Run("failed/unreadable-file-stops-the-import", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := server.ImportFile(e.ctx, e.store, provisioner, testModels, strings.NewReader("serial,modle\n"), server.FormatCSV, server.ImportOptions{})
+		_, err := server.ImportFile(e.ctx, e.store, provisioner, testModels, strings.NewReader("serial,modle\n"), importfile.FormatCSV, server.ImportOptions{KeyGeneration: 1})
 		wantCode(t, err, server.EInvalid)
 		for _, ev := range e.store.Events() {
 			if ev.Action == server.ActionImport {
@@ -365,7 +366,7 @@ func TestValidateImportRow(t *testing.T) {
 	models := map[string]bool{"WBXHD082S2T": true, "WBXHD041S": true}
 	tests := []struct {
 		name   string
-		mod    func(*server.ImportRow)
+		mod    func(*importfile.Row)
 		reason string // a part of the RowError's reason; "" for valid
 		check  func(server.Device) bool
 	}{
@@ -373,24 +374,24 @@ func TestValidateImportRow(t *testing.T) {
 			return d.Serial == serialA && d.DeviceID == "DVR1101134C08011" && d.Model == "WBXHD082S2T" && d.Firmware == "V3.1.0" &&
 				d.OwnerContact == "jane@example.com" && d.ProductionDate.Equal(time.Date(2017, 8, 1, 0, 0, 0, 0, time.UTC)) && d.KeyGeneration == 0
 		}},
-		{name: "valid/sloppy-case-and-spaces", mod: func(r *server.ImportRow) {
+		{name: "valid/sloppy-case-and-spaces", mod: func(r *importfile.Row) {
 			r.Serial, r.Model, r.Firmware, r.OwnerContact = " jz6oes#2017-08-01#3#dvr1101134c08011", " wbxhd041s ", " V3.1.0 ", " +44 7700 900789 "
 		}, check: func(d server.Device) bool {
 			return d.Serial == serialA && d.Model == "WBXHD041S" && d.OwnerContact == "+447700900789"
 		}},
-		{name: "valid/no-owner-yet", mod: func(r *server.ImportRow) { r.OwnerContact = " " }, check: func(d server.Device) bool { return d.OwnerContact == "" }},
-		{name: "valid/production-date-of-the-serial", mod: func(r *server.ImportRow) { r.ProductionDate = "2017-08-01" }},
-		{name: "invalid/malformed-line", mod: func(r *server.ImportRow) { r.Malformed = "bare quote in field" }, reason: "bare quote in field"},
-		{name: "invalid/missing-serial", mod: func(r *server.ImportRow) { r.Serial = "" }, reason: "serial: missing"},
-		{name: "invalid/serial-lot", mod: func(r *server.ImportRow) { r.Serial = "JZ6#2017-08-01#3#DVR1101134C08011" }, reason: `serial: bad lot "JZ6"`},
-		{name: "invalid/missing-model", mod: func(r *server.ImportRow) { r.Model = "" }, reason: "model: missing"},
-		{name: "invalid/unknown-model", mod: func(r *server.ImportRow) { r.Model = "WBX999" }, reason: `model: unknown model "WBX999"`},
-		{name: "invalid/production-date-not-a-date", mod: func(r *server.ImportRow) { r.ProductionDate = "01/08/2017" }, reason: "is not a date"},
-		{name: "invalid/production-date-not-the-serials", mod: func(r *server.ImportRow) { r.ProductionDate = "2017-08-02" }, reason: "is not the serial's date 2017-08-01"},
-		{name: "invalid/missing-firmware", mod: func(r *server.ImportRow) { r.Firmware = " " }, reason: "firmware: missing"},
-		{name: "invalid/firmware-too-long", mod: func(r *server.ImportRow) { r.Firmware = strings.Repeat("9", 65) }, reason: "65 characters"},
-		{name: "invalid/firmware-not-printable-ascii", mod: func(r *server.ImportRow) { r.Firmware = "V3.1.0é" }, reason: "not printable ASCII"},
-		{name: "invalid/owner-contact", mod: func(r *server.ImportRow) { r.OwnerContact = "jane at example" }, reason: "owner_contact:"},
+		{name: "valid/no-owner-yet", mod: func(r *importfile.Row) { r.OwnerContact = " " }, check: func(d server.Device) bool { return d.OwnerContact == "" }},
+		{name: "valid/production-date-of-the-serial", mod: func(r *importfile.Row) { r.ProductionDate = "2017-08-01" }},
+		{name: "invalid/malformed-line", mod: func(r *importfile.Row) { r.Malformed = "bare quote in field" }, reason: "bare quote in field"},
+		{name: "invalid/missing-serial", mod: func(r *importfile.Row) { r.Serial = "" }, reason: "serial: missing"},
+		{name: "invalid/serial-lot", mod: func(r *importfile.Row) { r.Serial = "JZ6#2017-08-01#3#DVR1101134C08011" }, reason: `serial: bad lot "JZ6"`},
+		{name: "invalid/missing-model", mod: func(r *importfile.Row) { r.Model = "" }, reason: "model: missing"},
+		{name: "invalid/unknown-model", mod: func(r *importfile.Row) { r.Model = "WBX999" }, reason: `model: unknown model "WBX999"`},
+		{name: "invalid/production-date-not-a-date", mod: func(r *importfile.Row) { r.ProductionDate = "01/08/2017" }, reason: "is not a date"},
+		{name: "invalid/production-date-not-the-serials", mod: func(r *importfile.Row) { r.ProductionDate = "2017-08-02" }, reason: "is not the serial's date 2017-08-01"},
+		{name: "invalid/missing-firmware", mod: func(r *importfile.Row) { r.Firmware = " " }, reason: "firmware: missing"},
+		{name: "invalid/firmware-too-long", mod: func(r *importfile.Row) { r.Firmware = strings.Repeat("9", 65) }, reason: "65 characters"},
+		{name: "invalid/firmware-not-printable-ascii", mod: func(r *importfile.Row) { r.Firmware = "V3.1.0é" }, reason: "not printable ASCII"},
+		{name: "invalid/owner-contact", mod: func(r *importfile.Row) { r.OwnerContact = "jane at example" }, reason: "owner_contact:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

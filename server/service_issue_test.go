@@ -260,7 +260,7 @@ func TestIssue(t *testing.T) {
 		if ev.IssuanceID != first.ID {
 			t.Errorf("replay event %+v", ev)
 		}
-		if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 10); len(list) != 1 {
+		if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 0, 10); len(list) != 1 {
 			t.Errorf("%d issuances after a retry, want 1", len(list))
 		}
 	})
@@ -485,7 +485,7 @@ func TestIssue(t *testing.T) {
 			t.Errorf("refusal %+v, want a retry at the next slot", se)
 		}
 		wantEvent(t, e.store.LastEvent(), server.ActionIssue, server.OutcomeRefused, "sequence_wrap seq=256")
-		if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 10); len(list) != 0 {
+		if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 0, 10); len(list) != 0 {
 			t.Errorf("the refusal used a sequence number: %+v", list)
 		}
 		e.clock.Set(se.RetryAfter)
@@ -654,7 +654,7 @@ func TestIssueValidation(t *testing.T) {
 			if tt.field != "serial" && ev.Serial != serialA {
 				t.Errorf("event serial %q", ev.Serial)
 			}
-			if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 10); len(list) != 0 {
+			if list, _ := e.store.Issuances(e.ctx, supervisor, serialA, 0, 10); len(list) != 0 {
 				t.Errorf("issued after a refusal: %+v", list)
 			}
 		})

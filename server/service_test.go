@@ -184,7 +184,7 @@ func TestRegisterDevice(t *testing.T) {
 		{name: "invalid/serial", mod: func(d *server.NewDevice) { d.Serial = "JZ6OES#2017-08-01#3" },
 			code: server.EInvalid, field: "serial", detail: "invalid:serial", message: "four fields"},
 		{name: "invalid/serial-date-part", mod: func(d *server.NewDevice) { d.Serial = "JZ6OES#2017-13-01#3#DVR1101134C08011" },
-			code: server.EInvalid, field: "serial", detail: "invalid:serial", message: "the date part"},
+			code: server.EInvalid, field: "serial", detail: "invalid:serial", message: "bad date"},
 		{name: "invalid/unknown-model", mod: func(d *server.NewDevice) { d.Model = "WBX999" },
 			code: server.EInvalid, field: "model", detail: "invalid:model", message: "WBXHD041S, WBXHD082S2T"},
 		{name: "invalid/owner-contact", mod: func(d *server.NewDevice) { d.OwnerContact = "call me" },
@@ -559,10 +559,12 @@ func TestIssuances(t *testing.T) {
 		code      server.Code
 		detail    string
 	}{
-		{name: "listed/default-page-size", query: serialA, pageSize: 0, storeGets: server.DefaultIssuancesPage},
-		{name: "listed/page-size-given", query: serialA, pageSize: 5, storeGets: 5},
-		{name: "listed/largest-page-size", query: "DVR1101134C08011", pageSize: server.MaxIssuancesPage, storeGets: server.MaxIssuancesPage},
-		{name: "invalid/page-size-too-large", query: serialA, pageSize: server.MaxIssuancesPage + 1, code: server.EInvalid, detail: "invalid:page_size"},
+		// The store is asked for one more than the page, to know whether
+		// another page follows.
+		{name: "listed/default-page-size", query: serialA, pageSize: 0, storeGets: server.DefaultIssuancesPage + 1},
+		{name: "listed/page-size-given", query: serialA, pageSize: 5, storeGets: 5 + 1},
+		{name: "listed/largest-page-size", query: "DVR1101134C08011", pageSize: server.MaxIssuancesPage, storeGets: server.MaxIssuancesPage + 1},
+		{name: "clamped/page-size-over-max", query: serialA, pageSize: server.MaxIssuancesPage + 1, storeGets: server.MaxIssuancesPage + 1},
 		{name: "invalid/page-size-negative", query: serialA, pageSize: -1, code: server.EInvalid, detail: "invalid:page_size"},
 		{name: "invalid/query", query: "x", code: server.EInvalid, detail: "invalid:serial"},
 		{name: "refused/auditor-may-not-list", actor: auditor, query: serialA, code: server.EPermission, detail: "permission_denied"},
@@ -572,7 +574,7 @@ func TestIssuances(t *testing.T) {
 			e := newEnv(t)
 			e.register(serialA, "")
 			got := -1
-			e.store.IssuancesFn = func(_ context.Context, _ server.Actor, s string, limit int) ([]server.Issuance, error) {
+			e.store.IssuancesFn = func(_ context.Context, _ server.Actor, s string, _ int64, limit int) ([]server.Issuance, error) {
 				if s != serialA {
 					t.Errorf("store asked for %q", s)
 				}
@@ -583,7 +585,7 @@ func TestIssuances(t *testing.T) {
 			if tt.actor.Subject != "" {
 				a = tt.actor
 			}
-			_, err := e.svc.Issuances(e.ctx, a, tt.query, tt.pageSize)
+			_, err := e.svc.Issuances(e.ctx, a, tt.query, tt.pageSize, "")
 			if tt.code != "" {
 				wantCode(t, err, tt.code)
 				wantEvent(t, e.store.LastEvent(), server.ActionListIssuances, server.OutcomeRefused, tt.detail)
@@ -606,9 +608,14 @@ func TestIssuances(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		list, err := e.svc.Issuances(e.ctx, supervisor, serialA, 2)
-		if err != nil || len(list) != 2 || list[0].Sequence != 3 || list[1].Sequence != 2 {
-			t.Fatalf("Issuances = %+v, %v", list, err)
+		page, err := e.svc.Issuances(e.ctx, supervisor, serialA, 2, "")
+		if list := page.Issuances; err != nil || len(list) != 2 || list[0].Sequence != 3 || list[1].Sequence != 2 || page.NextPageToken == "" {
+			t.Fatalf("Issuances = %+v, %v", page, err)
+		}
+		wantEvent(t, e.store.LastEvent(), server.ActionListIssuances, server.OutcomeSuccess, "")
+		rest, err := e.svc.Issuances(e.ctx, supervisor, serialA, 2, page.NextPageToken)
+		if list := rest.Issuances; err != nil || len(list) != 1 || list[0].Sequence != 1 || rest.NextPageToken != "" {
+			t.Fatalf("second page = %+v, %v", rest, err)
 		}
 		wantEvent(t, e.store.LastEvent(), server.ActionListIssuances, server.OutcomeSuccess, "")
 	})
