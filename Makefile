@@ -72,6 +72,7 @@ AGENT_TARGETS := \
 # Fuzz targets as package:Name.
 AGENT_FUZZ := \
 	./agent/serial:FuzzParseSerial \
+	./agent/clip:FuzzClip \
 	./agent/voicecode:FuzzDecodeVoiceCode \
 	./agent/grant:FuzzVerifyGrant \
 	./agent/state:FuzzLoadState \

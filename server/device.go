@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/agent/serial"
 )
 
@@ -64,12 +65,12 @@ func ValidDevice(in DeviceInput, models map[string]bool) (Device, *Error) {
 	case strings.TrimSpace(m) == "":
 		return Device{}, Invalid("model", "model: missing; expected a model of the catalogue, like WBXHD082S2T")
 	default:
-		return Device{}, Invalid("model", "model: unknown model %q; expected a model of the catalogue, like WBXHD082S2T", clip(m, 40))
+		return Device{}, Invalid("model", "model: unknown model %q; expected a model of the catalogue, like WBXHD082S2T", clip.Clip(m, 40))
 	}
 	if pd := strings.TrimSpace(in.ProductionDate); pd != "" {
 		t, err := time.Parse(time.DateOnly, pd)
 		if err != nil {
-			return Device{}, Invalid("production_date", "production_date: %q is not a date; expected YYYY-MM-DD, the serial's date %s", clip(pd, 40), s.Date.Format(time.DateOnly))
+			return Device{}, Invalid("production_date", "production_date: %q is not a date; expected YYYY-MM-DD, the serial's date %s", clip.Clip(pd, 40), s.Date.Format(time.DateOnly))
 		}
 		if !t.Equal(s.Date) {
 			return Device{}, Invalid("production_date", "production_date: %s is not the serial's date %s", pd, s.Date.Format(time.DateOnly))
@@ -84,13 +85,13 @@ func ValidDevice(in DeviceInput, models map[string]bool) (Device, *Error) {
 	}
 	for i := 0; i < len(fw); i++ {
 		if c := fw[i]; c < 0x20 || c > 0x7e {
-			return Device{}, Invalid("firmware", "firmware: %q has a character that is not printable ASCII", clip(fw, 40))
+			return Device{}, Invalid("firmware", "firmware: %q has a character that is not printable ASCII", clip.Clip(fw, 40))
 		}
 	}
 	d.Firmware = fw
 	if c := NormaliseContact(in.OwnerContact); c != "" {
 		if ok, want := ValidContact(c); !ok {
-			return Device{}, Invalid("owner_contact", "owner_contact: %q is not a contact; expected %s", clip(c, 40), want)
+			return Device{}, Invalid("owner_contact", "owner_contact: %q is not a contact; expected %s", clip.Clip(c, 40), want)
 		}
 		d.OwnerContact = c
 	}

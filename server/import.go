@@ -38,6 +38,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 )
 
@@ -222,12 +223,12 @@ type ImportStore interface {
 // whose reason names the field.
 func ValidateImportRow(r importfile.Row, models map[string]bool) (Device, *RowError) {
 	if r.Malformed != "" {
-		return Device{}, &RowError{Line: r.Line, Serial: clip(r.Serial, 80), Kind: RowInvalid, Reason: r.Malformed}
+		return Device{}, &RowError{Line: r.Line, Serial: clip.Clip(r.Serial, 80), Kind: RowInvalid, Reason: r.Malformed}
 	}
 	d, e := ValidDevice(DeviceInput{Serial: r.Serial, Model: r.Model, Firmware: r.Firmware,
 		OwnerContact: r.OwnerContact, ProductionDate: r.ProductionDate}, models)
 	if e != nil {
-		return Device{}, &RowError{Line: r.Line, Serial: clip(r.Serial, 80), Kind: RowInvalid, Reason: e.Message}
+		return Device{}, &RowError{Line: r.Line, Serial: clip.Clip(r.Serial, 80), Kind: RowInvalid, Reason: e.Message}
 	}
 	return d, nil
 }

@@ -15,6 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/agent/serial"
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
@@ -426,7 +427,7 @@ func (s *Service) refuseInvalid(ctx context.Context, a Actor, ev AuditEvent, err
 // HoldDevice places a hold (role supervisor): the device gets no code until
 // released.
 func (s *Service) HoldDevice(ctx context.Context, a Actor, query, reason string) (Hold, error) {
-	ev := AuditEvent{Action: ActionHold, Serial: bestSerial(query), Reason: clip(reason, maxReasonLen)}
+	ev := AuditEvent{Action: ActionHold, Serial: bestSerial(query), Reason: clip.Clip(reason, maxReasonLen)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return Hold{}, err
 	}
@@ -447,7 +448,7 @@ func (s *Service) HoldDevice(ctx context.Context, a Actor, query, reason string)
 // ReleaseDevice lifts a hold (role supervisor); the reason is required and
 // recorded in the release's audit event.
 func (s *Service) ReleaseDevice(ctx context.Context, a Actor, query, reason string) error {
-	ev := AuditEvent{Action: ActionRelease, Serial: bestSerial(query), Reason: clip(reason, maxReasonLen)}
+	ev := AuditEvent{Action: ActionRelease, Serial: bestSerial(query), Reason: clip.Clip(reason, maxReasonLen)}
 	if err := s.allow(ctx, a, ev); err != nil {
 		return err
 	}
@@ -511,17 +512,6 @@ func (s *Service) GrantJWKS(ctx context.Context, a Actor) ([]byte, error) {
 		return nil, Internal(err, "reading the grant keys")
 	}
 	return b, nil
-}
-
-// clip bounds a refused request's text before it goes into the audit log.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // NewUUID returns a random (version 4) UUID from crypto/rand.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 )
 
@@ -74,7 +75,7 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 	switch src.Format {
 	case "", importfile.FormatCSV, importfile.FormatJSONLines:
 	default:
-		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip(src.Format, 40), importfile.FormatCSV, importfile.FormatJSONLines)
+		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip.Clip(src.Format, 40), importfile.FormatCSV, importfile.FormatJSONLines)
 	}
 	if src.FileName != "" {
 		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil || strings.ContainsAny(src.FileName, "\n\t") {

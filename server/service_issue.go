@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
@@ -30,7 +31,7 @@ type Issued struct {
 // then minted from the stored issuance, so a retry with the same request id
 // returns the identical credentials.
 func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
-	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip(req.Ticket, maxTicketLen), Reason: clip(req.OverrideReason, maxReasonLen), RequestID: clip(req.RequestID, maxRequestIDLen)}
+	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip.Clip(req.Ticket, maxTicketLen), Reason: clip.Clip(req.OverrideReason, maxReasonLen), RequestID: clip.Clip(req.RequestID, maxRequestIDLen)}
 	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOther {
 		ev.Method = req.Method
 	}
@@ -106,7 +107,7 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 	}
 	if !f.Registered {
 		return refuse(&Error{Code: ENotFound, Reason: ReasonDeviceNotFound, Field: "serial",
-			Message: "no device is registered under " + clip(req.Serial, 80)}, "not_found")
+			Message: "no device is registered under " + clip.Clip(req.Serial, 80)}, "not_found")
 	}
 	if f.Hold != nil {
 		return refuse(onHold(f.Hold), "on_hold")

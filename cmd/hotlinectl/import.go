@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 )
@@ -171,9 +171,9 @@ type importer struct {
 }
 
 func (im *importer) add(r importfile.Row) error {
-	row := &hotlinev1.ImportRow{Line: int64(r.Line), Serial: clipField(r.Serial), Model: clipField(r.Model),
-		Firmware: clipField(r.Firmware), OwnerContact: clipField(r.OwnerContact),
-		ProductionDate: clipField(r.ProductionDate), Malformed: clipField(r.Malformed)}
+	row := &hotlinev1.ImportRow{Line: int64(r.Line), Serial: clip.Clip(r.Serial, importFieldMax), Model: clip.Clip(r.Model, importFieldMax),
+		Firmware: clip.Clip(r.Firmware, importFieldMax), OwnerContact: clip.Clip(r.OwnerContact, importFieldMax),
+		ProductionDate: clip.Clip(r.ProductionDate, importFieldMax), Malformed: clip.Clip(r.Malformed, importFieldMax)}
 	im.msg.Rows = append(im.msg.Rows, row)
 	im.bytes += 16 + len(row.Serial) + len(row.Model) + len(row.Firmware) + len(row.OwnerContact) + len(row.ProductionDate) + len(row.Malformed)
 	im.rows++
@@ -212,17 +212,6 @@ func (im *importer) finish(sum string) (*hotlinev1.ImportDevicesResponse, error)
 		return nil, err
 	}
 	return im.stream.CloseAndRecv()
-}
-
-func clipField(s string) string {
-	if len(s) <= importFieldMax {
-		return s
-	}
-	n := importFieldMax
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // printImport prints the report: counts, then each row not imported as

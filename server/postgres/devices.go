@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/agent/serial"
 	"github.com/dvrhotline/hotline/server"
 )
@@ -129,7 +130,7 @@ func (db *DB) LookupDevice(ctx context.Context, a server.Actor, s string) (serve
 // LookupDeviceID returns the device whose serial ends in deviceID, audited
 // like LookupDevice.
 func (db *DB) LookupDeviceID(ctx context.Context, a server.Actor, deviceID string) (server.Device, error) {
-	return db.lookup(ctx, a, lookupByDeviceIDSQL, deviceID, "", "by=device_id query="+clip(deviceID))
+	return db.lookup(ctx, a, lookupByDeviceIDSQL, deviceID, "", "by=device_id query="+clip.Quote(deviceID, 80))
 }
 
 func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, detail string) (server.Device, error) {
@@ -140,7 +141,7 @@ func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, d
 			return server.Device{}, nerr
 		}
 		return server.Device{}, &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound, Field: "serial",
-			Message: "no device is registered under " + clip(key), NearMatches: near, Err: err}
+			Message: "no device is registered under " + clip.Quote(key, 80), NearMatches: near, Err: err}
 	}
 	if err != nil {
 		return server.Device{}, translate(err, "looking a device up")
@@ -333,14 +334,6 @@ func (db *DB) Issuances(ctx context.Context, a server.Actor, s string, before in
 	return out, refusal
 }
 
-// clip bounds user input quoted in messages and events.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
-
 // nullTime is NULL for the zero time, so that COALESCE picks the database clock.
 func nullTime(t time.Time) *time.Time {
 	if t.IsZero() {
@@ -356,5 +349,5 @@ func pgDate(t time.Time) string { return t.Format("2006-01-02") }
 // registered under.
 func deviceNotFound(s string) *server.Error {
 	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound,
-		Message: "no device is registered under " + clip(s)}
+		Message: "no device is registered under " + clip.Quote(s, 80)}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/server"
 )
 
@@ -104,7 +105,7 @@ func (db *DB) importBatch(ctx context.Context, a server.Actor, importID string, 
 			LEFT JOIN device_import_batches p ON p.import_id = i.id AND p.seq = $2 - 1
 			WHERE i.id = $1 FOR SHARE OF i`, importID, b.Seq).Scan(&st.Actor, &update, &keyGen, &st.Finished, &done, &optimistic)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
+			return server.Errorf(server.ENotFound, "no import %s", clip.Quote(importID, 80))
 		}
 		if err != nil {
 			return err
@@ -397,7 +398,7 @@ func (db *DB) FinishImport(ctx context.Context, a server.Actor, importID, sha256
 		err := tx.QueryRow(ctx, `SELECT actor, update_conflicting, finished_at IS NOT NULL FROM device_imports WHERE id = $1 FOR UPDATE`,
 			importID).Scan(&st.Actor, &update, &st.Finished)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return server.Errorf(server.ENotFound, "no import %s", clip(importID))
+			return server.Errorf(server.ENotFound, "no import %s", clip.Quote(importID, 80))
 		}
 		if err != nil {
 			return err

@@ -57,6 +57,8 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/dvrhotline/hotline/agent/clip"
 )
 
 // Row is one row of an import file, as read (not yet validated).
@@ -165,7 +167,7 @@ func parseCSV(r io.Reader, fn func(Row) error) error {
 		h = strings.ToLower(strings.TrimSpace(h))
 		if !known[h] {
 			line, _ := cr.FieldPos(i)
-			return invalid("file", "line %d: unknown column %q; expected the columns %s", line, clip(h, 40), columnsMsg)
+			return invalid("file", "line %d: unknown column %q; expected the columns %s", line, clip.Clip(h, 40), columnsMsg)
 		}
 		if _, dup := col[h]; dup {
 			return invalid("file", "line 1: column %q appears twice", h)
@@ -286,16 +288,4 @@ func parseJSONLines(br *bufio.Reader, fn func(Row) error) error {
 			return nil
 		}
 	}
-}
-
-// clip bounds s to n bytes, on a rune boundary, before it goes into a
-// message.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
