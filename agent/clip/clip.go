@@ -1,9 +1,7 @@
 // Package clip bounds untrusted text before it is quoted in an error
 // message, an audit event or a log line, without splitting a UTF-8
-// character. The server, its store, the import-file reader and the staff
-// tool share it; agent/serial keeps a twin of Quote so that dvr-agent links
-// no package more (its armv7 build sits just under a 64 KiB step of its
-// size budget). It imports only the standard library.
+// character. The DVR agent, the server, its store, the import-file reader
+// and the staff tool share it. It imports only the standard library.
 package clip
 
 import "unicode/utf8"

@@ -18,7 +18,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/dvrhotline/hotline/agent/clip"
 )
 
 // Serial is a parsed, canonical serial number.
@@ -55,20 +56,6 @@ const MaxLen = 128
 // The earliest production date accepted; the product line started later.
 var minDate = time.Date(2010, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// clip is agent/clip.Quote(s, 40), kept here because dvr-agent links this
-// package and its armv7 build sits just under a 64 KiB step of its size
-// budget: one more package crosses it.
-func clip(s string) string {
-	if len(s) <= 40 {
-		return s
-	}
-	n := 40
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
-}
-
 // normalise removes every whitespace character and upper-cases ASCII letters.
 func normalise(s string) string {
 	var b strings.Builder
@@ -100,21 +87,21 @@ func isUpperAlnum(s string) bool {
 // *ParseError naming the field.
 func Parse(s string) (Serial, error) {
 	if len(s) > MaxLen {
-		return Serial{}, &ParseError{Field: "serial", Got: clip(s), Expected: fmt.Sprintf("at most %d characters", MaxLen)}
+		return Serial{}, &ParseError{Field: "serial", Got: clip.Quote(s, 40), Expected: fmt.Sprintf("at most %d characters", MaxLen)}
 	}
 	n := normalise(s)
 	parts := strings.Split(n, "#")
 	if len(parts) != 4 {
-		return Serial{}, &ParseError{Field: "serial", Got: clip(s), Expected: "four fields separated by '#', like JZ6OES#2017-08-01#3#DVR1101134C08011"}
+		return Serial{}, &ParseError{Field: "serial", Got: clip.Quote(s, 40), Expected: "four fields separated by '#', like JZ6OES#2017-08-01#3#DVR1101134C08011"}
 	}
 	var out Serial
 	if len(parts[0]) != 6 || !isUpperAlnum(parts[0]) {
-		return Serial{}, &ParseError{Field: "lot", Got: clip(parts[0]), Expected: "6 letters or digits, like JZ6OES"}
+		return Serial{}, &ParseError{Field: "lot", Got: clip.Quote(parts[0], 40), Expected: "6 letters or digits, like JZ6OES"}
 	}
 	out.Lot = parts[0]
 	d, err := time.Parse("2006-01-02", parts[1])
 	if err != nil || len(parts[1]) != 10 {
-		return Serial{}, &ParseError{Field: "date", Got: clip(parts[1]), Expected: "a date as YYYY-MM-DD, like 2017-08-01"}
+		return Serial{}, &ParseError{Field: "date", Got: clip.Quote(parts[1], 40), Expected: "a date as YYYY-MM-DD, like 2017-08-01"}
 	}
 	if d.Before(minDate) {
 		return Serial{}, &ParseError{Field: "date", Got: parts[1], Expected: "a production date in 2010 or later"}
@@ -122,7 +109,7 @@ func Parse(s string) (Serial, error) {
 	out.Date = d
 	line, err := strconv.Atoi(parts[2])
 	if err != nil || line < 0 || line > 999 || len(parts[2]) > 3 || parts[2] == "" || strings.ContainsAny(parts[2], "+-") {
-		return Serial{}, &ParseError{Field: "line", Got: clip(parts[2]), Expected: "a number from 0 to 999, like 3"}
+		return Serial{}, &ParseError{Field: "line", Got: clip.Quote(parts[2], 40), Expected: "a number from 0 to 999, like 3"}
 	}
 	out.Line = line
 	id, err := ParseDeviceID(parts[3])
@@ -137,7 +124,7 @@ func Parse(s string) (Serial, error) {
 func ParseDeviceID(s string) (string, error) {
 	n := normalise(s)
 	if len(n) < 8 || len(n) > 24 || !isUpperAlnum(n) || !('A' <= n[0] && n[0] <= 'Z') {
-		return "", &ParseError{Field: "device_id", Got: clip(s), Expected: "a letter then 7 to 23 letters or digits, like DVR1101134C08011"}
+		return "", &ParseError{Field: "device_id", Got: clip.Quote(s, 40), Expected: "a letter then 7 to 23 letters or digits, like DVR1101134C08011"}
 	}
 	return n, nil
 }
@@ -173,7 +160,7 @@ type Query struct {
 // "SN:" prefix, or a URL with an "sn" or "serial" query parameter.
 func ParseQuery(s string) (Query, error) {
 	if len(s) > 4*MaxLen {
-		return Query{}, &ParseError{Field: "query", Got: clip(s), Expected: fmt.Sprintf("at most %d characters", 4*MaxLen)}
+		return Query{}, &ParseError{Field: "query", Got: clip.Quote(s, 40), Expected: fmt.Sprintf("at most %d characters", 4*MaxLen)}
 	}
 	t := strings.TrimSpace(s)
 	if p, ok := fromQR(t); ok {
@@ -188,7 +175,7 @@ func ParseQuery(s string) (Query, error) {
 	}
 	id, err := ParseDeviceID(t)
 	if err != nil {
-		return Query{}, &ParseError{Field: "query", Got: clip(s), Expected: "a serial like JZ6OES#2017-08-01#3#DVR1101134C08011, its device id like DVR1101134C08011, or the QR code's text"}
+		return Query{}, &ParseError{Field: "query", Got: clip.Quote(s, 40), Expected: "a serial like JZ6OES#2017-08-01#3#DVR1101134C08011, its device id like DVR1101134C08011, or the QR code's text"}
 	}
 	return Query{DeviceID: id}, nil
 }
