@@ -3,9 +3,7 @@ package wiring
 import (
 	"context"
 	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,13 +69,11 @@ func (a fileStamp) same(b fileStamp) bool {
 	return os.SameFile(a.fi, b.fi) && a.fi.ModTime().Equal(b.fi.ModTime()) && a.fi.Size() == b.fi.Size()
 }
 
-// WatchKeyring reloads the keyring on every SIGHUP and whenever the
-// keyring file has changed at a check every Config.KeyringPoll, until ctx
-// ends (ReloadKeyring says what a reload does).
+// WatchKeyring reloads the keyring on every SIGHUP (caught from Open on)
+// and whenever the keyring file has changed at a check every
+// Config.KeyringPoll, until ctx ends (ReloadKeyring says what a reload
+// does). One runs per Server.
 func (s *Server) WatchKeyring(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var tick <-chan time.Time
 	if every := s.cfg.KeyringPoll; every > 0 {
 		t := time.NewTicker(every)
@@ -89,7 +85,7 @@ func (s *Server) WatchKeyring(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
+		case <-s.hup:
 			s.stamp = stampOf(path)
 			s.ReloadKeyring("SIGHUP")
 		case <-tick:

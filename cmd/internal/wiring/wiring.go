@@ -19,8 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -98,7 +100,8 @@ type Server struct {
 	staff    *staffVerifier // nil when staff keys come from a JWK set file
 	reloads  *prometheus.CounterVec
 	master   prometheus.Gauge
-	stamp    fileStamp // the keyring file as last loaded
+	stamp    fileStamp      // the keyring file as last loaded
+	hup      chan os.Signal // SIGHUP, from Open on: none is lost before WatchKeyring
 	grpc     *grpcserver.Server
 	listener net.Listener
 	metricsL net.Listener
@@ -150,6 +153,8 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.Keyring = keyring.NewLive(kr)
+	s.hup = make(chan os.Signal, 1)
+	signal.Notify(s.hup, syscall.SIGHUP)
 
 	if err := s.openDB(ctx); err != nil {
 		return nil, err
@@ -308,6 +313,9 @@ func (s *Server) Shutdown(ctx context.Context) { s.grpc.Shutdown(ctx) }
 
 // Close releases everything Open opened.
 func (s *Server) Close() {
+	if s.hup != nil {
+		signal.Stop(s.hup)
+	}
 	if s.grpc != nil {
 		s.grpc.Stop()
 	}
