@@ -59,7 +59,7 @@ func NewMain(stdout, stderr io.Writer) *Main {
 		Listen:          envOr("HOTLINE_LISTEN", "127.0.0.1:7443"),
 		Limits:          server.DefaultLimits,
 		ShutdownTimeout: 10 * time.Second,
-		SealEvery:       time.Second,
+		SealEvery:       wiring.DefaultSealEvery,
 		KeyringPoll:     envDuration("HOTLINE_KEYRING_POLL", wiring.DefaultKeyringPoll),
 		stdout:          stdout,
 		stderr:          stderr,

@@ -43,6 +43,10 @@ import (
 // keyring file for a change unless told otherwise (--keyring-poll).
 const DefaultKeyringPoll = 30 * time.Second
 
+// DefaultSealEvery is how often `hotline-server serve` runs the audit
+// sealer unless told otherwise (--seal-every).
+const DefaultSealEvery = time.Second
+
 // Config is what Open builds a server from.
 type Config struct {
 	// KeyringDir is the keyring folder (required).
