@@ -3,7 +3,7 @@
 // voice code and the grant) over real gRPC on loopback TCP, and, in the same
 // run and on the same database, pgbench running the same SQL transaction
 // (server/postgres/bench/issue.sql), at the same concurrencies. It prints
-// throughput, p50 and p99 of both, their ratio (the brief's goal: gRPC at
+// throughput, p50 and p99 of both, their ratio (the goal: gRPC at
 // least 0.8 of pgbench), and the CPU that every party took.
 //
 //	make bench-issue
@@ -11,10 +11,15 @@
 //
 // Who runs where:
 //
-//   - The server (grpcserver over server.Service over postgres.DB, a fresh
-//     keyring from keyring.Init, a JSON log written to a file, Prometheus
-//     metrics registered) runs in this process, built as
-//     `hotline-server serve` builds it, with limits that never refuse.
+//   - The server runs in this process, built by cmd/internal/wiring as
+//     `hotline-server serve` builds it (the pool working as the
+//     hotline_service role, the audit log, the staff verifier, grpcserver
+//     over server.Service over postgres.DB with Prometheus metrics, the
+//     redacting JSON log, written to a file, and the keyring watcher), over
+//     a fresh keyring, with limits that never refuse. Its audit sealer
+//     runs every second as serve's does during every gRPC phase, and is
+//     paused for the pgbench phases, whose events it seals, untimed,
+//     before the next gRPC phase.
 //   - The gRPC load generator runs in a child process (this binary
 //     re-executed with -client) so that its CPU is measured apart from the
 //     server's: the child reports getrusage over its timed window, the
@@ -192,11 +197,19 @@ func run(ctx context.Context, o *options) error {
 	var rows []row
 	for _, c := range o.concurrency {
 		r := row{c: c}
+		// The gRPC phase runs with the sealer as serve runs it, from a
+		// fully sealed log (the history, then the pgbench phase before).
+		if n, err := srv.seal(ctx); err != nil {
+			return err
+		} else if n > 0 {
+			step("c=%d: sealed the backlog of %d events", c, n)
+		}
+		srv.startSealer()
 		if err := vacuum(ctx, dbURL); err != nil {
 			return err
 		}
-		step("c=%d: gRPC for %s (after %s of warm-up)", c, o.duration, o.warmup)
-		cfg := clientConfig{Addr: srv.addr, Tokens: tokens, Devices: o.devices, Concurrency: c,
+		step("c=%d: gRPC for %s (after %s of warm-up), audit sealer running", c, o.duration, o.warmup)
+		cfg := clientConfig{Addr: srv.Addr(), Tokens: tokens, Devices: o.devices, Concurrency: c,
 			Duration: o.duration, Warmup: o.warmup, RunID: fmt.Sprintf("g%d-%d", c, time.Now().UnixNano())}
 		// pg_stat_database: backends report their counters about every
 		// second, so the window's figures are per committed transaction.
@@ -213,6 +226,9 @@ func run(ctx context.Context, o *options) error {
 			return fmt.Errorf("c=%d: no gRPC call completed (first error: %s)", c, gr.result.FirstError)
 		}
 
+		// pgbench is the database's own figure for the transaction: no
+		// sealer takes CPU from it.
+		srv.stopSealer()
 		if err := vacuum(ctx, dbURL); err != nil {
 			return err
 		}

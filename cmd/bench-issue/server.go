@@ -3,91 +3,109 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
+	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
-	grpcserver "github.com/dvrhotline/hotline/server/grpc"
-	"github.com/dvrhotline/hotline/server/keyring"
-	"github.com/dvrhotline/hotline/server/postgres"
+	"github.com/dvrhotline/hotline/server/audit"
 )
 
-// benchServer is the in-process server under test.
+// benchServer is the in-process server under test, built by
+// cmd/internal/wiring exactly as `hotline-server serve` builds it, with a
+// fresh keyring and limits that never refuse. Its audit sealer runs as
+// serve runs it during the gRPC phases; the benchmark pauses it for the
+// pgbench phases and seals their backlog between phases (seal).
 type benchServer struct {
-	addr      string
-	poolConns int32
-	logPath   string
-	kr        *keyring.Keyring
-	db        *postgres.DB
-	grpc      *grpcserver.Server
-	logFile   *os.File
+	*wiring.Server
+	poolConns   int32
+	logPath     string
+	logFile     *os.File
+	stopWatch   func()
+	stopSealing func() // nil while the sealer is paused
 }
 
-// startServer builds the server as cmd/hotline-server's Main.Run does
-// (keyring, staff verifier from the keyring's staff keys, Service, grpc
-// server with a Prometheus registry, JSON log), with limits that never
-// refuse, and serves it on a loopback port.
+// neverRefuse are limits no phase reaches: the benchmark measures issuing,
+// not the refusals.
+var neverRefuse = server.Limits{PerDevice: 1e9, PerDeviceWindow: 24 * time.Hour, PerAgent: 1e9, PerAgentWindow: time.Hour}
+
+// startServer opens the server through wiring.Open and serves it on a
+// loopback port, with its keyring watcher; the sealer starts with
+// startSealer.
 func startServer(ctx context.Context, dbURL, tmp string, o *options) (*benchServer, error) {
-	s := &benchServer{}
-	var err error
-	s.kr, err = keyring.Init(filepath.Join(tmp, "keyring"))
-	if err != nil {
-		return nil, err
-	}
-	s.logPath = o.serverLog
+	s := &benchServer{poolConns: int32(o.poolConns), logPath: o.serverLog}
 	if s.logPath == "" {
 		s.logPath = filepath.Join(tmp, "server.log")
 	}
+	var err error
 	s.logFile, err = os.Create(s.logPath)
 	if err != nil {
 		return nil, err
 	}
-	logger := slog.New(slog.NewJSONHandler(s.logFile, nil))
-
-	cfg, err := pgxpool.ParseConfig(dbURL)
+	s.Server, err = wiring.Open(ctx, wiring.Config{
+		KeyringDir: filepath.Join(tmp, "keyring"), CreateKeyring: true,
+		DatabaseURL: dbURL, MaxConns: s.poolConns, Listen: "127.0.0.1:0",
+		Limits: neverRefuse, ShutdownTimeout: 5 * time.Second,
+		SealEvery: wiring.DefaultSealEvery, KeyringPoll: wiring.DefaultKeyringPoll,
+		Logger: wiring.NewLogger(s.logFile),
+	})
 	if err != nil {
+		s.logFile.Close()
 		return nil, err
 	}
-	cfg.MaxConns = int32(o.poolConns)
-	s.poolConns = cfg.MaxConns
-	s.db, err = postgres.OpenConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	verifier, err := server.NewStaffVerifier(s.kr.PublicKeys(keyring.PurposeStaff, time.Now(), server.StaffTokenMaxTTL))
-	if err != nil {
-		return nil, err
-	}
-	svc := server.NewService(s.db, s.kr)
-	svc.Limits = server.Limits{PerDevice: 1e9, PerDeviceWindow: 24 * time.Hour, PerAgent: 1e9, PerAgentWindow: time.Hour}
-	svc.Logger = logger
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.grpc, err = grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: logger, Registerer: reg})
-	if err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.addr = l.Addr().String()
-	go s.grpc.Serve(l)
-	step("server on %s (pool of at most %d connections, log %s)", s.addr, s.poolConns, s.logPath)
+	go s.Serve()
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.WatchKeyring(wctx)
+	}()
+	s.stopWatch = func() { stop(); <-done }
+	step("server on %s (built as serve builds it: pool of at most %d connections as %s, log %s)", s.Addr(), s.poolConns, audit.ServiceRole, s.logPath)
 	return s, nil
+}
+
+// startSealer runs the audit sealer every wiring.DefaultSealEvery, as
+// serve does, until stopSealer.
+func (s *benchServer) startSealer() {
+	if s.stopSealing != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.RunSealer(ctx)
+	}()
+	s.stopSealing = func() { cancel(); <-done }
+}
+
+// stopSealer pauses the sealer started by startSealer.
+func (s *benchServer) stopSealer() {
+	if s.stopSealing != nil {
+		s.stopSealing()
+		s.stopSealing = nil
+	}
+}
+
+// seal seals every committed event with the server's own sealer (paused
+// meanwhile), so that a phase starts with no backlog.
+func (s *benchServer) seal(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.Sealer.SealOnce(ctx)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
 }
 
 // tokens returns one agent token per subject grpc-agent-1..n, signed by
 // the keyring's development staff issuer.
 func (s *benchServer) tokens(n int) ([]string, error) {
-	kid, key := s.kr.StaffSigner()
+	kid, key := s.Keyring.StaffSigner()
 	iss, err := server.NewStaffIssuer(kid, key)
 	if err != nil {
 		return nil, err
@@ -103,9 +121,11 @@ func (s *benchServer) tokens(n int) ([]string, error) {
 }
 
 func (s *benchServer) close() {
+	s.stopSealer()
+	s.stopWatch()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s.grpc.Shutdown(ctx)
-	s.db.Close()
+	s.Shutdown(ctx)
+	s.Close()
 	s.logFile.Close()
 }

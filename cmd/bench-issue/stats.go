@@ -84,7 +84,7 @@ func printReport(w io.Writer, o *options, rows []row, srv *benchServer) {
 		fmt.Fprintf(w, "\nNo gRPC call failed; pgbench reported no failed transaction.\n")
 	}
 	fmt.Fprintf(w, `
-server:  this process (in-process grpcserver + Service + postgres.DB), getrusage over the window.
+server:  this process (the server as serve builds it, audit sealer included), getrusage over the window.
 client:  the gRPC load generator, a child process, getrusage over its window; (whole) is its
          ProcessState, warm-up and connection set-up included.
 pgbench: its ProcessState.

@@ -19,6 +19,7 @@ import (
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/serial"
 	"github.com/dvrhotline/hotline/agent/voicecode"
+	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/keyring"
 	"github.com/dvrhotline/hotline/server/postgres"
@@ -55,7 +56,7 @@ func keysLifecycle(ctx context.Context, args []string, c *common, fs *flag.FlagS
 		if *purpose == "master" {
 			fmt.Fprint(stdout, " for devices provisioned from now on (older devices keep their generation)")
 		}
-		fmt.Fprintln(stdout, "; restart the servers to load it")
+		fmt.Fprintln(stdout, "; running servers load it on SIGHUP or at their next keyring check (--keyring-poll, default "+wiring.DefaultKeyringPoll.String()+")")
 		return nil
 	case "retire":
 		kid := fs.String("kid", "", "signing key to retire, e.g. grant-1")
@@ -121,7 +122,7 @@ func retire(ctx context.Context, c *common, kid string, gen int, stdout io.Write
 		if err := k.RetireMaster(gen); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "destroyed master generation %d\n", gen)
+		fmt.Fprintf(stdout, "destroyed master generation %d; running servers refuse to reload a keyring without it and hold it until they restart\n", gen)
 		return nil
 	}
 	if db != nil {
@@ -140,7 +141,7 @@ func retire(ctx context.Context, c *common, kid string, gen int, stdout io.Write
 	case strings.HasPrefix(kid, keyring.PurposeGrant+"-"):
 		fmt.Fprintf(stdout, "retired %s: it signs no more grants and leaves the published JWK set within %s\n", kid, grant.MaxLifetime)
 	case strings.HasPrefix(kid, keyring.PurposeAudit+"-"):
-		fmt.Fprintf(stdout, "retired %s: it signs no more checkpoints and stays trusted for verifying old ones\n", kid)
+		fmt.Fprintf(stdout, "retired %s: it signs no more checkpoints once the servers restart (their sealers keep the audit key they started with) and stays trusted for verifying old ones\n", kid)
 	default:
 		fmt.Fprintf(stdout, "retired %s\n", kid)
 	}

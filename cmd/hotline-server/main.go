@@ -11,7 +11,9 @@
 //
 // Every subcommand takes the keyring from --keyring or HOTLINE_KEYRING and the
 // database from --database-url or DATABASE_URL; serve listens on --listen or
-// HOTLINE_LISTEN (default 127.0.0.1:7443).
+// HOTLINE_LISTEN (default 127.0.0.1:7443). A serving server reloads the
+// keyring on SIGHUP and when the keyring file changes (--keyring-poll), so a
+// rotation needs no restart.
 package main
 
 import (
@@ -74,7 +76,10 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: hotline-server COMMAND [flags]
 
 commands:
-  serve                           serve the gRPC API (migrates first)
+  serve                           serve the gRPC API (migrates first); loads a
+                                  rotated keyring without a restart: on SIGHUP,
+                                  and when the keyring file changes (checked
+                                  every --keyring-poll, default 30s; 0: SIGHUP only)
   migrate                         apply the database migrations
   keys init                       create a keyring (HOTLINE_KEYRING / --keyring)
   keys device-key SERIAL          print a device's key file, for the factory

@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +20,7 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/grant"
 	"github.com/dvrhotline/hotline/agent/voicecode"
+	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/keyring"
@@ -28,6 +33,8 @@ type rotationEnv struct {
 	t       *testing.T
 	keyring string
 	dbURL   string
+	// m is the server serve started last.
+	m *Main
 }
 
 func (e *rotationEnv) cmd(args ...string) (string, error) {
@@ -49,14 +56,19 @@ func (e *rotationEnv) must(args ...string) string {
 	return out
 }
 
-// serve starts the server in-process on port 0 and returns a client
-// connection and a stop function.
-func (e *rotationEnv) serve() (*grpc.ClientConn, func()) {
+// serve starts the server in-process on port 0 with extra flags and
+// returns a client connection and a stop function; the server's log goes
+// to log when it is not nil.
+func (e *rotationEnv) serve(log io.Writer, flags ...string) (*grpc.ClientConn, func()) {
 	e.t.Helper()
 	m := NewMain(io.Discard, io.Discard)
-	if err := m.ParseFlags([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0"}); err != nil {
+	if err := m.ParseFlags(append([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0"}, flags...)); err != nil {
 		e.t.Fatal(err)
 	}
+	if log != nil {
+		m.Logger = wiring.NewLogger(log)
+	}
+	e.m = m
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -114,6 +126,28 @@ func register(t *testing.T, ctx context.Context, conn *grpc.ClientConn, serial s
 	return r.Device.KeyGeneration
 }
 
+// publishedKeys returns the kids of the grant JWK set the server publishes.
+func publishedKeys(t *testing.T, ctx context.Context, conn *grpc.ClientConn) string {
+	t.Helper()
+	r, err := hotlinev1.NewKeyServiceClient(conn).GetGrantKeys(ctx, &hotlinev1.GetGrantKeysRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.JwksJson
+}
+
+// waitForGrantKey waits until the running server publishes kid: it has
+// loaded the keyring that holds it.
+func waitForGrantKey(t *testing.T, ctx context.Context, conn *grpc.ClientConn, kid string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(publishedKeys(t, ctx, conn), `"`+kid+`"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the running server never published %s", kid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func verifyCode(t *testing.T, k voicecode.DeviceKey, serial, code string) {
 	t.Helper()
 	c, err := voicecode.Decode(code)
@@ -125,27 +159,33 @@ func verifyCode(t *testing.T, k voicecode.DeviceKey, serial, code string) {
 	}
 }
 
-// TestKeyRotationStrandsNoDevice: after a rotation of the master key and of
-// the grant key, devices of both generations keep verifying their codes, a
-// grant signed by the old key still verifies until it expires, and the old
-// keys cannot be retired while a device or a live grant needs them.
+// TestKeyRotationStrandsNoDevice: a rotation of the master key and of the
+// grant key is loaded by the running server on SIGHUP, without a restart:
+// a device registered after it (key generation 0, "the current one") gets
+// the new generation and new grants are signed by the new key, while
+// devices of both generations keep verifying their codes, a grant signed by
+// the old key still verifies until it expires, and the old keys cannot be
+// retired while a device or a live grant needs them.
 func TestKeyRotationStrandsNoDevice(t *testing.T) {
 	e := &rotationEnv{t: t, keyring: filepath.Join(t.TempDir(), "keyring"), dbURL: pgtest.NewDatabase(t, "rotation")}
 	e.must("keys", "init")
 	e.must("migrate")
 	const old, young = "ROTAAA#2020-01-01#1#DVR0000000000001", "ROTBBB#2026-01-01#1#DVR0000000000002"
 
-	conn, stop := e.serve()
+	// No polling: only the signal can make this server reload.
+	conn, stop := e.serve(nil, "--keyring-poll", "0")
+	defer stop()
 	if gen := register(t, e.as(server.RoleProvisioner), conn, old); gen != 1 {
 		t.Fatalf("first device under generation %d, want 1", gen)
 	}
 	first := issue(t, e.as(server.RoleAgent), conn, old, "ROT-1")
-	stop()
 
 	e.must("keys", "rotate", "--purpose", "master")
 	e.must("keys", "rotate", "--purpose", "grant")
-	conn, stop = e.serve()
-	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForGrantKey(t, e.as(server.RoleAgent), conn, "grant-2")
 	if gen := register(t, e.as(server.RoleProvisioner), conn, young); gen != 2 {
 		t.Fatalf("device provisioned after the rotation under generation %d, want 2", gen)
 	}
@@ -170,8 +210,9 @@ func TestKeyRotationStrandsNoDevice(t *testing.T) {
 	if _, err := trust.Verify(first.Grant, old, time.Now()); err != nil {
 		t.Fatalf("a grant signed before the rotation: %v", err)
 	}
-	if _, err := trust.Verify(b.Grant, young, time.Now()); err != nil || !strings.Contains(string(jwks.JwksJson), "grant-2") {
-		t.Fatalf("a grant signed after the rotation: %v", err)
+	onlyNew := grant.NewTrustSet(map[string]ed25519.PublicKey{"grant-2": trust.Keys()["grant-2"]})
+	if _, err := onlyNew.Verify(b.Grant, young, time.Now()); err != nil {
+		t.Fatalf("a grant signed after the rotation does not verify under grant-2 alone: %v", err)
 	}
 
 	// Retiring what is still needed is refused.
@@ -211,4 +252,105 @@ func TestKeyRotationStrandsNoDevice(t *testing.T) {
 	if _, ok := k.GrantKey("grant-1"); ok {
 		t.Fatal("a retired grant key still signs")
 	}
+}
+
+// TestARotationIsLoadedByPollingTheKeyringFile: with --keyring-poll and no
+// signal, the running server sees the rotated keyring file and provisions
+// the next device under the new generation.
+func TestARotationIsLoadedByPollingTheKeyringFile(t *testing.T) {
+	e := &rotationEnv{t: t, keyring: filepath.Join(t.TempDir(), "keyring"), dbURL: pgtest.NewDatabase(t, "rotation_poll")}
+	e.must("keys", "init")
+	conn, stop := e.serve(nil, "--keyring-poll", "20ms")
+	defer stop()
+	e.must("keys", "rotate", "--purpose", "master")
+	e.must("keys", "rotate", "--purpose", "grant")
+	waitForGrantKey(t, e.as(server.RoleAgent), conn, "grant-2")
+	const serial = "ROTCCC#2026-02-01#1#DVR0000000000003"
+	if gen := register(t, e.as(server.RoleProvisioner), conn, serial); gen != 2 {
+		t.Fatalf("device provisioned after the rotation under generation %d, want 2", gen)
+	}
+}
+
+// syncBuffer is a log sink the test reads while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestAReloadThatDropsAGenerationIsRefusedWhileServing: a master
+// generation destroyed in the folder (`keys retire --generation`, allowed
+// while no device is registered under it) is not let go of by a running
+// server: the reload is refused, logged with the file and the reason and
+// counted, and a device can still be provisioned under that generation (a
+// factory may have flashed keys of it already).
+func TestAReloadThatDropsAGenerationIsRefusedWhileServing(t *testing.T) {
+	e := &rotationEnv{t: t, keyring: filepath.Join(t.TempDir(), "keyring"), dbURL: pgtest.NewDatabase(t, "rotation_refused")}
+	e.must("keys", "init")
+	var log syncBuffer
+	conn, stop := e.serve(&log, "--keyring-poll", "0")
+	defer stop()
+	e.must("keys", "rotate", "--purpose", "master")
+	e.must("keys", "retire", "--generation", "1")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(e.keyring, keyring.FileName)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log.String(), "keyring reload refused"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refused reload logged:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{`"level":"ERROR"`, `"file":"` + path + `"`, "no longer holds master generation 1"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the refusal's log lacks %s:\n%s", want, log.String())
+		}
+	}
+	if n := reloadsCounted(t, e.m, "failed"); n < 1 {
+		t.Errorf("hotline_keyring_reloads_total{outcome=\"failed\"} = %v, want at least 1", n)
+	}
+
+	r, err := hotlinev1.NewDeviceServiceClient(conn).RegisterDevice(e.as(server.RoleProvisioner), &hotlinev1.RegisterDeviceRequest{
+		Serial: "ROTDDD#2026-03-01#1#DVR0000000000004", Model: "WBXHD041S", OwnerContact: "owner@example.com", Firmware: "V4.0.1", KeyGeneration: 1})
+	if err != nil || r.Device.KeyGeneration != 1 {
+		t.Fatalf("register under generation 1 after the refused reload: %v", err)
+	}
+	if gen := register(t, e.as(server.RoleProvisioner), conn, "ROTEEE#2026-03-01#1#DVR0000000000005"); gen != 1 {
+		t.Fatalf("device provisioned under generation %d: the refused keyring's generation 2 was taken", gen)
+	}
+}
+
+// reloadsCounted reads hotline_keyring_reloads_total{outcome} from the
+// server's registry.
+func reloadsCounted(t *testing.T, m *Main, outcome string) float64 {
+	t.Helper()
+	mfs, err := m.srv.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "hotline_keyring_reloads_total" {
+			continue
+		}
+		for _, c := range mf.GetMetric() {
+			for _, l := range c.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return c.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

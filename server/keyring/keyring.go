@@ -5,7 +5,9 @@
 //
 // The folder holds one file, keyring.json, written atomically (new copy,
 // fsync, rename, fsync the folder). The folder must be 0700 and the file
-// 0600: Open refuses a keyring that others can read.
+// 0600: Open refuses a keyring that others can read. A running server holds
+// a Live keyring, which Reload replaces with the folder's newer one when it
+// keeps every key the server holds.
 package keyring
 
 import (

@@ -1,0 +1,339 @@
+// Package wiring builds the central service from its parts: the keyring
+// (reloaded while serving), the database pool working as the audit service
+// role, the store, the domain service with its audit log and limits, the
+// staff-token verifier, the gRPC server with its Prometheus metrics, and
+// the audit sealer. `hotline-server serve` and cmd/bench-issue both build
+// the server here, so that the benchmark measures what production runs.
+//
+// The package wires; it decides nothing that server/ or its adapters
+// decide. Flags and environment stay in the commands.
+package wiring
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
+	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/audit"
+	grpcserver "github.com/dvrhotline/hotline/server/grpc"
+	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/postgres"
+)
+
+// DefaultKeyringPoll is how often `hotline-server serve` looks at the
+// keyring file for a change unless told otherwise (--keyring-poll).
+const DefaultKeyringPoll = 30 * time.Second
+
+// DefaultSealEvery is how often `hotline-server serve` runs the audit
+// sealer unless told otherwise (--seal-every).
+const DefaultSealEvery = time.Second
+
+// Config is what Open builds a server from.
+type Config struct {
+	// KeyringDir is the keyring folder (required).
+	KeyringDir string
+	// CreateKeyring creates a keyring when the folder has none (--dev).
+	CreateKeyring bool
+	// DatabaseURL is the PostgreSQL URL (required). The server migrates
+	// it, then works as audit.ServiceRole.
+	DatabaseURL string
+	// MaxConns caps the pool (0: pgx's default, or the URL's
+	// pool_max_conns).
+	MaxConns int32
+	// Listen is the gRPC address; "127.0.0.1:0" picks a free port.
+	Listen string
+	// MetricsListen serves Prometheus metrics on /metrics; empty disables.
+	MetricsListen string
+	// TLSCert and TLSKey enable TLS; required off loopback unless
+	// InsecurePlaintext.
+	TLSCert, TLSKey string
+	// InsecurePlaintext allows plaintext on a non-loopback address.
+	InsecurePlaintext bool
+	// StaffJWKS is a JWK set file of staff-token issuer keys to trust;
+	// empty trusts the keyring's own development issuer (its staff keys,
+	// reloaded with it).
+	StaffJWKS string
+	// Limits are the issuance limits.
+	Limits server.Limits
+	// ShutdownTimeout bounds Run's graceful stop before connections are cut.
+	ShutdownTimeout time.Duration
+	// SealEvery is how often the audit sealer runs (required).
+	SealEvery time.Duration
+	// KeyringPoll is how often the keyring file is checked for a change;
+	// 0 reloads only on SIGHUP.
+	KeyringPoll time.Duration
+	// Logger is the structured log (required; NewLogger makes the
+	// server's).
+	Logger *slog.Logger
+}
+
+// Server is a built, not yet serving, central service.
+type Server struct {
+	// Keyring is the key material in use; WatchKeyring reloads it.
+	Keyring *keyring.Live
+	// DB is the store, its pool working as audit.ServiceRole.
+	DB *postgres.DB
+	// Service is the domain service the gRPC handlers call.
+	Service *server.Service
+	// Sealer links committed audit events into the signed chain.
+	Sealer *audit.Sealer
+	// Registry holds the server's Prometheus metrics.
+	Registry *prometheus.Registry
+
+	cfg      Config
+	tls      bool
+	staff    *staffVerifier // nil when staff keys come from a JWK set file
+	reloads  *prometheus.CounterVec
+	master   prometheus.Gauge
+	stamp    fileStamp      // the keyring file as last loaded
+	hup      chan os.Signal // SIGHUP, from Open on: none is lost before WatchKeyring
+	grpc     *grpcserver.Server
+	listener net.Listener
+	metricsL net.Listener
+	metrics  *http.Server
+}
+
+// Open checks cfg, opens the keyring, migrates the database, connects as
+// the service role (refusing a role that could change the audit log),
+// builds the service and the gRPC server, and listens. Nothing is served
+// before Run (or Serve). On an error, what was opened is closed.
+func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Logger == nil {
+		return nil, errors.New("wiring: Config.Logger is required")
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("no database: pass --database-url or set DATABASE_URL")
+	}
+	if cfg.KeyringDir == "" {
+		return nil, errors.New("no keyring: pass --keyring DIR or set HOTLINE_KEYRING (`hotline-server keys init` creates one; --dev creates it for you)")
+	}
+	if cfg.SealEvery <= 0 {
+		return nil, fmt.Errorf("seal interval %s: expected a positive duration", cfg.SealEvery)
+	}
+	s := &Server{cfg: cfg, tls: cfg.TLSCert != "" || cfg.TLSKey != ""}
+	if !s.tls && !netaddr.IsLoopback(cfg.Listen) && !cfg.InsecurePlaintext {
+		return nil, fmt.Errorf("refusing plaintext gRPC on %s, which is not a loopback address: pass --tls-cert and --tls-key (or --insecure-plaintext behind a TLS-terminating proxy)", cfg.Listen)
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	log := cfg.Logger
+
+	// The file's stamp is taken before it is read: a change made while it
+	// is opened is seen at the first poll.
+	s.stamp = stampOf(filepath.Join(cfg.KeyringDir, keyring.FileName))
+	var kr *keyring.Keyring
+	if cfg.CreateKeyring {
+		var created bool
+		kr, created, err = keyring.OpenOrInit(cfg.KeyringDir)
+		if created {
+			log.Info("created a development keyring", "dir", cfg.KeyringDir)
+		}
+	} else {
+		kr, err = keyring.Open(cfg.KeyringDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.Keyring = keyring.NewLive(kr)
+	s.hup = make(chan os.Signal, 1)
+	signal.Notify(s.hup, syscall.SIGHUP)
+
+	if err := s.openDB(ctx); err != nil {
+		return nil, err
+	}
+	verifier, err := s.staffVerifier()
+	if err != nil {
+		return nil, err
+	}
+
+	svc := server.NewService(s.DB, s.Keyring)
+	// Verify and checkpoints trust every audit key ever used: the log they
+	// signed does not expire with a rotation.
+	svc.AuditLog = &audit.Log{DB: s.DB.Pool(), Trusted: func() map[string]ed25519.PublicKey {
+		return s.Keyring.PublicKeys(keyring.PurposeAudit, time.Now(), audit.TrustForever)
+	}}
+	svc.Limits = cfg.Limits
+	svc.Logger = log
+	s.Service = svc
+
+	// The sealer signs with the audit key in use when the server starts; a
+	// rotated audit key signs from the next start (both stay trusted).
+	auditKID, auditKey := s.Keyring.AuditSigner()
+	s.Sealer = audit.NewSealer(s.DB.Pool(), auditKID, auditKey)
+	s.Sealer.Logger = log
+
+	s.Registry = prometheus.NewRegistry()
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registerKeyringMetrics()
+	var opts []grpc.ServerOption
+	if s.tls {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+	}
+	s.grpc, err = grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log, Registerer: s.Registry, ServerOptions: opts})
+	if err != nil {
+		return nil, err
+	}
+
+	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, err
+	}
+	if cfg.MetricsListen != "" {
+		if s.metricsL, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	log.Info("serving", "addr", s.Addr(), "tls", s.tls, "key_generation", s.Keyring.CurrentGeneration(),
+		"limits_per_device", cfg.Limits.PerDevice, "limits_per_agent", cfg.Limits.PerAgent)
+	return s, nil
+}
+
+// openDB migrates, then opens the pool as the service role: it may insert
+// and read audit events but never change or delete them. It refuses a role
+// that could.
+func (s *Server) openDB(ctx context.Context) error {
+	if err := postgres.Migrate(ctx, s.cfg.DatabaseURL); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	pcfg, err := pgxpool.ParseConfig(s.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	if s.cfg.MaxConns > 0 {
+		pcfg.MaxConns = s.cfg.MaxConns
+	}
+	pcfg.AfterConnect = audit.SetServiceRole
+	if s.DB, err = postgres.OpenConfig(ctx, pcfg); err != nil {
+		return err
+	}
+	if err := audit.CheckServiceRole(ctx, s.DB.Pool()); err != nil {
+		return err
+	}
+	var login string
+	var super bool
+	if err := s.DB.Pool().QueryRow(ctx, `SELECT session_user::text, rolsuper FROM pg_roles WHERE rolname = session_user`).Scan(&login, &super); err == nil && super {
+		s.cfg.Logger.Warn("the database login is a superuser: the server works as "+audit.ServiceRole+
+			", but a superuser login could leave that role; in production connect as a login role that is only a member of "+audit.ServiceRole,
+			"login", login)
+	}
+	return nil
+}
+
+// staffVerifier trusts the JWK set file when one is configured, else the
+// keyring's staff keys, rebuilt on every keyring reload.
+func (s *Server) staffVerifier() (grpcserver.Verifier, error) {
+	if s.cfg.StaffJWKS != "" {
+		b, err := os.ReadFile(s.cfg.StaffJWKS)
+		if err != nil {
+			return nil, fmt.Errorf("staff JWK set: %w", err)
+		}
+		return server.NewStaffVerifierJWKS(b)
+	}
+	s.staff = &staffVerifier{}
+	if err := s.staff.load(s.Keyring.Keyring()); err != nil {
+		return nil, err
+	}
+	return s.staff, nil
+}
+
+// Addr returns the gRPC listening address.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// TLS says whether the gRPC listener speaks TLS.
+func (s *Server) TLS() bool { return s.tls }
+
+// Run serves until ctx ends: gRPC, the metrics endpoint, the audit sealer
+// every Config.SealEvery and the keyring watcher (WatchKeyring). Then it
+// stops gracefully within Config.ShutdownTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+	wg.Go(func() { s.RunSealer(bg) })
+	wg.Go(func() { s.WatchKeyring(bg) })
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.cfg.Logger.Info("shutting down", "deadline", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.grpc.Shutdown(sctx)
+	return nil
+}
+
+// Serve serves gRPC (and the metrics endpoint, if configured) until
+// Shutdown or Close. Run calls it; a caller that runs the sealer and the
+// keyring watcher itself calls it directly.
+func (s *Server) Serve() error {
+	if s.metrics != nil {
+		go s.metrics.Serve(s.metricsL)
+	}
+	return s.grpc.Serve(s.listener)
+}
+
+// RunSealer seals committed audit events every Config.SealEvery until ctx
+// ends. Every replica runs one; an advisory lock lets one seal at a time.
+func (s *Server) RunSealer(ctx context.Context) { s.Sealer.Run(ctx, s.cfg.SealEvery) }
+
+// Shutdown stops serving gRPC gracefully; when ctx ends first it cuts the
+// connections.
+func (s *Server) Shutdown(ctx context.Context) { s.grpc.Shutdown(ctx) }
+
+// Close releases everything Open opened.
+func (s *Server) Close() {
+	if s.hup != nil {
+		signal.Stop(s.hup)
+	}
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	if s.metricsL != nil {
+		s.metricsL.Close()
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.DB != nil {
+		s.DB.Close()
+	}
+}
