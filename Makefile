@@ -157,7 +157,7 @@ proto-lint: $(PROTO_BIN)/buf
 	cd $(PROTO_DIR) && $(PROTO_BIN)/buf lint
 
 # ---- audit log benchmarks ----
-# The audit log's benchmarks (issue 4): verify throughput and auditor query
+# The audit log's benchmarks: verify throughput and auditor query
 # latency over a log of HOTLINE_BENCH_AUDIT_EVENTS events (default
 # 1,000,000), built once per run in the server/audit test database.
 # Goals: verify >= 300,000 events/s; p99 < 5 ms per query.
@@ -175,7 +175,7 @@ bench-audit:
 	  sed -u 's/^/bench-audit (through the store, each query audited): /'
 
 # ---- bulk import benchmark ----
-# Bulk device import (issue 5): the benchmark against a plain COPY.
+# Bulk device import: the benchmark against a plain COPY.
 HOTLINE_BENCH_IMPORT_ROWS ?= 1000000
 
 .PHONY: bench-import

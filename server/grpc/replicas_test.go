@@ -1,8 +1,8 @@
 package grpcserver_test
 
 // Replicas: several gRPC servers, each with a connection pool of its own,
-// over one database, as behind a load balancer. The brief asks that every
-// invariant (limits, sequence numbers, idempotency, audit) stay exact.
+// over one database, as behind a load balancer: every
+// invariant (limits, sequence numbers, idempotency, audit) must stay exact.
 
 import (
 	"context"
