@@ -21,7 +21,7 @@ func FuzzLoadState(f *testing.F) {
 	flipped := append([]byte(nil), good...)
 	flipped[20] ^= 0x01 // a bit flip in the failure counter
 	f.Add(flipped)
-	f.Add(marshalV1(sample))         // a version 1 file
+	f.Add(marshalV1(sample))          // a version 1 file
 	f.Add(Marshal(State{Mail: true})) // one optional part
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := Unmarshal(b)

@@ -227,7 +227,7 @@ func Unmarshal(b []byte) (State, error) {
 	if v == 1 {
 		return s, nil
 	}
-	d := func(off int) time.Duration { return time.Duration(min(u64(off), 1<<40)) * time.Millisecond }
+	d := func(off int) time.Duration { return time.Duration(min(u64(off), 1<<52)) * time.Millisecond }
 	s.Learnt = fromUnix(u64(31))
 	copy(s.Boot[:], b[39:55])
 	s.SavedAt, s.LockStart, s.LockLeft = d(55), d(63), d(71)
