@@ -135,6 +135,9 @@ type IssueRequest struct {
 	MethodNote string
 	// OverrideReason is a supervisor's reason for issuing over a limit.
 	OverrideReason string
+	// RequestCode, when set, is the request code of a DVR whose clock is
+	// not set: the voice code is bound to it. Canonical after checkIssue.
+	RequestCode string
 }
 
 // Limits are the issuance limits; over either, only a supervisor with a
@@ -267,6 +270,8 @@ type Issuance struct {
 	Method         VerificationMethod
 	MethodNote     string
 	OverrideReason string
+	// RequestCode is the request code the voice code is bound to, or "".
+	RequestCode string
 }
 
 // Outcome is an audit event's result. Stored: append only.

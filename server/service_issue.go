@@ -91,9 +91,9 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 	}
 
 	if f.Existing != nil {
-		if f.Existing.Serial != req.Serial {
+		if f.Existing.Serial != req.Serial || f.Existing.RequestCode != req.RequestCode {
 			return refuse(&Error{Code: EConflict, Reason: ReasonRequestIDReused, Field: "request_id",
-				Message: "this request id was already used for another device; use a new request id"}, "request_id_reused")
+				Message: "this request id was already used for another device or request code; use a new request id"}, "request_id_reused")
 		}
 		// A retry returns the first answer, but never for a device put on
 		// hold since: a stolen DVR gets no code, not even a repeat.
@@ -154,6 +154,7 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 		Method:         req.Method,
 		MethodNote:     req.MethodNote,
 		OverrideReason: req.OverrideReason,
+		RequestCode:    req.RequestCode,
 	}
 	ev.Outcome, ev.IssuanceID = OutcomeSuccess, iss.ID
 	ev.Detail = joinDetail("seq="+strconv.FormatInt(seq, 10), limitDetail)
@@ -255,6 +256,13 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 		}
 		return e
 	}
+	if req.RequestCode = strings.TrimSpace(req.RequestCode); req.RequestCode != "" {
+		n, err := voicecode.ParseRequestCode(req.RequestCode)
+		if err != nil {
+			return Invalid("request_code", "request_code %q: %v; expected the 10 symbols the DVR shows (XXXXX-XXXXX)", clip(req.RequestCode, 20), err)
+		}
+		req.RequestCode = voicecode.FormatRequestCode(n)
+	}
 	req.OverrideReason = strings.TrimSpace(req.OverrideReason)
 	if e := checkText("override_reason", req.OverrideReason, false, maxReasonLen); e != nil {
 		return e
@@ -274,6 +282,13 @@ func (s *Service) mint(iss Issuance) (Issued, error) {
 		return Issued{}, fmt.Errorf("device key of generation %d: %w", iss.KeyGeneration, err)
 	}
 	code, err := voicecode.Mint(k, iss.Serial, iss.IssuedAt, iss.Sequence)
+	if iss.RequestCode != "" {
+		// Bound to the DVR's request code, under the bound code's own label.
+		var n uint64
+		if n, err = voicecode.ParseRequestCode(iss.RequestCode); err == nil {
+			code, err = voicecode.MintBound(k, iss.Serial, iss.IssuedAt, iss.Sequence, n)
+		}
+	}
 	if err != nil {
 		return Issued{}, err
 	}

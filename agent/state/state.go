@@ -60,16 +60,24 @@ import (
 	"time"
 )
 
-// File names inside the state directory.
+// File names inside the state directory, and the format.
 const (
 	FileName    = "agent.state"
 	TempName    = "agent.state.tmp"
 	LockName    = "agent.lock"
 	MarkerName  = "agent.present"
-	Version     = 1
-	Size        = 63
+	Version     = 2
+	Size        = 184
+	SizeV1      = 63
 	magic       = "HLAGENT\x00"
 	contentSize = Size - sha256.Size
+)
+
+// Flags of a version 2 file: which of the optional parts are present.
+const (
+	flagRequest  = 1 << iota // a request code is shown
+	flagRecovery             // an e-mail recovery code is pending
+	flagMail                 // a recovery e-mail was sent (throttle)
 )
 
 // State is what the agent remembers between verifications.
@@ -81,8 +89,37 @@ type State struct {
 	Seq8 uint8
 	// Failures counts consecutive wrong attempts since the last acceptance.
 	Failures uint32
-	// LockedUntil is when the current lockout ends; zero when not locked.
+	// LockedUntil is when the current lockout ends by the wall clock, for
+	// messages; the lock itself runs on the monotonic clock (LockStart,
+	// LockLeft). Zero when not locked.
 	LockedUntil time.Time
+	// Learnt is the latest time the agent knows has passed: the latest of
+	// the clock readings of earlier verifications and the issue times of
+	// accepted credentials (the server's clock). Zero: nothing learnt.
+	Learnt time.Time
+	// Boot is the boot id the monotonic fields refer to (the kernel's
+	// /proc/sys/kernel/random/boot_id); zero when none was recorded.
+	Boot [16]byte
+	// SavedAt is the monotonic time (time since boot) of the save.
+	SavedAt time.Duration
+	// LockStart is the monotonic time on Boot from which LockLeft runs
+	// down; the device is locked while LockLeft - (uptime - LockStart) > 0.
+	LockStart, LockLeft time.Duration
+	// Request is the request code on show: its nonce, made at monotonic
+	// time RequestAt on Boot.
+	Request   bool
+	Nonce     uint64
+	RequestAt time.Duration
+	// Recovery is the pending e-mail recovery code: only its tag
+	// (voicecode.DeviceKey.RecoveryTag), made at RecoveryAt on Boot.
+	Recovery    bool
+	RecoveryTag [32]byte
+	RecoveryAt  time.Duration
+	// Mail is the last recovery e-mail sent: at monotonic MailAt on Boot
+	// and wall-clock MailWall.
+	Mail     bool
+	MailAt   time.Duration
+	MailWall time.Time
 }
 
 // Errors; test with errors.Is. Every one of them means: do not verify.
@@ -98,7 +135,7 @@ var (
 	ErrBusy = errors.New("state is locked by another verification")
 )
 
-// Marshal returns the file form of s.
+// Marshal returns the file form of s (always the current version).
 func Marshal(s State) []byte {
 	b := make([]byte, 0, Size)
 	b = append(b, magic...)
@@ -106,20 +143,53 @@ func Marshal(s State) []byte {
 	b = binary.BigEndian.AppendUint64(b, s.Slot)
 	b = append(b, s.Seq8)
 	b = binary.BigEndian.AppendUint32(b, s.Failures)
-	var until int64
-	if !s.LockedUntil.IsZero() {
-		until = s.LockedUntil.Unix()
-		if until <= 0 {
-			until = 1 // a lock before 1970 is still a lock, and already over
-		}
+	b = binary.BigEndian.AppendUint64(b, unix(s.LockedUntil))
+	b = binary.BigEndian.AppendUint64(b, unix(s.Learnt))
+	b = append(b, s.Boot[:]...)
+	var flags byte
+	var nonce, reqAt, recAt, mailAt, mailWall uint64
+	var tag [32]byte
+	if s.Request {
+		flags |= flagRequest
+		nonce, reqAt = s.Nonce, ms(s.RequestAt)
 	}
-	b = binary.BigEndian.AppendUint64(b, uint64(until))
+	if s.Recovery {
+		flags |= flagRecovery
+		tag, recAt = s.RecoveryTag, ms(s.RecoveryAt)
+	}
+	if s.Mail {
+		flags |= flagMail
+		mailAt, mailWall = ms(s.MailAt), unix(s.MailWall)
+	}
+	for _, v := range []uint64{ms(s.SavedAt), ms(s.LockStart), ms(s.LockLeft)} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, nonce)
+	b = binary.BigEndian.AppendUint64(b, reqAt)
+	b = append(b, tag[:]...)
+	for _, v := range []uint64{recAt, mailAt, mailWall} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
 	sum := sha256.Sum256(b)
 	return append(b, sum[:]...)
 }
 
-// Unmarshal parses the file form. Any defect is an error wrapping ErrCorrupt
-// or ErrVersion that says what was wrong.
+// unix is t in Unix seconds, 0 for the zero time; a time before 1970 is 1
+// (a lock before 1970 is still a lock, and already over).
+func unix(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(max(t.Unix(), 1))
+}
+
+// ms is d in whole milliseconds (negative is 0).
+func ms(d time.Duration) uint64 { return uint64(max(d.Milliseconds(), 0)) }
+
+// Unmarshal parses the file form, of version 2 or of version 1 (whose
+// fields after the lock are zero). Any defect is an error wrapping
+// ErrCorrupt or ErrVersion that says what was wrong.
 func Unmarshal(b []byte) (State, error) {
 	switch {
 	case len(b) < len(magic)+2:
@@ -127,36 +197,63 @@ func Unmarshal(b []byte) (State, error) {
 	case string(b[:len(magic)]) != magic:
 		return State{}, fmt.Errorf("%w: wrong magic: not a dvr-agent state file", ErrCorrupt)
 	}
-	// A file of this format's size with a bad checksum is corrupt, even if
-	// a flipped bit makes its version field read as another version.
-	if len(b) == Size {
-		if sum := sha256.Sum256(b[:contentSize]); !bytes.Equal(sum[:], b[contentSize:]) {
-			return State{}, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
-		}
-	}
-	if v := binary.BigEndian.Uint16(b[8:]); v != Version {
-		return State{}, fmt.Errorf("%w: version %d, this agent reads version %d", ErrVersion, v, Version)
-	}
-	if len(b) != Size {
-		return State{}, fmt.Errorf("%w: %d bytes, expected %d (truncated or extended)", ErrCorrupt, len(b), Size)
-	}
-	sum := sha256.Sum256(b[:contentSize])
-	if !bytes.Equal(sum[:], b[contentSize:]) {
+	// A file of a known format's size with a bad checksum is corrupt, even
+	// if a flipped bit makes its version field read as another version.
+	if (len(b) == Size || len(b) == SizeV1) && !checksum(b) {
 		return State{}, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
-	s := State{
-		Slot:     binary.BigEndian.Uint64(b[10:]),
-		Seq8:     b[18],
-		Failures: binary.BigEndian.Uint32(b[19:]),
+	v := binary.BigEndian.Uint16(b[8:])
+	want := 0
+	switch v {
+	case 1:
+		want = SizeV1
+	case Version:
+		want = Size
+	default:
+		return State{}, fmt.Errorf("%w: version %d, this agent reads versions 1 and %d", ErrVersion, v, Version)
 	}
-	until := int64(binary.BigEndian.Uint64(b[23:]))
-	switch {
-	case until < 0:
-		return State{}, fmt.Errorf("%w: negative lockout time", ErrCorrupt)
-	case until > 0:
-		s.LockedUntil = time.Unix(until, 0).UTC()
+	if len(b) != want {
+		return State{}, fmt.Errorf("%w: %d bytes, expected %d (truncated or extended)", ErrCorrupt, len(b), want)
+	}
+	if !checksum(b) {
+		return State{}, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	u64 := func(off int) uint64 { return binary.BigEndian.Uint64(b[off:]) }
+	s := State{Slot: u64(10), Seq8: b[18], Failures: binary.BigEndian.Uint32(b[19:])}
+	if int64(u64(23)) < 0 || v == Version && (int64(u64(31)) < 0 || int64(u64(144)) < 0) {
+		return State{}, fmt.Errorf("%w: negative time", ErrCorrupt)
+	}
+	s.LockedUntil = fromUnix(u64(23))
+	if v == 1 {
+		return s, nil
+	}
+	d := func(off int) time.Duration { return time.Duration(min(u64(off), 1<<52)) * time.Millisecond }
+	s.Learnt = fromUnix(u64(31))
+	copy(s.Boot[:], b[39:55])
+	s.SavedAt, s.LockStart, s.LockLeft = d(55), d(63), d(71)
+	flags := b[79]
+	s.Request, s.Nonce, s.RequestAt = flags&flagRequest != 0, u64(80), d(88)
+	s.Recovery, s.RecoveryAt = flags&flagRecovery != 0, d(128)
+	copy(s.RecoveryTag[:], b[96:128])
+	s.Mail, s.MailAt, s.MailWall = flags&flagMail != 0, d(136), fromUnix(u64(144))
+	// One state, one encoding: unknown flags, fields of absent parts and
+	// out-of-range durations are corruption, not something to carry along.
+	if !bytes.Equal(Marshal(s), b) {
+		return State{}, fmt.Errorf("%w: fields inconsistent with their flags", ErrCorrupt)
 	}
 	return s, nil
+}
+
+func checksum(b []byte) bool {
+	sum := sha256.Sum256(b[:len(b)-sha256.Size])
+	return bytes.Equal(sum[:], b[len(b)-sha256.Size:])
+}
+
+func fromUnix(u uint64) time.Time {
+	if u == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(u), 0).UTC()
 }
 
 // Store is an open, locked state directory. It is not safe for concurrent

@@ -2,6 +2,7 @@ package state
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,7 +10,52 @@ import (
 	"time"
 )
 
-var sample = State{Slot: 2_900_000, Seq8: 7, Failures: 3, LockedUntil: time.Date(2026, 5, 1, 12, 35, 0, 0, time.UTC)}
+var sample = State{Slot: 2_900_000, Seq8: 7, Failures: 3, LockedUntil: time.Date(2026, 5, 1, 12, 35, 0, 0, time.UTC),
+	Learnt: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), Boot: [16]byte{1, 2, 3}, SavedAt: 90 * time.Second,
+	LockStart: 80 * time.Second, LockLeft: 5 * time.Minute, Request: true, Nonce: 1<<43 - 1, RequestAt: 70 * time.Second,
+	Recovery: true, RecoveryTag: [32]byte{9, 9}, RecoveryAt: time.Minute, Mail: true, MailAt: time.Minute,
+	MailWall: time.Date(2026, 5, 1, 11, 59, 0, 0, time.UTC)}
+
+// marshalV1 is the version 1 encoding (63 bytes) written by agents before
+// version 2: the watermark, the failure count and the lock's wall-clock end.
+func marshalV1(s State) []byte {
+	b := append([]byte(magic), 0, 1)
+	b = binary.BigEndian.AppendUint64(b, s.Slot)
+	b = append(b, s.Seq8)
+	b = binary.BigEndian.AppendUint32(b, s.Failures)
+	b = binary.BigEndian.AppendUint64(b, unix(s.LockedUntil))
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...)
+}
+
+// TestVersion1FilesStillLoad: a state written by the previous agent loads
+// with its watermark, failures and lock; the first save writes version 2.
+func TestVersion1FilesStillLoad(t *testing.T) {
+	old := State{Slot: sample.Slot, Seq8: sample.Seq8, Failures: sample.Failures, LockedUntil: sample.LockedUntil}
+	b := marshalV1(old)
+	if len(b) != SizeV1 {
+		t.Fatalf("version 1 file of %d bytes", len(b))
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, dir)
+	got, err := s.Load()
+	if err != nil || got != old {
+		t.Fatalf("Load of a version 1 file = %+v, %v; want %+v", got, err, old)
+	}
+	if err := s.Save(got); err != nil {
+		t.Fatal(err)
+	}
+	if nb, _ := os.ReadFile(filepath.Join(dir, FileName)); len(nb) != Size || nb[9] != Version {
+		t.Fatalf("saved %d bytes of version %d, want %d of version %d", len(nb), nb[9], Size, Version)
+	}
+	b[20] ^= 1
+	if _, err := Unmarshal(b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a version 1 file with a flipped bit: %v, want ErrCorrupt", err)
+	}
+}
 
 func open(t testing.TB, dir string) *Store {
 	t.Helper()
@@ -157,7 +203,7 @@ func TestRefusedBitFlippedAtEveryByte(t *testing.T) {
 func TestRefusedUnknownVersion(t *testing.T) {
 	// A well-formed file of a later version (its own checksum valid).
 	b := Marshal(sample)
-	b[9] = 2
+	b[9] = 3
 	sum := sha256.Sum256(b[:contentSize])
 	copy(b[contentSize:], sum[:])
 	if _, err := Unmarshal(b); !errors.Is(err, ErrVersion) {

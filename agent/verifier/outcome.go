@@ -45,6 +45,20 @@ const (
 	StateUnwritable Outcome = 12
 	// StateBusy: another verification held the state lock too long.
 	StateBusy Outcome = 13
+	// ClockMovedBack: the clock is earlier than a time the DVR has already
+	// seen (by more than the skew): it was set back. Time-based
+	// credentials are not judged; a challenge-bound code still works.
+	ClockMovedBack Outcome = 14
+	// NoRequest: a challenge-bound code, but no request code is on show
+	// (answered, replaced, older than 24 hours, or the DVR restarted).
+	// Not a failed attempt.
+	NoRequest Outcome = 15
+	// RecoveryNotSet: recovery-code without a recovery e-mail address.
+	RecoveryNotSet Outcome = 16
+	// Throttled: a recovery e-mail was sent less than MailInterval ago.
+	Throttled Outcome = 17
+	// MailFailed: the recovery e-mail could not be sent; nothing changed.
+	MailFailed Outcome = 18
 )
 
 var outcomeNames = [...]string{
@@ -62,6 +76,11 @@ var outcomeNames = [...]string{
 	ConfigUnreadable: "config-unreadable",
 	StateUnwritable:  "state-unwritable",
 	StateBusy:        "state-busy",
+	ClockMovedBack:   "clock-moved-back",
+	NoRequest:        "no-request",
+	RecoveryNotSet:   "recovery-email-not-set",
+	Throttled:        "throttled",
+	MailFailed:       "mail-failed",
 }
 
 // String returns the outcome's stable name, e.g. "locked-out".

@@ -47,6 +47,7 @@
 package verifier
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
@@ -111,6 +112,11 @@ type Kind string
 const (
 	VoiceCode Kind = "voice-code"
 	Grant     Kind = "grant"
+	// BoundCode is a voice code bound to the request code on show
+	// (format version 2), judged without the wall clock.
+	BoundCode Kind = "bound-code"
+	// RecoveryCode is the code the DVR e-mailed to its recovery address.
+	RecoveryCode Kind = "recovery-code"
 )
 
 // Config configures a Verifier.
@@ -128,6 +134,10 @@ type Config struct {
 	Lockout Lockout
 	// Floor is the earliest plausible clock; zero means BuildDate.
 	Floor time.Time
+	// Mono reads the monotonic clock (ReadMono on the DVR). Nil: the wall
+	// clock stands in for it, which a clock that is set can move; only for
+	// tests and callers that pass VerifyAt their own readings.
+	Mono func() (Mono, error)
 }
 
 // Verifier verifies credentials for one device. Its methods may be called
@@ -140,6 +150,7 @@ type Verifier struct {
 	trust   *grant.TrustSet
 	lockout Lockout
 	floor   time.Time
+	mono    func() (Mono, error)
 	open    func() (session, error)
 }
 
@@ -171,7 +182,7 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("verifier: no state directory")
 	}
-	v := &Verifier{serial: s, key: cfg.Key, trust: cfg.Trust, lockout: cfg.Lockout, floor: cfg.Floor}
+	v := &Verifier{serial: s, key: cfg.Key, trust: cfg.Trust, lockout: cfg.Lockout, floor: cfg.Floor, mono: cfg.Mono}
 	if v.lockout == (Lockout{}) {
 		v.lockout = DefaultLockout
 	}
@@ -237,47 +248,174 @@ func IsGrant(input string) bool {
 	return strings.HasPrefix(input, "ey") && strings.Count(input, ".") == 2
 }
 
-// Verify verifies input, typed or pasted by the user, at time now. It
-// returns the Result and, unless the outcome is Accepted, an *Error.
+// Mono is a reading of the DVR's monotonic clock: the time since boot
+// (CLOCK_BOOTTIME, /proc/uptime) and the boot it is counted from
+// (/proc/sys/kernel/random/boot_id). It cannot be set; it restarts at
+// every boot, which the boot id tells.
+type Mono struct {
+	Boot   [16]byte
+	Uptime time.Duration
+}
+
+// Clock is what a verification knows of time: the wall clock, which anyone
+// holding the DVR may set, and the monotonic clock, which nobody can.
+type Clock struct {
+	Now  time.Time
+	Mono Mono
+}
+
+// Lifetimes measured on the monotonic clock, and the e-mail throttle.
+const (
+	// RequestLifetime is how long a request code stays answerable.
+	RequestLifetime = 24 * time.Hour
+	// RecoveryLifetime is how long an e-mailed recovery code is accepted.
+	RecoveryLifetime = 30 * time.Minute
+	// MailInterval is the least time between two recovery e-mails.
+	MailInterval = 5 * time.Minute
+)
+
+// clock returns the Clock for wall time now: the monotonic reading of
+// cfg.Mono, or, without one, the wall clock standing in for it (Boot zero).
+func (v *Verifier) clock(now time.Time) (Clock, error) {
+	if v.mono == nil {
+		return Clock{Now: now, Mono: Mono{Uptime: time.Duration(max(now.UnixMilli(), 0)) * time.Millisecond}}, nil
+	}
+	m, err := v.mono()
+	return Clock{Now: now, Mono: m}, err
+}
+
+// Verify verifies input, typed or pasted by the user, at wall time now and
+// the monotonic clock of Config.Mono. It returns the Result and, unless the
+// outcome is Accepted, an *Error.
 func (v *Verifier) Verify(input string, now time.Time) (Result, error) {
-	r := v.verify(strings.TrimSpace(input), now)
+	c, err := v.clock(now)
+	if err != nil {
+		r := Result{Outcome: Internal, Err: err, Message: "the DVR's monotonic clock cannot be read: " + err.Error()}
+		return r, &Error{Outcome: r.Outcome, Message: r.Message, Err: err}
+	}
+	return v.VerifyAt(input, c)
+}
+
+// VerifyAt is Verify at the given clock readings.
+func (v *Verifier) VerifyAt(input string, c Clock) (Result, error) {
+	r := v.verify(strings.TrimSpace(input), c)
 	if r.Outcome == Accepted {
 		return r, nil
 	}
 	return r, &Error{Outcome: r.Outcome, Message: r.Message, Err: r.Err}
 }
 
-// check is one credential's proof, run after the attempt is recorded. It
-// reports whether the attempt stays counted as failed: a wrong MAC,
-// signature, key or device.
-type check func() (failed bool, r Result)
+// check is one credential's proof, run after the attempt is recorded, with
+// the state as loaded. It reports whether the attempt stays counted as
+// failed: a wrong MAC, signature, key or device.
+type check func(st state.State) (failed bool, r Result)
 
-func (v *Verifier) verify(in string, now time.Time) Result {
-	if now.Before(v.floor) {
-		return Result{Outcome: ClockNotSet, Err: voicecode.ErrClockNotSet,
-			Message: fmt.Sprintf("the DVR's clock (%s) is not set: it is before this firmware's build date %s; set the date and time, then try again", now.UTC().Format("2006-01-02 15:04 MST"), v.floor.Format("2006-01-02"))}
-	}
+func (v *Verifier) verify(in string, c Clock) Result {
+	now := c.Now
 	if len(in) > grant.MaxTokenLen {
 		return Result{Outcome: Malformed, Message: fmt.Sprintf("the input is %d characters long: neither a code nor a grant; check it and enter it again (not counted as a failed attempt)", len(in))}
 	}
-	if IsGrant(in) {
-		return v.withState(now, Grant, func() (bool, Result) { return v.checkGrant(in, now) })
-	}
-	c, err := voicecode.Decode(in)
-	if err != nil {
-		var de *voicecode.DecodeError
-		msg := err.Error()
-		if errors.As(err, &de) {
-			msg = de.Reason
+	timed := true // judged by the wall clock: a grant or a version 1 voice code
+	kind := VoiceCode
+	var chk check
+	switch n := voicecode.Symbols(in); {
+	case IsGrant(in):
+		kind = Grant
+		chk = func(st state.State) (bool, Result) { return v.checkGrant(in, v.judgeAt(st, now)) }
+	case n == voicecode.RequestLength:
+		return Result{Outcome: Malformed, Kind: kind, Message: "this is the request code the DVR shows: read it to the hotline, then type the code they give you (not counted as a failed attempt)"}
+	case n == voicecode.RecoveryLength:
+		kind, timed = RecoveryCode, false
+		rv, err := voicecode.ParseRecoveryCode(in)
+		if err != nil {
+			return v.malformed(kind, err, now)
 		}
-		return Result{Outcome: Malformed, Kind: VoiceCode, Err: err, Message: msg + " (not counted as a failed attempt)"}
+		chk = func(st state.State) (bool, Result) { return v.checkRecovery(rv, st, c.Mono) }
+	default:
+		code, err := voicecode.Decode(in)
+		if err != nil {
+			return v.malformed(kind, err, now)
+		}
+		if code.Version == voicecode.BoundVersion {
+			kind, timed = BoundCode, false
+			chk = func(st state.State) (bool, Result) { return v.checkBound(code, st, c.Mono) }
+		} else {
+			chk = func(st state.State) (bool, Result) { return v.checkVoice(code, v.judgeAt(st, now)) }
+		}
 	}
-	return v.withState(now, VoiceCode, func() (bool, Result) { return v.checkVoice(c, now) })
+	if timed && now.Before(v.floor) {
+		return v.clockNotSet(kind, now)
+	}
+	return v.withState(c, kind, timed, chk)
 }
 
-// withState runs chk under the state lock: lockout first, then the failed
-// attempt recorded, then chk, then the outcome recorded.
-func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
+func (v *Verifier) clockNotSet(kind Kind, now time.Time) Result {
+	{
+		return Result{Outcome: ClockNotSet, Kind: kind, Err: voicecode.ErrClockNotSet,
+			Message: fmt.Sprintf("the DVR's clock (%s) is not set: it is before this firmware's build date %s; set the date and time, or ask the hotline for a code for the request code on the screen", now.UTC().Format("2006-01-02 15:04 MST"), v.floor.Format("2006-01-02"))}
+	}
+}
+
+// malformed is the refusal of input that is no credential; on a clock that
+// is not set, the clock is what the owner must hear about first.
+func (v *Verifier) malformed(kind Kind, err error, now time.Time) Result {
+	if now.Before(v.floor) {
+		return v.clockNotSet(kind, now)
+	}
+	msg := err.Error()
+	var de *voicecode.DecodeError
+	if errors.As(err, &de) {
+		msg = de.Reason
+	}
+	return Result{Outcome: Malformed, Kind: kind, Err: err, Message: msg + " (not counted as a failed attempt)"}
+}
+
+// judgeAt is the time a time-based credential is judged at: the clock, or
+// the latest time learnt when that is later (by at most the skew, or the
+// credential never gets this far). An expired code stays expired however
+// the clock moves.
+func (v *Verifier) judgeAt(st state.State, now time.Time) time.Time {
+	if st.Learnt.After(now) {
+		return st.Learnt
+	}
+	return now
+}
+
+// rebase makes st's monotonic fields refer to the boot of m. After a
+// reboot the request code and a pending recovery code are void, a lock
+// keeps what was left of it as of the last save on the old boot (counting
+// from this boot's start), and the mail throttle counts from this boot's
+// start. A version 1 lock (wall clock only) becomes a monotonic one.
+func rebase(st state.State, m Mono, now time.Time, l Lockout) state.State {
+	if st.LockLeft == 0 && !st.LockedUntil.IsZero() {
+		st.LockLeft = min(max(st.LockedUntil.Sub(now), 0), l.Duration(st.Failures))
+		st.LockStart = m.Uptime
+	}
+	if st.Boot != m.Boot {
+		st.Boot = m.Boot
+		st.LockLeft = max(st.LockLeft-max(st.SavedAt-st.LockStart, 0), 0)
+		st.LockStart = 0
+		st.Request, st.Nonce, st.RequestAt = false, 0, 0
+		st.Recovery, st.RecoveryTag, st.RecoveryAt = false, [32]byte{}, 0
+		st.MailAt = 0
+	}
+	return st
+}
+
+// lockLeft returns how long st stays locked at m, and clears an ended lock.
+func lockLeft(st *state.State, m Mono) time.Duration {
+	left := min(st.LockLeft-(m.Uptime-st.LockStart), st.LockLeft)
+	if st.LockLeft == 0 || left <= 0 {
+		st.LockLeft, st.LockStart, st.LockedUntil = 0, 0, time.Time{}
+		return 0
+	}
+	return left
+}
+
+// withState runs chk under the state lock: the clock learnt, the lockout,
+// then the failed attempt recorded, then chk, then the outcome recorded.
+func (v *Verifier) withState(c Clock, kind Kind, timed bool, chk check) Result {
+	now, m := c.Now, c.Mono
 	s, err := v.open()
 	if err != nil {
 		if errors.Is(err, state.ErrBusy) {
@@ -286,41 +424,49 @@ func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
 		return stateUnreadable(kind, err)
 	}
 	defer s.Close()
-	st, err := s.Load()
+	loaded, err := s.Load()
 	if err != nil {
 		return stateUnreadable(kind, err)
 	}
-	// A lock never ends later than its own length from now: a clock that
-	// was set far ahead when the lock was taken (then corrected) must not
-	// lock the DVR for years. An attacker gains nothing: moving the clock
-	// forward already ends a lock.
-	if limit := now.Add(v.lockout.Duration(st.Failures)); st.LockedUntil.After(limit) {
-		st.LockedUntil = limit
-		if err := s.Save(st); err != nil {
-			return stateUnwritable(kind, err, "nothing was checked")
-		}
+	if timed && now.Before(loaded.Learnt.Add(-voicecode.Skew)) {
+		return Result{Outcome: ClockMovedBack, Kind: kind, Err: errClockBack,
+			Message: fmt.Sprintf("the DVR's clock (%s) is earlier than a time it has already seen (%s): it was set back; set the date and time, or ask the hotline for a code for the request code on the screen (not counted as a failed attempt)",
+				now.UTC().Format("2006-01-02 15:04 MST"), loaded.Learnt.Format("2006-01-02 15:04 MST"))}
 	}
-	if now.Before(st.LockedUntil) {
-		return Result{Outcome: LockedOut, Kind: kind, RetryAfter: st.LockedUntil, Failures: st.Failures,
-			Message: fmt.Sprintf("locked out after %d failed attempts until %s; try again then", st.Failures, when(st.LockedUntil, now))}
+	st := rebase(loaded, m, now, v.lockout)
+	if left := lockLeft(&st, m); left > 0 {
+		r := Result{Outcome: LockedOut, Kind: kind, RetryAfter: now.Add(left), Failures: st.Failures,
+			Message: fmt.Sprintf("locked out after %d failed attempts until %s; try again then", st.Failures, when(now.Add(left), now))}
+		// Note the time served, at most once a minute, so that a reboot
+		// keeps what was left of the lock rather than starting it again.
+		if st.Boot != loaded.Boot || st.LockLeft != loaded.LockLeft || m.Uptime-loaded.SavedAt > time.Minute {
+			st.SavedAt = m.Uptime
+			if err := s.Save(st); err != nil {
+				return stateUnwritable(kind, err, "nothing was checked")
+			}
+		}
+		return r
+	}
+	st.SavedAt = m.Uptime
+	if timed && now.After(st.Learnt) {
+		st.Learnt = now.UTC().Truncate(time.Second)
 	}
 
 	// Record the attempt as failed before checking it.
 	failed := st
 	failed.Failures = sat(st.Failures + 1)
-	failed.LockedUntil = time.Time{}
 	if d := v.lockout.Duration(failed.Failures); d > 0 {
-		failed.LockedUntil = now.Add(d)
+		failed.LockStart, failed.LockLeft, failed.LockedUntil = m.Uptime, d, now.Add(d)
 	}
 	if err := s.Save(failed); err != nil {
 		return stateUnwritable(kind, err, "nothing was checked")
 	}
 
-	failedAttempt, r := chk()
+	failedAttempt, r := chk(st)
 	r.Kind = kind
 	if failedAttempt {
 		r.Failures = failed.Failures
-		if !failed.LockedUntil.IsZero() {
+		if failed.LockLeft > 0 {
 			r.RetryAfter = failed.LockedUntil
 			r.Message += fmt.Sprintf("; %d failed attempts: locked out until %s, try again then", failed.Failures, when(failed.LockedUntil, now))
 		} else {
@@ -329,8 +475,24 @@ func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
 		return r
 	}
 	if r.Outcome == Accepted {
-		next := state.State{Slot: r.Slot, Seq8: uint8(r.Sequence)}
-		if !newer(next, st) {
+		next := st
+		next.Failures = 0
+		switch kind {
+		case RecoveryCode: // a local credential: the watermark stays
+			next.Recovery, next.RecoveryTag, next.RecoveryAt = false, [32]byte{}, 0
+		case BoundCode:
+			// The code was issued after the request was made, so the issue
+			// time is a true time, and any later time learnt a wrong clock.
+			next.Request, next.Nonce, next.RequestAt = false, 0, 0
+			next.Learnt = r.IssuedAt
+			fallthrough
+		default:
+			next.Slot, next.Seq8 = r.Slot, uint8(r.Sequence)
+			if r.IssuedAt.After(next.Learnt) {
+				next.Learnt = r.IssuedAt
+			}
+		}
+		if kind != RecoveryCode && !newer(next, st) {
 			r.Outcome, r.Err = AlreadyUsed, errAlreadyUsed
 			r.Message = "this password was already used, or a newer one was accepted since; ask the hotline for a new one"
 		} else {
@@ -341,7 +503,7 @@ func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
 		}
 	}
 	// Genuine but refused (expired, not yet valid, used, malformed grant
-	// claims): take the recorded failure back.
+	// claims, no request on show): take the recorded failure back.
 	r.Failures = st.Failures
 	if err := s.Save(st); err != nil {
 		r.Message += "; also, the state could not be saved: " + err.Error()
@@ -349,7 +511,11 @@ func (v *Verifier) withState(now time.Time, kind Kind, chk check) Result {
 	return r
 }
 
-var errAlreadyUsed = errors.New("already used or superseded")
+var (
+	errAlreadyUsed = errors.New("already used or superseded")
+	errClockBack   = errors.New("clock earlier than a time already seen")
+	errNoRequest   = errors.New("no live request code")
+)
 
 // newer reports whether a's watermark is greater than b's.
 func newer(a, b state.State) bool {
@@ -384,6 +550,31 @@ func when(t, now time.Time) string {
 		return t.Format("15:04 MST")
 	}
 	return t.Format("2006-01-02 15:04 MST")
+}
+
+func (v *Verifier) checkBound(c voicecode.Code, st state.State, m Mono) (bool, Result) {
+	if !st.Request || m.Uptime-st.RequestAt >= RequestLifetime {
+		return false, Result{Outcome: NoRequest, Err: errNoRequest,
+			Message: "no request code is on show for this code (it was answered already, replaced, more than 24 hours old, or the DVR restarted): show a new request code and read it to the hotline (not counted as a failed attempt)"}
+	}
+	f, err := c.VerifyBound(v.key, v.serial, st.Nonce)
+	if err != nil {
+		return true, Result{Outcome: WrongCode, Err: err, Message: "wrong code: it is not a code for this DVR and the request code " + voicecode.FormatRequestCode(st.Nonce) + " on its screen; check the serial number and the request code you gave the hotline"}
+	}
+	return false, Result{Outcome: Accepted, IssuedAt: f.IssuedAt, Slot: f.Slot, Sequence: int64(f.Seq8),
+		Message: fmt.Sprintf("accepted: temporary password for request code %s issued %s (sequence %d); now set a new admin password, and the DVR's date and time", voicecode.FormatRequestCode(st.Nonce), f.IssuedAt.Format("2006-01-02 15:04 MST"), f.Seq8)}
+}
+
+func (v *Verifier) checkRecovery(rv uint64, st state.State, m Mono) (bool, Result) {
+	if !st.Recovery || m.Uptime-st.RecoveryAt >= RecoveryLifetime {
+		return false, Result{Outcome: Expired, Err: voicecode.ErrExpired,
+			Message: "no e-mailed recovery code is pending (it was used, is more than 30 minutes old, was replaced, or the DVR restarted): send a new one (not counted as a failed attempt)"}
+	}
+	tag := v.key.RecoveryTag(v.serial, rv)
+	if subtle.ConstantTimeCompare(tag[:], st.RecoveryTag[:]) != 1 {
+		return true, Result{Outcome: WrongCode, Err: voicecode.ErrWrongCode, Message: "wrong code: not the recovery code last e-mailed by this DVR; check the latest e-mail"}
+	}
+	return false, Result{Outcome: Accepted, Message: "accepted: the e-mailed recovery code; now set a new admin password"}
 }
 
 func (v *Verifier) checkVoice(c voicecode.Code, now time.Time) (bool, Result) {

@@ -69,6 +69,8 @@ var (
 	ErrNotYetValid = errors.New("voicecode: code not yet valid (device clock behind)")
 	// ErrClockNotSet: the verifier's clock is before Epoch.
 	ErrClockNotSet = errors.New("voicecode: device clock is not set")
+	// ErrBound: a challenge-bound code given to Verify; use VerifyBound.
+	ErrBound = errors.New("voicecode: challenge-bound code: verify it against the request code")
 )
 
 // DecodeError says what is wrong with a typed code; it wraps ErrMalformed or
@@ -88,7 +90,8 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Code is a decoded, check-symbol-valid code whose MAC is not yet verified.
 type Code struct {
-	// Version is the format version (always Version after Decode).
+	// Version is the format version: Version, or BoundVersion for a
+	// challenge-bound code (whose Generation and Slot16 are zero).
 	Version int
 	// Generation is the key generation, 1 to MaxGeneration.
 	Generation int
@@ -96,7 +99,8 @@ type Code struct {
 	Slot16 uint16
 	// Seq8 is the per-device sequence number modulo 256.
 	Seq8 uint8
-	mac  uint64 // the low MACBits bits
+	mac  uint64 // the low MACBits (BoundMACBits) bits
+	slot uint64 // the full slot of a BoundVersion code
 }
 
 // Fields are what a verified code says.
@@ -151,7 +155,7 @@ func Mint(k DeviceKey, serial string, issuedAt time.Time, sequence int64) (strin
 		sym[i] = byte(extract5(bits, shift))
 	}
 	sym[Length-1] = checkSymbol(sym[:Length-1])
-	return format(sym[:]), nil
+	return format(sym[:], 4), nil
 }
 
 // extract5 returns the 5 bits whose lowest bit is at index shift of the
@@ -169,12 +173,12 @@ func extract5(b [2]uint64, shift uint) uint64 {
 	}
 }
 
-// format groups the symbols by four with hyphens.
-func format(sym []byte) string {
+// format groups the symbols by size with hyphens.
+func format(sym []byte, size int) string {
 	var b strings.Builder
-	b.Grow(Length + Length/4 - 1)
+	b.Grow(len(sym) + len(sym)/size)
 	for i, s := range sym {
-		if i > 0 && i%4 == 0 {
+		if i > 0 && i%size == 0 {
 			b.WriteByte('-')
 		}
 		b.WriteByte(alphabet[s])
@@ -191,27 +195,8 @@ func Decode(s string) (Code, error) {
 		return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("%d characters: expected %d symbols, with at most a few spaces or hyphens", len(s), Length)}
 	}
 	var sym [Length]byte
-	n := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == ' ' || c == '-' || c == '\t' {
-			continue
-		}
-		v := decodeTable[c]
-		if v == invalid {
-			return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("character %q at position %d is not a code symbol: expected digits and letters other than U", printable(s, i), i+1)}
-		}
-		if n == Length {
-			return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("too many symbols: expected %d", Length)}
-		}
-		sym[n] = v
-		n++
-	}
-	if n != Length {
-		return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("%d symbols: expected %d (four groups of four)", n, Length)}
-	}
-	if checkInterim(sym[:]) != 0 {
-		return Code{}, &DecodeError{Err: ErrTypo, Reason: "the check symbol does not match: a symbol was mistyped or two were swapped; read the code again"}
+	if err := readSymbols(s, sym[:], "four groups of four"); err != nil {
+		return Code{}, err
 	}
 	var top, low uint64
 	for i := 0; i < Length-1; i++ {
@@ -220,6 +205,10 @@ func Decode(s string) (Code, error) {
 		low = low<<5 | uint64(sym[i])
 	}
 	top &= 1<<11 - 1
+	if top>>9 == BoundVersion {
+		return Code{Version: BoundVersion, Seq8: uint8(low >> 43), mac: low & (1<<BoundMACBits - 1),
+			slot: epochSlot + ((top&(1<<9-1))<<13 | low>>51)}, nil
+	}
 	c := Code{
 		Version:    int(top >> 9),
 		Generation: int(top>>5) & 15,
@@ -228,12 +217,61 @@ func Decode(s string) (Code, error) {
 		mac:        low & (1<<MACBits - 1),
 	}
 	if c.Version != Version {
-		return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("format version %d: this verifier knows version %d", c.Version, Version)}
+		return Code{}, &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("format version %d: this verifier knows versions %d and %d", c.Version, Version, BoundVersion)}
 	}
 	if c.Generation == 0 {
 		return Code{}, &DecodeError{Err: ErrMalformed, Reason: "key generation 0 is reserved: expected 1 to 15"}
 	}
 	return c, nil
+}
+
+// readSymbols decodes s leniently into exactly len(sym) symbol values
+// (what says how they are grouped, for the error) and checks the last one,
+// Damm's check symbol.
+func readSymbols(s string, sym []byte, what string) error {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ' ' || c == '-' || c == '\t' {
+			continue
+		}
+		v := decodeTable[c]
+		if v == invalid {
+			return &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("character %q at position %d is not a code symbol: expected digits and letters other than U", printable(s, i), i+1)}
+		}
+		if n == len(sym) {
+			return &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("too many symbols: expected %d", len(sym))}
+		}
+		sym[n] = v
+		n++
+	}
+	if n != len(sym) {
+		return &DecodeError{Err: ErrMalformed, Reason: fmt.Sprintf("%d symbols: expected %d (%s)", n, len(sym), what)}
+	}
+	if checkInterim(sym) != 0 {
+		return &DecodeError{Err: ErrTypo, Reason: "the check symbol does not match: a symbol was mistyped or two were swapped; read the code again"}
+	}
+	return nil
+}
+
+// Symbols returns how many code symbols s holds, separators (space, tab,
+// hyphen) not counted, or -1 if s holds anything else or is longer than
+// MaxInputLen: it tells a voice code from a recovery code.
+func Symbols(s string) int {
+	if len(s) > MaxInputLen {
+		return -1
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ' ' || c == '-' || c == '\t':
+		case decodeTable[c] == invalid:
+			return -1
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 func printable(s string, i int) string {
@@ -250,6 +288,9 @@ func printable(s string, i int) string {
 // ErrExpired from Validity after its slot start. Fields are returned with
 // both errors.
 func (c Code) Verify(k DeviceKey, serial string, now time.Time) (Fields, error) {
+	if c.Version == BoundVersion {
+		return Fields{}, ErrBound
+	}
 	if now.Before(Epoch) {
 		return Fields{}, ErrClockNotSet
 	}

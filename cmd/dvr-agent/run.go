@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,6 +39,11 @@ var passwordExit = map[password.Rule]int{
 const usage = `usage:
   dvr-agent verify --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR [--now RFC3339] [--json] CODE_OR_GRANT
       verify a temporary password; CODE_OR_GRANT "-" reads it from standard input
+  dvr-agent request --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR [--json]
+      show a new request code (for a DVR whose clock is not set); it replaces the last one
+  dvr-agent recovery-code --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR --recipient ADDR --stdout [--json]
+      make a one-time recovery code for the recovery e-mail and print it for the firmware's mailer
+  (all four: [--uptime SECONDS --boot-id UUID] instead of /proc/uptime and /proc/sys/kernel/random/boot_id)
   dvr-agent check-password [--json]
       check the new password on standard input against the policy
   dvr-agent version
@@ -51,8 +57,8 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return verifier.Usage.ExitCode()
 	}
 	switch args[0] {
-	case "verify":
-		return runVerify(args[1:], stdin, stdout, stderr)
+	case "verify", "request", "recovery-code":
+		return runVerify(args[0], args[1:], stdin, stdout, stderr)
 	case "check-password":
 		return runCheckPassword(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -77,6 +83,7 @@ type report struct {
 	ExpiresAt  *string `json:"expires_at"`
 	Sequence   *int64  `json:"sequence"`
 	Failures   *uint32 `json:"failures"`
+	Code       *string `json:"code"`
 }
 
 func timePtr(t time.Time) *string {
@@ -95,8 +102,16 @@ type output struct {
 }
 
 func (o output) print(name string, code int, msg string, r *verifier.Result) int {
+	return o.printCode(name, code, msg, r, "")
+}
+
+// printCode is print with the request or recovery code made, if any.
+func (o output) printCode(name string, code int, msg string, r *verifier.Result, made string) int {
 	if o.json {
 		rep := report{Outcome: name, ExitCode: code, Message: msg}
+		if made != "" {
+			rep.Code = &made
+		}
 		if r != nil {
 			if r.Kind != "" {
 				k := string(r.Kind)
@@ -122,7 +137,10 @@ func (o output) print(name string, code int, msg string, r *verifier.Result) int
 		o.stdout.Write(append(b, '\n'))
 		return code
 	}
-	if code == 0 {
+	if made != "" {
+		fmt.Fprintln(o.stdout, made)
+		fmt.Fprintln(o.stderr, msg)
+	} else if code == 0 {
 		fmt.Fprintln(o.stdout, msg)
 	} else {
 		fmt.Fprintf(o.stderr, "dvr-agent: %s\n", msg)
@@ -167,9 +185,13 @@ func wantsJSON(args []string) bool {
 	return false
 }
 
-func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o := output{json: wantsJSON(args), stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("dvr-agent verify", flag.ContinueOnError)
+	fs := flag.NewFlagSet("dvr-agent "+cmd, flag.ContinueOnError)
+	uptime := fs.Float64("uptime", -1, "seconds since boot (default /proc/uptime)")
+	bootID := fs.String("boot-id", "", "the boot's id (default /proc/sys/kernel/random/boot_id)")
+	recipient := fs.String("recipient", "", "recovery-code: the recovery e-mail address (System setting > Network > SMTP)")
+	toStdout := fs.Bool("stdout", false, "recovery-code: print the code for the firmware's own mailer")
 	fs.SetOutput(io.Discard)
 	serialFlag := fs.String("serial", "", "the DVR's serial number, e.g. JZ6OES#2017-08-01#3#DVR1101134C08011")
 	keyFile := fs.String("key-file", "", "the device key file the factory flashed")
@@ -190,8 +212,19 @@ func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(missing) > 0 {
 		return o.fail(verifier.Usage, "missing %s: expected verify --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR CODE_OR_GRANT", strings.Join(missing, ", "))
 	}
-	if len(pos) == 0 {
+	switch {
+	case cmd != "verify" && len(pos) > 0:
+		return o.fail(verifier.Usage, "%s takes no arguments, got %q", cmd, strings.Join(pos, " "))
+	case cmd == "verify" && len(pos) == 0:
 		return o.fail(verifier.Usage, "no code or grant given: expected it as the last argument, or \"-\" to read it from standard input")
+	case cmd == "recovery-code" && strings.TrimSpace(*recipient) == "":
+		return o.fail(verifier.RecoveryNotSet, "set up the recovery e-mail first: System setting > Network > SMTP")
+	case cmd == "recovery-code" && !*toStdout:
+		return o.fail(verifier.Usage, "this dvr-agent build does not send mail: pass --stdout and send the code with the firmware's mailer, or use the build with -tags smtp (cmd/dvr-mail)")
+	}
+	mono := verifier.ReadMono
+	if *uptime >= 0 || *bootID != "" {
+		mono = func() (verifier.Mono, error) { return parseMono(*bootID, *uptime) }
 	}
 	input := strings.Join(pos, " ")
 	if input == "-" {
@@ -232,9 +265,24 @@ func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return o.fail(verifier.ConfigUnreadable, "%s: %v", *trustFile, err)
 	}
 
-	v, err := verifier.New(verifier.Config{Serial: canon, Key: key, Trust: trust, StateDir: *stateDir})
+	v, err := verifier.New(verifier.Config{Serial: canon, Key: key, Trust: trust, StateDir: *stateDir, Mono: mono})
 	if err != nil {
 		return o.fail(verifier.Internal, "%v", err)
+	}
+	if cmd != "verify" {
+		m, err := mono()
+		if err != nil {
+			return o.fail(verifier.Internal, "the DVR's monotonic clock: %v", err)
+		}
+		c := verifier.Clock{Now: now, Mono: m}
+		made, r := v.Request(c)
+		if cmd == "recovery-code" {
+			made, r = v.RecoveryCode(c, nil)
+		}
+		if r.Outcome != verifier.Accepted {
+			made = ""
+		}
+		return o.printCode(r.Outcome.String(), r.Outcome.ExitCode(), r.Message, &r, made)
 	}
 	r, _ := v.Verify(input, now)
 	return o.print(r.Outcome.String(), r.Outcome.ExitCode(), r.Message, &r)
@@ -273,4 +321,16 @@ func runCheckPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 		return o.fail(verifier.Internal, "%v", err)
 	}
 	return o.print("password-ok", 0, "the new password meets the policy", nil)
+}
+
+// parseMono is the monotonic reading given by --boot-id and --uptime.
+func parseMono(id string, uptime float64) (verifier.Mono, error) {
+	var m verifier.Mono
+	b, err := hex.DecodeString(strings.ReplaceAll(id, "-", ""))
+	if err != nil || len(b) != 16 || uptime < 0 {
+		return m, fmt.Errorf("--boot-id %q --uptime %v: expected both, a UUID and seconds since boot", id, uptime)
+	}
+	copy(m.Boot[:], b)
+	m.Uptime = time.Duration(uptime * float64(time.Second))
+	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,8 +92,20 @@ func run(t *testing.T, stdin string, args ...string) (int, string, string) {
 
 func (e *env) verify(t *testing.T, now time.Time, input string, extra ...string) (int, string, string) {
 	t.Helper()
-	args := append([]string{"verify", "--serial", testSerial, "--key-file", e.keyFile, "--trust", e.trustFile, "--state", e.stateDir, "--now", now.Format(time.RFC3339)}, extra...)
-	return run(t, "", append(args, input)...)
+	return e.cmd(t, "verify", now, append(extra, input)...)
+}
+
+// testBootID is the boot of every command of a test: its monotonic clock
+// runs with the test's wall clock, from 2026-01-01 (a DVR whose clock is
+// not set passes its own --uptime).
+const testBootID = "6d1c4d9e-0000-4000-8000-000000000001"
+
+func (e *env) cmd(t *testing.T, name string, now time.Time, rest ...string) (int, string, string) {
+	t.Helper()
+	up := now.Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)).Seconds()
+	args := []string{name, "--serial", testSerial, "--key-file", e.keyFile, "--trust", e.trustFile, "--state", e.stateDir, "--now", now.Format(time.RFC3339),
+		"--boot-id", testBootID, "--uptime", strconv.FormatFloat(max(up, 1), 'f', 3, 64)}
+	return run(t, "", append(args, rest...)...)
 }
 
 func (e *env) verifyJSON(t *testing.T, now time.Time, input string) (int, map[string]any) {
@@ -126,10 +139,11 @@ func TestVerifyExitStatuses(t *testing.T) {
 		{"refused/typo", t0, strings.Replace(used, used[:1], map[bool]string{true: "1", false: "0"}[used[0] == '0'], 1), verifier.Malformed},
 		{"refused/not-a-code", t0, "hello", verifier.Malformed},
 		{"refused/another-devices-code", t0, code(t, otherSerial, t0, 6), verifier.WrongCode},
-		{"refused/expired", t0.Add(48 * time.Hour), code(t, testSerial, t0.Add(time.Hour), 7), verifier.Expired},
 		{"refused/not-yet-valid", t0, code(t, testSerial, t0.Add(3*time.Hour), 8), verifier.NotYetValid},
 		{"refused/clock-not-set", time.Unix(0, 0), code(t, testSerial, t0.Add(time.Hour), 9), verifier.ClockNotSet},
 		{"accepted/grant", t0.Add(time.Hour), grantFor(t, testSerial, t0.Add(time.Hour), 10), verifier.Accepted},
+		{"refused/expired", t0.Add(48 * time.Hour), code(t, testSerial, t0.Add(2*time.Hour), 11), verifier.Expired},
+		{"refused/clock-moved-back", t0.Add(3 * time.Hour), code(t, testSerial, t0.Add(2*time.Hour), 11), verifier.ClockMovedBack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,5 +332,60 @@ func TestBinaryAcceptanceForm(t *testing.T) {
 	}
 	if rc, out := runBin(t0); rc != verifier.AlreadyUsed.ExitCode() {
 		t.Fatalf("replay: exit %d %s", rc, out)
+	}
+}
+
+// TestRequestCodeThenBoundCodeWithTheClockAt2000: the command shows a
+// request code; the code bound to it is accepted once by a DVR whose clock
+// reads 2000-01-01, which refuses time-based codes as clock-not-set.
+func TestRequestCodeThenBoundCodeWithTheClockAt2000(t *testing.T) {
+	e := newEnv(t)
+	y2000 := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	rc, out, errOut := e.cmd(t, "request", y2000)
+	if rc != 0 || len(strings.TrimSpace(out)) != voicecode.RequestLength+1 {
+		t.Fatalf("request: exit %d, stdout %q, stderr %q", rc, out, errOut)
+	}
+	nonce, err := voicecode.ParseRequestCode(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, _, _ := e.verify(t, y2000, code(t, testSerial, t0, 1)); rc != verifier.ClockNotSet.ExitCode() {
+		t.Fatalf("time-based code at 2000: exit %d", rc)
+	}
+	k, _ := voicecode.DeriveDeviceKey(master, 1, testSerial)
+	bound, err := voicecode.MintBound(k, testSerial, t0, 2, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, _, errOut := e.verify(t, y2000, bound); rc != 0 {
+		t.Fatalf("bound code at 2000: exit %d: %s", rc, errOut)
+	}
+	if rc, _, _ := e.verify(t, y2000, bound); rc != verifier.NoRequest.ExitCode() {
+		t.Fatalf("bound code a second time: exit %d", rc)
+	}
+}
+
+func TestRecoveryCodeNeedsARecipientAndPrintsTheCode(t *testing.T) {
+	e := newEnv(t)
+	rc, _, errOut := e.cmd(t, "recovery-code", t0, "--stdout")
+	if rc != verifier.RecoveryNotSet.ExitCode() || !strings.Contains(errOut, "set up the recovery e-mail first: System setting > Network > SMTP") {
+		t.Fatalf("no recipient: exit %d, %q", rc, errOut)
+	}
+	if rc, _, errOut := e.cmd(t, "recovery-code", t0, "--recipient", "jane@example.com"); rc != verifier.Usage.ExitCode() {
+		t.Fatalf("without --stdout: exit %d, %q", rc, errOut)
+	}
+	rc, out, _ := e.cmd(t, "recovery-code", t0, "--recipient", "jane@example.com", "--stdout")
+	c := strings.TrimSpace(out)
+	if rc != 0 || voicecode.Symbols(c) != voicecode.RecoveryLength {
+		t.Fatalf("exit %d, %q", rc, out)
+	}
+	if rc, _, _ := e.cmd(t, "recovery-code", t0.Add(time.Minute), "--recipient", "jane@example.com", "--stdout"); rc != verifier.Throttled.ExitCode() {
+		t.Fatalf("second within a minute: exit %d", rc)
+	}
+	if rc, _, errOut := e.verify(t, t0.Add(10*time.Minute), c); rc != 0 {
+		t.Fatalf("recovery code: exit %d %s", rc, errOut)
+	}
+	if rc, _, _ := e.verify(t, t0.Add(11*time.Minute), c); rc != verifier.Expired.ExitCode() {
+		t.Fatalf("recovery code again: exit %d", rc)
 	}
 }

@@ -168,4 +168,25 @@ func TestEndToEndThroughTheRealBinaries(t *testing.T) {
 	if c := verify(iss.Grant); c == 0 {
 		t.Fatal("dvr-agent accepted the same grant twice")
 	}
+
+	// A DVR whose clock reads 2000-01-01: it shows a request code, the
+	// hotline binds a code to it, the DVR accepts it once.
+	dvrArgs := func(cmd string, rest ...string) []string {
+		return append([]string{cmd, "--serial", serial, "--key-file", keyFile, "--trust", trust, "--state", state,
+			"--now", "2000-01-01T00:00:00Z", "--boot-id", "0f6e2a51-5c8e-4c4b-9d1e-000000000001", "--uptime", "120"}, rest...)
+	}
+	reqCode := strings.TrimSpace(e.must("dvr-agent", dvrArgs("request")...))
+	out = e.must("hotlinectl", "issue", serial, "--ticket", "T-1003", "--verified-by", "proof-of-purchase", "--request-code", strings.ToLower(reqCode), "-o", "json")
+	if err := json.Unmarshal([]byte(out), &iss); err != nil {
+		t.Fatal(err)
+	}
+	if _, c := e.run("dvr-agent", dvrArgs("verify", iss.VoiceCode)...); c != 0 {
+		t.Fatalf("dvr-agent with its clock at 2000 refused the code bound to its request code %s: exit %d", reqCode, c)
+	}
+	if _, c := e.run("dvr-agent", dvrArgs("verify", iss.VoiceCode)...); c != 15 {
+		t.Fatalf("the bound code a second time: exit %d, want 15 (no-request)", c)
+	}
+	if _, c := e.run("hotlinectl", "issue", serial, "--ticket", "T-1004", "--verified-by", "proof-of-purchase", "--request-code", "not-a-code"); c == 0 {
+		t.Fatal("hotlinectl issued for a malformed request code")
+	}
 }

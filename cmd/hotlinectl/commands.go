@@ -165,6 +165,7 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 	method := fs.String("verified-by", "", "how ownership was checked: owner-contact, proof-of-purchase, installer-account, other (required)")
 	note := fs.String("note", "", "what was checked (required with other)")
 	override := fs.String("override-reason", "", "supervisor: why to issue over a limit")
+	requestCode := fs.String("request-code", "", "the request code a DVR whose clock is not set shows (XXXXX-XXXXX): the voice code is bound to it")
 	requestID := fs.String("request-id", "", "idempotency key; reuse it to retry safely (default: a fresh UUID)")
 	return func(c *cmd, pos []string) error {
 		if err := need(pos, 1, "SERIAL"); err != nil {
@@ -190,7 +191,7 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 		defer cancel()
 		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).IssueTemporaryPassword(ctx, &hotlinev1.IssueTemporaryPasswordRequest{
 			RequestId: rid, Serial: pos[0], Ticket: *ticket, VerificationMethod: m,
-			VerificationNote: *note, OverrideReason: *override,
+			VerificationNote: *note, OverrideReason: *override, RequestCode: *requestCode,
 		})
 		if err != nil {
 			return err

@@ -122,6 +122,7 @@ func (s recoveryServer) IssueTemporaryPassword(ctx context.Context, r *hotlinev1
 		Method:         server.VerificationMethod(r.GetVerificationMethod()),
 		MethodNote:     r.GetVerificationNote(),
 		OverrideReason: r.GetOverrideReason(),
+		RequestCode:    r.GetRequestCode(),
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "IssueTemporaryPassword", err)
@@ -240,6 +241,7 @@ func issuanceToProto(i server.Issuance) *hotlinev1.Issuance {
 		VerificationMethod: hotlinev1.VerificationMethod(i.Method),
 		VerificationNote:   i.MethodNote,
 		OverrideReason:     i.OverrideReason,
+		RequestCode:        i.RequestCode,
 	}
 }
 

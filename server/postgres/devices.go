@@ -10,6 +10,7 @@ import (
 
 	"github.com/dvrhotline/hotline/agent/clip"
 	"github.com/dvrhotline/hotline/agent/serial"
+	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/server"
 )
 
@@ -274,16 +275,20 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 
 // issuanceColumns are what scanIssuance reads.
 const issuanceColumns = `id::text, request_id, serial, sequence, key_generation, signing_kid,
-	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason`
+	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce`
 
 func scanIssuance(row pgx.Row) (server.Issuance, error) {
 	var (
 		iss    server.Issuance
 		role   string
 		method int16
+		nonce  *int64
 	)
 	err := row.Scan(&iss.ID, &iss.RequestID, &iss.Serial, &iss.Sequence, &iss.KeyGeneration, &iss.SigningKeyID,
-		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason)
+		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason, &nonce)
+	if nonce != nil {
+		iss.RequestCode = voicecode.FormatRequestCode(uint64(*nonce))
+	}
 	iss.ActorRole, iss.Method = server.Role(role), server.VerificationMethod(method)
 	iss.IssuedAt, iss.ExpiresAt = iss.IssuedAt.UTC(), iss.ExpiresAt.UTC()
 	return iss, err

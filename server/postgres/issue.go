@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/server"
 )
 
@@ -50,8 +51,8 @@ const (
 		WHERE serial = $1`
 	// 6. The issuance: the fields the code was made from, never the code.
 	issueInsertSQL = `INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
-			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 	// 7. Its audit event: insertEventSQL.
 )
 
@@ -114,7 +115,8 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		b := &pgx.Batch{}
 		b.Queue(issueBumpSQL, iss.Serial, iss.IssuedAt)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
-			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason)
+			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason,
+			requestNonce(iss.RequestCode))
 		b.Queue(insertEventSQL, eventArgs(&d.Event)...)
 		b.Queue("COMMIT")
 		br := tx.SendBatch(ctx, b)
@@ -222,4 +224,14 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 		return at.UTC(), err
 	}
 	return f, nil
+}
+
+// requestNonce is the nonce of a bound issuance's request code, or NULL.
+func requestNonce(code string) *int64 {
+	n, err := voicecode.ParseRequestCode(code)
+	if code == "" || err != nil {
+		return nil
+	}
+	v := int64(n)
+	return &v
 }

@@ -38,8 +38,12 @@ type IssueTemporaryPasswordRequest struct {
 	VerificationNote string `protobuf:"bytes,5,opt,name=verification_note,json=verificationNote,proto3" json:"verification_note,omitempty"`
 	// A supervisor's reason to issue over a limit; refused from other roles.
 	OverrideReason string `protobuf:"bytes,6,opt,name=override_reason,json=overrideReason,proto3" json:"override_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional: the request code a DVR whose clock is not set shows
+	// ("XXXXX-XXXXX", read leniently). The voice code is then bound to it
+	// (format version 2) and accepted without the DVR's clock.
+	RequestCode   string `protobuf:"bytes,7,opt,name=request_code,json=requestCode,proto3" json:"request_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IssueTemporaryPasswordRequest) Reset() {
@@ -110,6 +114,13 @@ func (x *IssueTemporaryPasswordRequest) GetVerificationNote() string {
 func (x *IssueTemporaryPasswordRequest) GetOverrideReason() string {
 	if x != nil {
 		return x.OverrideReason
+	}
+	return ""
+}
+
+func (x *IssueTemporaryPasswordRequest) GetRequestCode() string {
+	if x != nil {
+		return x.RequestCode
 	}
 	return ""
 }
@@ -265,8 +276,10 @@ type Issuance struct {
 	VerificationNote string `protobuf:"bytes,13,opt,name=verification_note,json=verificationNote,proto3" json:"verification_note,omitempty"`
 	// A supervisor's override reason, if any.
 	OverrideReason string `protobuf:"bytes,14,opt,name=override_reason,json=overrideReason,proto3" json:"override_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The request code the voice code is bound to; empty for a time-based one.
+	RequestCode   string `protobuf:"bytes,15,opt,name=request_code,json=requestCode,proto3" json:"request_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Issuance) Reset() {
@@ -393,6 +406,13 @@ func (x *Issuance) GetVerificationNote() string {
 func (x *Issuance) GetOverrideReason() string {
 	if x != nil {
 		return x.OverrideReason
+	}
+	return ""
+}
+
+func (x *Issuance) GetRequestCode() string {
+	if x != nil {
+		return x.RequestCode
 	}
 	return ""
 }
@@ -524,7 +544,7 @@ var File_hotline_v1_recovery_proto protoreflect.FileDescriptor
 const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\n" +
 	"\x19hotline/v1/recovery.proto\x12\n" +
-	"hotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\"\x95\x02\n" +
+	"hotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\"\xb8\x02\n" +
 	"\x1dIssueTemporaryPasswordRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -532,7 +552,8 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12O\n" +
 	"\x13verification_method\x18\x04 \x01(\x0e2\x1e.hotline.v1.VerificationMethodR\x12verificationMethod\x12+\n" +
 	"\x11verification_note\x18\x05 \x01(\tR\x10verificationNote\x12'\n" +
-	"\x0foverride_reason\x18\x06 \x01(\tR\x0eoverrideReason\"\xf5\x02\n" +
+	"\x0foverride_reason\x18\x06 \x01(\tR\x0eoverrideReason\x12!\n" +
+	"\frequest_code\x18\a \x01(\tR\vrequestCode\"\xf5\x02\n" +
 	"\x1eIssueTemporaryPasswordResponse\x12\x1f\n" +
 	"\vissuance_id\x18\x01 \x01(\tR\n" +
 	"issuanceId\x12\x16\n" +
@@ -545,7 +566,7 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12%\n" +
-	"\x0ekey_generation\x18\t \x01(\x05R\rkeyGeneration\"\xc5\x04\n" +
+	"\x0ekey_generation\x18\t \x01(\x05R\rkeyGeneration\"\xe8\x04\n" +
 	"\bIssuance\x12\x1f\n" +
 	"\vissuance_id\x18\x01 \x01(\tR\n" +
 	"issuanceId\x12\x1d\n" +
@@ -565,7 +586,8 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\x06ticket\x18\v \x01(\tR\x06ticket\x12O\n" +
 	"\x13verification_method\x18\f \x01(\x0e2\x1e.hotline.v1.VerificationMethodR\x12verificationMethod\x12+\n" +
 	"\x11verification_note\x18\r \x01(\tR\x10verificationNote\x12'\n" +
-	"\x0foverride_reason\x18\x0e \x01(\tR\x0eoverrideReason\"j\n" +
+	"\x0foverride_reason\x18\x0e \x01(\tR\x0eoverrideReason\x12!\n" +
+	"\frequest_code\x18\x0f \x01(\tR\vrequestCode\"j\n" +
 	"\x14ListIssuancesRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
