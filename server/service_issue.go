@@ -259,7 +259,7 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 	if req.RequestCode = strings.TrimSpace(req.RequestCode); req.RequestCode != "" {
 		n, err := voicecode.ParseRequestCode(req.RequestCode)
 		if err != nil {
-			return Invalid("request_code", "request_code %q: %v; expected the 10 symbols the DVR shows (XXXXX-XXXXX)", clip(req.RequestCode, 20), err)
+			return Invalid("request_code", "request_code %q: %v; expected the 10 symbols the DVR shows (XXXXX-XXXXX)", clip.Clip(req.RequestCode, 20), err)
 		}
 		req.RequestCode = voicecode.FormatRequestCode(n)
 	}
