@@ -5,6 +5,7 @@ GO    ?= go
 export HOTLINE_TEST_DATABASE_URL ?=
 KEYRING ?= $(CURDIR)/.dev/keyring
 LISTEN  ?= 127.0.0.1:7443
+CONSOLE_LISTEN ?= 127.0.0.1:7444
 
 .PHONY: all build test vet fmt-check run demo clean
 
@@ -34,7 +35,7 @@ run:
 	@url=$$(./deploy/dev/ensure-postgres.sh hotline) && \
 	  export DATABASE_URL=$$url HOTLINE_KEYRING=$${HOTLINE_KEYRING:-$(KEYRING)} && \
 	  $(GO) build -o bin/hotline-server ./cmd/hotline-server && \
-	  ./bin/hotline-server serve --dev --listen $(LISTEN)
+	  ./bin/hotline-server serve --dev --listen $(LISTEN) --console-listen $(CONSOLE_LISTEN)
 
 ## demo: the whole story, printed step by step
 demo:

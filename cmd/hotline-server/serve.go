@@ -26,6 +26,7 @@ import (
 
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/audit"
+	"github.com/dvrhotline/hotline/server/console"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/keyring"
 	"github.com/dvrhotline/hotline/server/postgres"
@@ -60,11 +61,15 @@ type Main struct {
 	SealEvery time.Duration
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
+	// Console configures the support console; an empty Console.Listen
+	// serves none.
+	Console console.Config
 
 	stdout, stderr io.Writer
 	db             *postgres.DB
 	grpc           *grpcserver.Server
 	metrics        *http.Server
+	console        *console.Console
 	listener       net.Listener
 	ready          chan struct{}
 }
@@ -112,6 +117,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
+	m.Console.RegisterFlags(fs)
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -273,6 +279,19 @@ Get a staff token and try it:
 Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is on).
 `, m.Addr(), m.Addr(), m.Keyring)
 	}
+	if m.Dev {
+		seedDemoDevices(ctx, svc, m.Logger)
+	}
+	if m.Console.Listen != "" {
+		m.Console.Dev = m.Dev
+		if m.console, err = console.Start(ctx, m.Console, svc, m.db, m.Logger); err != nil {
+			return err
+		}
+		m.Logger.Info("console serving", "url", m.console.URL())
+		if m.Dev {
+			fmt.Fprintf(m.stdout, "The support console is at %s (development sign-in: pick a name and a role).\n", m.console.URL())
+		}
+	}
 	close(m.ready)
 
 	// The sealer links committed audit events into the signed chain. Every
@@ -299,6 +318,9 @@ Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is
 	sctx, cancel := context.WithTimeout(context.Background(), m.ShutdownTimeout)
 	defer cancel()
 	m.grpc.Shutdown(sctx)
+	if m.console != nil {
+		m.console.Shutdown(sctx)
+	}
 	stopSealer()
 	<-sealerDone
 	return nil
@@ -311,6 +333,9 @@ func (m *Main) Close() error {
 	}
 	if m.metrics != nil {
 		m.metrics.Close()
+	}
+	if m.console != nil {
+		m.console.Close()
 	}
 	if m.db != nil {
 		m.db.Close()
