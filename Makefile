@@ -19,6 +19,7 @@ build:
 test: fmt-check vet
 	@url=$$(./deploy/dev/ensure-postgres.sh) && \
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
+	  export HOTLINE_CHROMIUM=$${HOTLINE_CHROMIUM:-$$(./deploy/dev/ensure-chromium.sh)} && \
 	  echo "test database server: $$HOTLINE_TEST_DATABASE_URL" && \
 	  $(GO) test -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory agent-size

@@ -221,8 +221,8 @@ func csvSafe(s string) string {
 
 // bar is one bar of a horizontal bar chart, laid out by the server.
 type bar struct {
-	Label      string
-	Value      int64
+	Label       string
+	Value       int64
 	Y, W, TextY int
 }
 
