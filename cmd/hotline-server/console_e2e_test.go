@@ -368,4 +368,3 @@ func httptestServer(t *testing.T, html string) string {
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String() + "/"
 }
-

@@ -156,7 +156,7 @@ type revealData struct {
 	DeviceID   string
 	ExpiresUTC string
 	ExpiresISO string
-	Minutes    int
+	Validity   string
 	Again      bool
 }
 
@@ -250,7 +250,7 @@ func (c *Console) showAgain(w http.ResponseWriter, r *http.Request, rq *request)
 func (c *Console) reveal(w http.ResponseWriter, r *http.Request, rq *request, id string, iss server.Issued, again bool) {
 	d := revealData{Issued: iss, Groups: strings.Split(iss.VoiceCode, "-"), DeviceID: id, Again: again,
 		ExpiresUTC: iss.ExpiresAt.UTC().Format("2006-01-02 15:04 UTC"), ExpiresISO: iss.ExpiresAt.UTC().Format(time.RFC3339),
-		Minutes: int(voicecode.Validity.Minutes())}
+		Validity: validity(voicecode.Validity)}
 	c.render(w, r, http.StatusOK, "reveal", rq, d)
 }
 
@@ -294,4 +294,12 @@ func (c *Console) holdOrRelease(w http.ResponseWriter, r *http.Request, rq *requ
 		return
 	}
 	http.Redirect(w, r, "/devices/"+id, http.StatusSeeOther)
+}
+
+// validity says how long a code lives, in hours when it is whole hours.
+func validity(d time.Duration) string {
+	if d >= 2*time.Hour && d%time.Hour == 0 {
+		return strconv.Itoa(int(d/time.Hour)) + " hours"
+	}
+	return strconv.Itoa(int(d/time.Minute)) + " minutes"
 }
