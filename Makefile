@@ -196,3 +196,19 @@ bench-issue:
 	@url=$$(./deploy/dev/ensure-postgres.sh) && \
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
 	  $(GO) run ./cmd/bench-issue $(BENCH_ISSUE_FLAGS)
+
+# ---- support console ----
+# The console's page benchmark: server time (handler, service, PostgreSQL,
+# template) for the device page and the audit query page over
+# HOTLINE_BENCH_CONSOLE_ROWS devices and as many audit events (default
+# 1,000,000), p50/p99 against the bare service calls measured in the same
+# run, and each page's weight without cache. Goals: p99 < 20 ms, < 150 KB.
+HOTLINE_BENCH_CONSOLE_ROWS ?= 1000000
+
+.PHONY: bench-console
+
+## bench-console: console page p50/p99 and weight on 1,000,000 devices and events
+bench-console:
+	@url=$$(./deploy/dev/ensure-postgres.sh) && \
+	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_BENCH_CONSOLE_ROWS=$(HOTLINE_BENCH_CONSOLE_ROWS) && \
+	  $(GO) test -run '^$$' -bench '^BenchmarkConsolePages$$' -benchtime 1000x -timeout 60m -v ./server/console/ | grep -v '^=== '

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,7 @@ func chromiumPath(t *testing.T) string {
 // provider, and what the test needs to drive a browser against them.
 type consoleE2E struct {
 	t        *testing.T
+	logs     *lockedBuffer
 	m        *Main
 	op       *mockoidc.MockOIDC
 	svc      *server.Service
@@ -75,6 +78,8 @@ func startConsoleE2E(t *testing.T) *consoleE2E {
 		t.Fatal(err)
 	}
 	m.Console.OIDCClientSecret = cfg.ClientSecret
+	e.logs = &lockedBuffer{}
+	m.Logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{ReplaceAttr: redact, Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -231,6 +236,9 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatal("reloading the reveal showed the code again")
 	}
 	e.shot(ag, "05-reload-no-code")
+	if c := value(e, ag, "document.cookie", chromedp.Evaluate[string](`document.cookie`)); strings.Contains(c, "hotline-session") {
+		t.Fatal("the session cookie is readable by the page's script")
+	}
 
 	// The DVR accepts the code read off the page.
 	bin := buildBinaries(t)
@@ -348,9 +356,31 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatalf("an auditor's POST to release: %d, want 403", st)
 	}
 
+	if l := e.logs.String(); strings.Contains(l, code) || strings.Contains(l, strings.ReplaceAll(code, "-", "")) || !strings.Contains(l, "console serving") {
+		t.Fatalf("the server log carries a code read off the page (or is not the server's log):\n%s", l)
+	}
+
 	// Narrow window: the device page still reads.
 	e.run(sup, "narrow", chromedp.EmulateViewport(390, 844), chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#hold-banner")))
 	e.shot(sup, "12-device-narrow")
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // httptestServer serves one HTML page on another origin and returns its URL.

@@ -37,12 +37,12 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // harness is a console over the real database with the dev sign-in.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	c     *Console
 	srv   *httptest.Server
 	svc   *server.Service
@@ -61,7 +61,7 @@ func newSerial() string {
 	return fmt.Sprintf("TSTCON#2020-01-01#1#DVR%09dA0", serialN)
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	db, err := postgres.Open(context.Background(), testURL)
 	if err != nil {
