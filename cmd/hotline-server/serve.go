@@ -12,6 +12,7 @@ import (
 
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/console"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
@@ -47,9 +48,13 @@ type Main struct {
 	KeyringPoll time.Duration
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
+	// Console configures the support console; an empty Console.Listen
+	// serves none.
+	Console console.Config
 
 	stdout, stderr io.Writer
 	srv            *wiring.Server
+	console        *console.Console
 	ready          chan struct{}
 }
 
@@ -105,6 +110,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
 	fs.DurationVar(&m.KeyringPoll, "keyring-poll", m.KeyringPoll, "how often the keyring file is checked for a rotation to load; 0: only on SIGHUP (env HOTLINE_KEYRING_POLL)")
+	m.Console.RegisterFlags(fs)
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -145,14 +151,36 @@ Get a staff token and try it:
 Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is on).
 `, m.Addr(), m.Addr(), m.Keyring)
 	}
+	if m.Dev {
+		seedDemoDevices(ctx, m.srv.Service, m.Logger)
+	}
+	if m.Console.Listen != "" {
+		m.Console.Dev = m.Dev
+		if m.console, err = console.Start(ctx, m.Console, m.srv.Service, m.srv.DB, m.Logger); err != nil {
+			return err
+		}
+		m.Logger.Info("console serving", "url", m.console.URL())
+		if m.Dev {
+			fmt.Fprintf(m.stdout, "The support console is at %s (development sign-in: pick a name and a role).\n", m.console.URL())
+		}
+	}
 	close(m.ready)
-	return m.srv.Run(ctx)
+	err = m.srv.Run(ctx)
+	if m.console != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), m.ShutdownTimeout)
+		m.console.Shutdown(sctx)
+		cancel()
+	}
+	return err
 }
 
 // Close releases what Run opened.
 func (m *Main) Close() error {
 	if m.srv != nil {
 		m.srv.Close()
+	}
+	if m.console != nil {
+		m.console.Close()
 	}
 	return nil
 }

@@ -234,7 +234,7 @@ func TestAuditEventsAppendOnly(t *testing.T) {
 
 // TestNoColumnStoresACode: the server never stores a code. No column is
 // named like one, and the only binary columns are the audit log's hashes
-// and checkpoint signatures.
+// and checkpoint signatures, and the SHA-256 of console session ids.
 func TestNoColumnStoresACode(t *testing.T) {
 	ctx := context.Background()
 	owner := ownerConn(t)
@@ -255,7 +255,8 @@ func TestNoColumnStoresACode(t *testing.T) {
 		if codeLike.MatchString(col) {
 			t.Errorf("%s.%s looks like it stores a code or a secret", table, col)
 		}
-		if typ == "bytea" && !(strings.HasPrefix(table, "audit_") && (col == "hash" || col == "head" || col == "signature")) {
+		consoleHash := table == "console_sessions" && col == "id_hash"
+		if typ == "bytea" && !consoleHash && !(strings.HasPrefix(table, "audit_") && (col == "hash" || col == "head" || col == "signature")) {
 			t.Errorf("%s.%s is binary: what is in it?", table, col)
 		}
 	}

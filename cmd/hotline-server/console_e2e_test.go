@@ -1,0 +1,401 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
+	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/dvrhotline/hotline/cmd/internal/wiring"
+	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/postgres/pgtest"
+)
+
+// screenshotDir receives a PNG of each console screen the browser test visits.
+const screenshotDir = "../../server/console/screenshots"
+
+// chromiumPath is Debian's Chromium (HOTLINE_CHROMIUM, as make test's
+// deploy/dev/ensure-chromium.sh prints it, or found on PATH).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("HOTLINE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, c := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium: run deploy/dev/ensure-chromium.sh (make test does)")
+	return ""
+}
+
+// consoleE2E is a running hotline-server with its console, an OpenID
+// provider, and what the test needs to drive a browser against them.
+type consoleE2E struct {
+	t        *testing.T
+	logs     *lockedBuffer
+	m        *Main
+	op       *mockoidc.MockOIDC
+	svc      *server.Service
+	chromium string
+	url      string
+}
+
+func startConsoleE2E(t *testing.T) *consoleE2E {
+	t.Helper()
+	e := &consoleE2E{t: t, chromium: chromiumPath(t)}
+	op, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { op.Shutdown() })
+	e.op = op
+	cfg := op.Config()
+
+	kdir := filepath.Join(t.TempDir(), "keyring")
+	kr, err := keyring.Init(kdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(io.Discard, io.Discard)
+	if err := m.ParseFlags([]string{"--keyring", kdir, "--database-url", pgtest.NewDatabase(t, "console_e2e"), "--listen", "127.0.0.1:0",
+		"--limit-per-device", "1", "--console-listen", "127.0.0.1:0", "--console-oidc-issuer", cfg.Issuer,
+		"--console-oidc-client-id", cfg.ClientID, "--console-roles", "hl-agents=agent,hl-supervisors=supervisor,hl-auditors=auditor"}); err != nil {
+		t.Fatal(err)
+	}
+	m.Console.OIDCClientSecret = cfg.ClientSecret
+	e.logs = &lockedBuffer{}
+	m.Logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{ReplaceAttr: wiring.Redact, Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-m.Ready():
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	t.Cleanup(func() { cancel(); <-done; m.Close() })
+	e.m, e.url = m, m.console.URL()
+	e.svc = server.NewService(m.srv.DB, kr)
+	prov := server.Actor{Subject: "factory", Role: server.RoleProvisioner}
+	for _, d := range demoDevices {
+		if _, err := e.svc.RegisterDevice(ctx, prov, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(screenshotDir, 0o755)
+	return e
+}
+
+// browser starts a fresh Chromium (its own profile) for one staff member.
+func (e *consoleE2E) browser() context.Context {
+	e.t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(e.chromium), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(e.t.TempDir()), chromedp.WindowSize(1280, 800))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, cancelB := chromedp.NewContext(actx)
+	e.t.Cleanup(func() { cancelB(); cancelA() })
+	// The first action starts the browser: no timeout on its context.
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		e.t.Fatal(err)
+	}
+	return bctx
+}
+
+func (e *consoleE2E) run(ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	e.t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		e.t.Fatalf("%s: %v (at %s)", what, err, loc)
+	}
+}
+
+// value runs one action that reads a value.
+func value[T any](e *consoleE2E, ctx context.Context, what string, a chromedp.Action[T]) T {
+	e.t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		e.t.Fatalf("%s: %v (at %s)", what, err, loc)
+	}
+	return v
+}
+
+// shot writes a PNG of the whole page to screenshotDir.
+func (e *consoleE2E) shot(ctx context.Context, name string) {
+	e.t.Helper()
+	png := value(e, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
+	if err := os.WriteFile(filepath.Join(screenshotDir, name+".png"), png, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// signIn goes through the OpenID code flow as subject in group.
+func (e *consoleE2E) signIn(ctx context.Context, subject, group string, shot bool) {
+	e.t.Helper()
+	e.op.QueueUser(&mockoidc.MockUser{Subject: subject, Email: subject + "@hotline.example", Groups: []string{group}})
+	e.run(ctx, "open the console", chromedp.Navigate(e.url+"/"), chromedp.WaitVisible(chromedp.CSS("#oidc-sign-in")))
+	if shot {
+		e.shot(ctx, "01-sign-in")
+	}
+	e.run(ctx, "sign in", chromedp.Click(chromedp.CSS("#oidc-sign-in")), chromedp.WaitVisible(chromedp.CSS("form.who")))
+	who := e.text(ctx, "form.who span")
+	if !strings.Contains(who, subject) {
+		e.t.Fatalf("signed in as %q, want %s", who, subject)
+	}
+}
+
+func (e *consoleE2E) text(ctx context.Context, sel string) string {
+	e.t.Helper()
+	return value(e, ctx, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func (e *consoleE2E) exists(ctx context.Context, sel string) bool {
+	e.t.Helper()
+	return value(e, ctx, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel))) > 0
+}
+
+// post sends a hand-made same-origin POST from the page and returns its status.
+func (e *consoleE2E) post(ctx context.Context, path, body string) int {
+	e.t.Helper()
+	js := fmt.Sprintf(`fetch(%q, {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: %q}).then(r => r.status)`, path, body)
+	return value(e, ctx, "POST "+path, chromedp.Evaluate[int](js, chromedp.EvalAwaitPromise))
+}
+
+// TestConsoleInARealBrowser drives the console in Chromium against the
+// real server, PostgreSQL and an OpenID provider: the agent's whole call
+// (sloppy search, near match, owner check, issue, one-time reveal, the DVR
+// accepting the code read off the page), the refusals an insider or another
+// web site meets, the supervisor's override and hold, and the auditor's
+// filters, export and summary.
+func TestConsoleInARealBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	e := startConsoleE2E(t)
+	const id = "DVR1101134C08011"
+	serial := demoDevices[0].Serial
+
+	// The agent.
+	ag := e.browser()
+	e.signIn(ag, "alice", "hl-agents", true)
+	e.run(ag, "sloppy search", chromedp.SendKeys(chromedp.CSS("#q"), " jz6oes 2017-08-01 3 dvr1101134c08O12 "), chromedp.Submit(chromedp.CSS("#q")),
+		chromedp.WaitVisible(chromedp.CSS("#q-error")))
+	e.shot(ag, "02-search-near-match")
+	e.run(ag, "follow the near match", chromedp.Click(chromedp.CSS("ul.near a")), chromedp.WaitVisible(chromedp.CSS("#serial")))
+	if got := e.text(ag, "#serial"); got != serial {
+		t.Fatalf("device page for %q, want %s", got, serial)
+	}
+	e.run(ag, "malformed search", chromedp.Navigate(e.url+"/search?q=JZ6OES%232017-13-01%233%23DVR1101134C08011"), chromedp.WaitVisible(chromedp.CSS("#q-error")))
+	if msg := e.text(ag, "#q-error"); !strings.Contains(msg, "YYYY-MM-DD") {
+		t.Fatalf("malformed date explained as %q", msg)
+	}
+	e.run(ag, "device page", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#claimed")))
+	e.run(ag, "owner check", chromedp.SendKeys(chromedp.CSS("#claimed"), "Jane@Example.com"), chromedp.Submit(chromedp.CSS("#claimed")),
+		chromedp.WaitVisible(chromedp.CSS("#verify-result")))
+	if r := e.text(ag, "#verify-result"); !strings.Contains(r, "matches") {
+		t.Fatalf("owner check: %q", r)
+	}
+	if page := e.text(ag, "main"); strings.Contains(page, "jane@example.com") {
+		t.Fatal("the device page shows the registered owner contact unmasked")
+	}
+	e.shot(ag, "03-device-verified")
+	const ticket = `T-1<script>alert("x")</script>`
+	e.run(ag, "issue", chromedp.SendKeys(chromedp.CSS("#ticket"), ticket), chromedp.Click(chromedp.CSS("#issue-button")),
+		chromedp.WaitVisible(chromedp.CSS("#voice-code")))
+	code := e.text(ag, "#voice-code")
+	if len(strings.Split(code, "-")) != 4 {
+		t.Fatalf("code on the page %q: want four groups", code)
+	}
+	scripts := value(e, ag, "count scripts", chromedp.Evaluate[int](`document.querySelectorAll("script").length`))
+	if page := e.text(ag, "main"); scripts != 1 || !strings.Contains(page, ticket) {
+		t.Fatalf("the ticket was not shown inert: %d scripts on the page, ticket shown: %v", scripts, strings.Contains(page, ticket))
+	}
+	if p := e.text(ag, "#phonetic"); !strings.Contains(p, " - ") {
+		t.Fatalf("phonetic readout %q", p)
+	}
+	e.shot(ag, "04-reveal")
+	e.run(ag, "reload", chromedp.Reload(), chromedp.WaitReady(chromedp.CSS("main")))
+	if e.exists(ag, "#voice-code") || strings.Contains(e.text(ag, "main"), code) {
+		t.Fatal("reloading the reveal showed the code again")
+	}
+	e.shot(ag, "05-reload-no-code")
+	if c := value(e, ag, "document.cookie", chromedp.Evaluate[string](`document.cookie`)); strings.Contains(c, "hotline-session") {
+		t.Fatal("the session cookie is readable by the page's script")
+	}
+
+	// The DVR accepts the code read off the page.
+	bin := buildBinaries(t)
+	dvr := t.TempDir()
+	env := append(os.Environ(), "HOTLINE_KEYRING="+e.m.Keyring)
+	out := func(name string, args ...string) []byte {
+		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd.Env = env
+		b, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+		return b
+	}
+	keyFile, trust, state := filepath.Join(dvr, "device.key"), filepath.Join(dvr, "trust.jwks"), filepath.Join(dvr, "state")
+	os.WriteFile(keyFile, out("hotline-server", "keys", "device-key", serial), 0o600)
+	os.WriteFile(trust, out("hotline-server", "keys", "jwks"), 0o644)
+	os.Mkdir(state, 0o700)
+	verify := exec.Command(filepath.Join(bin, "dvr-agent"), "verify", "--serial", serial, "--key-file", keyFile, "--trust", trust, "--state", state, code)
+	if b, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("dvr-agent verify refused the code read off the page: %v\n%s", err, b)
+	}
+
+	// An agent's hand-made POST to a supervisor's act is refused.
+	if st := e.post(ag, "/devices/"+id+"/hold", "reason=insider"); st != http.StatusForbidden {
+		t.Fatalf("an agent's POST to hold: %d, want 403", st)
+	}
+
+	// A POST from another web site is refused, though the cookie goes along.
+	evil := httptestServer(t, fmt.Sprintf(`<!doctype html><form id="f" method="post" action="%s/devices/%s/hold"><input name="reason" value="cross-site"></form><script>document.getElementById("f").submit()</script>`, e.url, id))
+	sup := e.browser()
+	e.signIn(sup, "bob", "hl-supervisors", false)
+	e.run(sup, "cross-origin form", chromedp.Navigate(evil), chromedp.WaitVisible(chromedp.CSS("#problem-message")))
+	if msg := e.text(sup, "#problem-message"); !strings.Contains(msg, "another web site") {
+		t.Fatalf("cross-origin POST answered %q", msg)
+	}
+	d, err := e.svc.LookupDevice(context.Background(), server.Actor{Subject: "test", Role: server.RoleSupervisor}, id)
+	if err != nil || d.Device.Hold != nil {
+		t.Fatalf("after a cross-origin POST: hold %v, err %v", d.Device.Hold, err)
+	}
+
+	// The supervisor issues over the limit (one per device here) and holds.
+	e.run(sup, "device page", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#override")))
+	if used := e.text(sup, "#codes-used"); !strings.Contains(used, "limit reached") {
+		t.Fatalf("codes used %q: want the limit reached", used)
+	}
+	e.run(sup, "issue without a reason", chromedp.SendKeys(chromedp.CSS("#ticket"), "T-2"),
+		chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)), chromedp.Click(chromedp.CSS("#issue-button")),
+		chromedp.WaitVisible(chromedp.CSS("#problem")))
+	e.shot(sup, "06-over-limit")
+	e.run(sup, "override", chromedp.SendKeys(chromedp.CSS("#override"), "caller locked out of a shop's cameras"),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#voice-code")))
+	if seq := e.text(sup, "#sequence"); seq != "2" {
+		t.Fatalf("override issued sequence %q, want 2", seq)
+	}
+	e.run(sup, "hold", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#hold-reason")),
+		chromedp.SendKeys(chromedp.CSS("#hold-reason"), "reported stolen"), chromedp.Submit(chromedp.CSS("#hold-reason")),
+		chromedp.WaitVisible(chromedp.CSS("#hold-banner")))
+	if e.exists(sup, "#issue-form") {
+		t.Fatal("a device on hold still offers the issue form")
+	}
+	e.shot(sup, "07-device-on-hold")
+	e.run(sup, "team today", chromedp.Navigate(e.url+"/team/today"), chromedp.WaitVisible(chromedp.CSS("#team")))
+	e.shot(sup, "08-team-today")
+
+	// The auditor.
+	au := e.browser()
+	e.signIn(au, "carol", "hl-auditors", false)
+	e.run(au, "audit filters", chromedp.WaitVisible(chromedp.CSS("#f-actor")), chromedp.SendKeys(chromedp.CSS("#f-actor"), "alice"),
+		chromedp.SetValue(chromedp.CSS("#f-outcome"), "refused"), chromedp.Click(chromedp.CSS("#filter-button")), chromedp.WaitVisible(chromedp.CSS("#events")))
+	rows := e.text(au, "#events tbody")
+	if !strings.Contains(rows, "device.hold") || !strings.Contains(rows, "permission_denied") || !strings.Contains(rows, "console") {
+		t.Fatalf("the agent's refused hold is not in the audit log as a console act:\n%s", rows)
+	}
+	e.shot(au, "09-audit-query")
+	dl := t.TempDir()
+	done := make(chan string, 1)
+	progress := chromedp.Events(au, browser.DownloadProgress)
+	go func() {
+		for ev, err := range progress {
+			if err != nil {
+				return
+			}
+			if ev.State == browser.DownloadProgressStateCompleted {
+				done <- ev.GUID
+				return
+			}
+		}
+	}()
+	allow := true
+	e.run(au, "export", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+			Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dl, EventsEnabled: &allow})
+		return err
+	}), chromedp.Click(chromedp.CSS("#export-csv")))
+	var guid string
+	select {
+	case guid = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the CSV export did not download")
+	}
+	csv, err := os.ReadFile(filepath.Join(dl, guid))
+	if err != nil || !strings.HasPrefix(string(csv), "id,time,actor") || !strings.Contains(string(csv), "device.hold") {
+		t.Fatalf("exported CSV (%v):\n%s", err, csv)
+	}
+	e.run(au, "summary", chromedp.Navigate(e.url+"/audit/summary"), chromedp.WaitVisible(chromedp.CSS("figure.chart svg")))
+	bars := value(e, au, "bars", chromedp.Evaluate[int](`document.querySelectorAll("figure.chart svg rect").length`))
+	if bars < 2 {
+		t.Fatalf("summary charts have %d bars", bars)
+	}
+	e.shot(au, "10-summary")
+	e.run(au, "verify", chromedp.Navigate(e.url+"/audit/verify"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	e.shot(au, "11-verify")
+	if st := e.post(au, "/devices/"+id+"/release", "reason=auditor"); st != http.StatusForbidden {
+		t.Fatalf("an auditor's POST to release: %d, want 403", st)
+	}
+
+	if l := e.logs.String(); strings.Contains(l, code) || strings.Contains(l, strings.ReplaceAll(code, "-", "")) || !strings.Contains(l, "console serving") {
+		t.Fatalf("the server log carries a code read off the page (or is not the server's log):\n%s", l)
+	}
+
+	// Narrow window: the device page still reads.
+	e.run(sup, "narrow", chromedp.EmulateViewport(390, 844), chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#hold-banner")))
+	e.shot(sup, "12-device-narrow")
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// httptestServer serves one HTML page on another origin and returns its URL.
+func httptestServer(t *testing.T, html string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, html)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String() + "/"
+}
