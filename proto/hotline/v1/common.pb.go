@@ -111,6 +111,11 @@ const (
 	// VERIFICATION_METHOD_OTHER needs a verification_note saying what was
 	// checked.
 	VerificationMethod_VERIFICATION_METHOD_OTHER VerificationMethod = 4
+	// VERIFICATION_METHOD_OWNER_EMAIL_CODE: the caller read back a code
+	// mailed to the registered address and MailService.VerifyOwnerCode
+	// matched it; spent by one issuance of the same staff member within 15
+	// minutes.
+	VerificationMethod_VERIFICATION_METHOD_OWNER_EMAIL_CODE VerificationMethod = 5
 )
 
 // Enum value maps for VerificationMethod.
@@ -121,6 +126,7 @@ var (
 		2: "VERIFICATION_METHOD_PROOF_OF_PURCHASE",
 		3: "VERIFICATION_METHOD_INSTALLER_ACCOUNT",
 		4: "VERIFICATION_METHOD_OTHER",
+		5: "VERIFICATION_METHOD_OWNER_EMAIL_CODE",
 	}
 	VerificationMethod_value = map[string]int32{
 		"VERIFICATION_METHOD_UNSPECIFIED":           0,
@@ -128,6 +134,7 @@ var (
 		"VERIFICATION_METHOD_PROOF_OF_PURCHASE":     2,
 		"VERIFICATION_METHOD_INSTALLER_ACCOUNT":     3,
 		"VERIFICATION_METHOD_OTHER":                 4,
+		"VERIFICATION_METHOD_OWNER_EMAIL_CODE":      5,
 	}
 )
 
@@ -226,13 +233,14 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"ROLE_AGENT\x10\x01\x12\x13\n" +
 	"\x0fROLE_SUPERVISOR\x10\x02\x12\x10\n" +
 	"\fROLE_AUDITOR\x10\x03\x12\x14\n" +
-	"\x10ROLE_PROVISIONER\x10\x04*\xdd\x01\n" +
+	"\x10ROLE_PROVISIONER\x10\x04*\x87\x02\n" +
 	"\x12VerificationMethod\x12#\n" +
 	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12-\n" +
 	")VERIFICATION_METHOD_OWNER_CONTACT_MATCHED\x10\x01\x12)\n" +
 	"%VERIFICATION_METHOD_PROOF_OF_PURCHASE\x10\x02\x12)\n" +
 	"%VERIFICATION_METHOD_INSTALLER_ACCOUNT\x10\x03\x12\x1d\n" +
-	"\x19VERIFICATION_METHOD_OTHER\x10\x04*L\n" +
+	"\x19VERIFICATION_METHOD_OTHER\x10\x04\x12(\n" +
+	"$VERIFICATION_METHOD_OWNER_EMAIL_CODE\x10\x05*L\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
