@@ -28,6 +28,7 @@ import (
 	"github.com/dvrhotline/hotline/server/audit"
 	grpcserver "github.com/dvrhotline/hotline/server/grpc"
 	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/mail"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
@@ -60,6 +61,9 @@ type Main struct {
 	SealEvery time.Duration
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
+	// Mail is the SMTP configuration; without an address no mail is sent
+	// (messages stay queued).
+	Mail mail.Config
 
 	stdout, stderr io.Writer
 	db             *postgres.DB
@@ -112,6 +116,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
+	m.Mail.RegisterFlags(fs)
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -233,6 +238,11 @@ func (m *Main) Run(ctx context.Context) error {
 	}}
 	svc.Limits = m.Limits
 	svc.Logger = m.Logger
+	stopOutbox, err := startOutbox(svc, m.Mail, m.Logger)
+	if err != nil {
+		return err
+	}
+	defer stopOutbox()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
