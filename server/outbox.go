@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -195,7 +196,13 @@ type Outbox struct {
 	// reaper fails it (default 10 minutes, far above any SMTP timeout).
 	StaleAfter time.Duration
 
-	kick chan struct{}
+	kickOnce sync.Once
+	kick     chan struct{}
+}
+
+func (o *Outbox) kickCh() chan struct{} {
+	o.kickOnce.Do(func() { o.kick = make(chan struct{}, 1) })
+	return o.kick
 }
 
 // DefaultBackoff waits 30s, 1m, 2m... at most 30 minutes.
@@ -227,11 +234,11 @@ func (o *Outbox) defaults() {
 
 // Kick wakes Run for a message just queued; a nil Outbox ignores it.
 func (o *Outbox) Kick() {
-	if o == nil || o.kick == nil {
+	if o == nil {
 		return
 	}
 	select {
-	case o.kick <- struct{}{}:
+	case o.kickCh() <- struct{}{}:
 	default:
 	}
 }
@@ -239,9 +246,7 @@ func (o *Outbox) Kick() {
 // Run sends rounds until ctx ends: every poll, and at once after Kick.
 func (o *Outbox) Run(ctx context.Context, poll time.Duration) {
 	o.defaults()
-	if o.kick == nil {
-		o.kick = make(chan struct{}, 1)
-	}
+	kick := o.kickCh()
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -258,7 +263,7 @@ func (o *Outbox) Run(ctx context.Context, poll time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-o.kick:
+		case <-kick:
 		}
 	}
 }
