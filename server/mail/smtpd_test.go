@@ -86,7 +86,9 @@ func (d *smtpd) messages() []received {
 
 type backend struct{ d *smtpd }
 
-func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) { return &session{d: b.d, conn: c}, nil }
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{d: b.d, conn: c}, nil
+}
 
 type session struct {
 	d      *smtpd
