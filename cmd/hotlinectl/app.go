@@ -345,6 +345,9 @@ func (c *cmd) explain(err error) string {
 		hint = "check the serial on the label below the QR code, or look it up by the device id alone"
 	case codes.ResourceExhausted:
 		hint = "ask a supervisor to issue with --override-reason"
+		if !strings.Contains(st.Message(), "issuances per") {
+			hint = "" // a guess or send limit: the message says what to do
+		}
 		for _, d := range st.Details() {
 			if ri, ok := d.(*errdetails.RetryInfo); ok {
 				hint += fmt.Sprintf(", or retry after %s", time.Now().Add(ri.GetRetryDelay().AsDuration()).Format("15:04 MST"))
@@ -352,6 +355,9 @@ func (c *cmd) explain(err error) string {
 		}
 	case codes.FailedPrecondition:
 		hint = "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
+		if !strings.Contains(st.Message(), "on hold") {
+			hint = "" // the message says what to do
+		}
 		if strings.HasPrefix(c.name, "audit ") {
 			hint = "ask the operator: the server must run with the keyring's audit key (it seals and verifies the log)"
 			if strings.Contains(msg, "no audit checkpoint yet") {
