@@ -327,12 +327,11 @@ func (o *Outbox) Round(ctx context.Context) (int, error) {
 	// Record even when ctx has ended: the attempts happened.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	msgsOf := make([]OutboxMessage, len(claimed))
 	for i, c := range claimed {
-		if err := st.FinishMail(rctx, c.Message, outcomes[i]); err != nil {
-			return len(claimed), err
-		}
+		msgsOf[i] = c.Message
 	}
-	return len(claimed), nil
+	return len(claimed), st.FinishMail(rctx, msgsOf, outcomes)
 }
 
 // composeMail re-derives what a claimed message carries and writes it.

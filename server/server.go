@@ -425,9 +425,10 @@ type Store interface {
 	// LOCKED: concurrent claimers get disjoint rows), marks them sending
 	// and commits before returning them.
 	ClaimMail(ctx context.Context, claimer string, n int) ([]ClaimedMail, error)
-	// FinishMail records one attempt's outcome of a message claimed by
-	// out.Claimer, and its ActionMailAttempt event, in one transaction.
-	FinishMail(ctx context.Context, m OutboxMessage, out MailOutcome) error
+	// FinishMail records the attempts' outcomes (outs[i] of msgs[i],
+	// claimed by outs[i].Claimer) and their ActionMailAttempt events, in
+	// one transaction.
+	FinishMail(ctx context.Context, msgs []OutboxMessage, outs []MailOutcome) error
 	// ReapMail fails every claim older than stale (its sender stopped):
 	// delivery unknown, never retried. Audited per message.
 	ReapMail(ctx context.Context, stale time.Duration) (int, error)

@@ -137,34 +137,86 @@ func (db *DB) ClaimMail(ctx context.Context, claimer string, n int) ([]server.Cl
 		if err != nil {
 			return err
 		}
-		for i := range out {
-			c := &out[i]
-			if err := tx.QueryRow(ctx, `SELECT model FROM devices WHERE serial = $1`, c.Message.Serial).Scan(&c.Model); err != nil {
-				return err
-			}
-			switch c.Message.Kind {
-			case server.MailOwnerCode:
-				var oc server.OwnerCode
-				if err := tx.QueryRow(ctx, `SELECT id::text, serial, actor, key_generation, created_at, expires_at, wrong_entries
-					FROM owner_challenges WHERE id = $1`, c.Message.OwnerCodeID).
-					Scan(&oc.ID, &oc.Serial, &oc.Actor, &oc.KeyGeneration, &oc.CreatedAt, &oc.ExpiresAt, &oc.WrongEntries); err != nil {
-					return err
-				}
-				c.Code = &oc
-			case server.MailIssuance:
-				iss, err := scanIssuance(tx.QueryRow(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE id = $1`, c.Message.IssuanceID))
-				if err != nil {
-					return err
-				}
-				c.Issuance = &iss
-			}
-		}
-		return nil
+		return loadClaimed(ctx, tx, out)
 	})
 	if err != nil {
 		return nil, translate(err, "claiming mail")
 	}
 	return out, nil
+}
+
+// loadClaimed fills in what composing the claimed messages needs: three
+// statements for the whole batch, not three per message.
+func loadClaimed(ctx context.Context, tx pgx.Tx, out []server.ClaimedMail) error {
+	if len(out) == 0 {
+		return nil
+	}
+	serials, codes, issuances := make([]string, 0, len(out)), []string{}, []string{}
+	for _, c := range out {
+		serials = append(serials, c.Message.Serial)
+		if c.Message.OwnerCodeID != "" {
+			codes = append(codes, c.Message.OwnerCodeID)
+		}
+		if c.Message.IssuanceID != "" {
+			issuances = append(issuances, c.Message.IssuanceID)
+		}
+	}
+	models := map[string]string{}
+	rows, err := tx.Query(ctx, `SELECT serial, model FROM devices WHERE serial = ANY($1)`, serials)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var sn, m string
+		if err := rows.Scan(&sn, &m); err != nil {
+			rows.Close()
+			return err
+		}
+		models[sn] = m
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	ocs := map[string]*server.OwnerCode{}
+	rows, err = tx.Query(ctx, `SELECT id::text, serial, actor, key_generation, created_at, expires_at, wrong_entries
+		FROM owner_challenges WHERE id = ANY($1::uuid[])`, codes)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		oc := &server.OwnerCode{}
+		if err := rows.Scan(&oc.ID, &oc.Serial, &oc.Actor, &oc.KeyGeneration, &oc.CreatedAt, &oc.ExpiresAt, &oc.WrongEntries); err != nil {
+			rows.Close()
+			return err
+		}
+		ocs[oc.ID] = oc
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	iss := map[string]*server.Issuance{}
+	rows, err = tx.Query(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE id = ANY($1::uuid[])`, issuances)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		i, err := scanIssuance(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		iss[i.ID] = &i
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range out {
+		c := &out[i]
+		c.Model = models[c.Message.Serial]
+		c.Code = ocs[c.Message.OwnerCodeID]
+		c.Issuance = iss[c.Message.IssuanceID]
+	}
+	return nil
 }
 
 // mailEvent is the audit event of an outbox act by the mailer.
@@ -174,35 +226,45 @@ func mailEvent(m server.OutboxMessage, outcome server.Outcome, detail string) *s
 	return e
 }
 
-// FinishMail records one attempt's outcome and its audit event (the SMTP
-// reply and the Message-ID), if the claim is still out.Claimer's; a claim
-// reaped meanwhile keeps its failed state and the attempt is audited as
-// late.
-func (db *DB) FinishMail(ctx context.Context, m server.OutboxMessage, out server.MailOutcome) error {
+// FinishMail records each attempt's outcome and its audit event (the
+// SMTP reply and the Message-ID), in one transaction, if the claim is
+// still outs[i].Claimer's; a claim reaped meanwhile keeps its failed state
+// and the attempt is audited as late.
+func (db *DB) FinishMail(ctx context.Context, msgs []server.OutboxMessage, outs []server.MailOutcome) error {
+	if len(msgs) != len(outs) {
+		return server.Internal(fmt.Errorf("postgres: %d messages, %d outcomes", len(msgs), len(outs)), "recording mail attempts")
+	}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		var next any
-		if out.State == server.MailQueued {
-			next = out.RetryAt
+		b := &pgx.Batch{}
+		for i, m := range msgs {
+			out := outs[i]
+			var next any
+			if out.State == server.MailQueued {
+				next = out.RetryAt
+			}
+			outcome := server.OutcomeSuccess
+			if out.State != server.MailSent {
+				outcome = server.OutcomeRefused
+			}
+			detail := fmt.Sprintf("mail=%s kind=%s attempt=%d state=%s message_id=%s reply=%q", m.ID, m.Kind, out.Attempt, out.State, out.MessageID, clip(out.Reply))
+			// The event says "late" when the claim was no longer this
+			// sender's (the UPDATE matched nothing).
+			b.Queue(`WITH u AS (
+					UPDATE mail_outbox SET state = $4, message_id = NULLIF($5, ''), last_reply = $6,
+						next_attempt_at = COALESCE($7::timestamptz, next_attempt_at),
+						finished_at = CASE WHEN $4 IN ('sent', 'failed') THEN clock_timestamp() END
+					WHERE id = $1 AND state = 'sending' AND claimed_by = $2 AND attempts = $3
+					RETURNING 1
+				)
+				INSERT INTO audit_events (actor, role, action, outcome, serial, issuance_id, detail)
+				SELECT $8, $9, $10, $11, $12, NULLIF($13, '')::uuid,
+					CASE WHEN EXISTS (SELECT 1 FROM u) THEN $14 ELSE 'late ' || $14 END`,
+				m.ID, out.Claimer, out.Attempt, string(out.State), out.MessageID, clip(out.Reply), next,
+				server.MailerActor, string(server.RoleMailer), string(server.ActionMailAttempt), string(outcome), m.Serial, m.IssuanceID, detail)
 		}
-		tag, err := tx.Exec(ctx, `UPDATE mail_outbox SET state = $4, message_id = NULLIF($5, ''), last_reply = $6,
-				next_attempt_at = COALESCE($7::timestamptz, next_attempt_at),
-				finished_at = CASE WHEN $4 IN ('sent', 'failed') THEN clock_timestamp() END
-			WHERE id = $1 AND state = 'sending' AND claimed_by = $2 AND attempts = $3`,
-			m.ID, out.Claimer, out.Attempt, string(out.State), out.MessageID, clip(out.Reply), next)
-		if err != nil {
-			return err
-		}
-		outcome := server.OutcomeSuccess
-		if out.State != server.MailSent {
-			outcome = server.OutcomeRefused
-		}
-		detail := fmt.Sprintf("mail=%s kind=%s attempt=%d state=%s message_id=%s reply=%q", m.ID, m.Kind, out.Attempt, out.State, out.MessageID, clip(out.Reply))
-		if tag.RowsAffected() == 0 {
-			detail = "late " + detail
-		}
-		return insertEvent(ctx, tx, mailEvent(m, outcome, detail))
+		return tx.SendBatch(ctx, b).Close()
 	})
-	return translate(err, "recording a mail attempt")
+	return translate(err, "recording mail attempts")
 }
 
 // ReapMail fails the claims older than stale, whose sender stopped before
