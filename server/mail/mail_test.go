@@ -59,7 +59,7 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func newRig(t *testing.T, implicitTLS bool) *rig {
+func newRig(t testing.TB, implicitTLS bool) *rig {
 	t.Helper()
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, testURL)

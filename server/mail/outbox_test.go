@@ -398,7 +398,8 @@ func runSenderProcess() int {
 // run.
 func BenchmarkOutboxSend(b *testing.B) {
 	const batch = 50
-	r := newRigB(b)
+	r := newRig(b, false)
+	r.box.Batch = 1000
 	mailer := r.box.Mailer
 	var outbox, direct time.Duration
 	for b.Loop() {
@@ -427,23 +428,4 @@ func BenchmarkOutboxSend(b *testing.B) {
 	b.ReportMetric(n/outbox.Seconds(), "outbox-msgs/s")
 	b.ReportMetric(n/direct.Seconds(), "direct-msgs/s")
 	b.ReportMetric(direct.Seconds()/outbox.Seconds(), "outbox/direct")
-}
-
-// newRigB is newRig for a benchmark.
-func newRigB(b *testing.B) *rig {
-	b.Helper()
-	ctx := context.Background()
-	db, err := postgres.Open(ctx, testURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Close)
-	kr, err := keyring.Init(filepath.Join(b.TempDir(), "keyring"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := &rig{t: b, db: db, kr: kr, smtp: startSMTPD(b, false), logs: &syncBuffer{}}
-	r.svc = server.NewService(db, kr)
-	r.box = &server.Outbox{Service: r.svc, Mailer: r.mailer(b), Name: "bench", Batch: 1000}
-	return r
 }
