@@ -76,8 +76,9 @@ func ValidContact(s string) (ok bool, expected string) {
 
 // MaskContact returns a contact as staff may see it: enough to recognise,
 // not enough to use. "jane@example.com" becomes "j***@example.com",
-// "+447700900789" becomes "+44*******789"; anything else keeps only its
-// first character.
+// "+447700900789" becomes "+**********89" (the last two digits only: each
+// digit shown is a factor of ten fewer guesses); anything else keeps only
+// its first character.
 func MaskContact(s string) string {
 	s = NormaliseContact(s)
 	if s == "" {
@@ -90,11 +91,8 @@ func MaskContact(s string) string {
 	if isPhoneLike(s) {
 		plus := strings.HasPrefix(s, "+")
 		d := strings.TrimPrefix(s, "+")
-		head, tail := 2, 3
-		if len(d) < head+tail+3 { // too short to show both ends: last two only
-			head, tail = 0, min(2, len(d)/2)
-		}
-		out := d[:head] + strings.Repeat("*", len(d)-head-tail) + d[len(d)-tail:]
+		tail := min(2, len(d)/2)
+		out := strings.Repeat("*", len(d)-tail) + d[len(d)-tail:]
 		if plus {
 			out = "+" + out
 		}
@@ -132,6 +130,8 @@ type OwnerVerdict struct {
 	// Detail is the audit detail of a mismatch ("owner_mismatch", and
 	// "no_contact_registered" when there was nothing to compare with).
 	Detail string
+	// Refusal, when set, refuses the check unjudged (a miss limit).
+	Refusal *Error
 }
 
 // JudgeOwner compares claimed with the registered contact by their

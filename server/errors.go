@@ -92,6 +92,29 @@ const (
 	ReasonUnavailable Reason = "UNAVAILABLE"
 	// ReasonInternal: a bug or an outage; the server log has the details.
 	ReasonInternal Reason = "INTERNAL"
+	// ReasonGuessesPerDevice: too many wrong owner checks or code entries
+	// on the device; guesses are refused unjudged (metadata "limit").
+	ReasonGuessesPerDevice Reason = "OWNER_GUESSES_PER_DEVICE"
+	// ReasonGuessesPerAgent: too many wrong owner checks or code entries
+	// by the staff member.
+	ReasonGuessesPerAgent Reason = "OWNER_GUESSES_PER_AGENT"
+	// ReasonSupervisorRequired: the device had wrong owner guesses since
+	// its last issuance; only a supervisor may issue its next code.
+	ReasonSupervisorRequired Reason = "SUPERVISOR_REQUIRED"
+	// ReasonNoEmailRegistered: the device has no registered e-mail address.
+	ReasonNoEmailRegistered Reason = "NO_EMAIL_REGISTERED"
+	// ReasonSendsPerDevice: enough codes were mailed to the device's owner.
+	ReasonSendsPerDevice Reason = "CODES_PER_DEVICE"
+	// ReasonSendsPerAgent: the staff member mailed enough codes.
+	ReasonSendsPerAgent Reason = "CODES_PER_AGENT"
+	// ReasonNoOwnerCode: no code is waiting for an entry (none sent,
+	// expired, verified, or spent by wrong entries).
+	ReasonNoOwnerCode Reason = "NO_OWNER_CODE"
+	// ReasonOwnerCodeMismatch: the entered code is not the one sent.
+	ReasonOwnerCodeMismatch Reason = "OWNER_CODE_MISMATCH"
+	// ReasonOwnerCodeNotVerified: an issuance claims the owner-email-code
+	// method without a verified, unspent code by the same agent.
+	ReasonOwnerCodeNotVerified Reason = "OWNER_CODE_NOT_VERIFIED"
 )
 
 // defaultReasons is the Reason of an Error that sets none.

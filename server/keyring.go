@@ -24,4 +24,8 @@ type Keyring interface {
 	// GrantJWKS returns the JWK set of every grant-verification key still
 	// trusted: what KeyService publishes and what DVR firmware ships.
 	GrantJWKS() ([]byte, error)
+	// OwnerCode derives the one-time code of owner code codeID for the
+	// canonical serial (OwnerCodeDigits digits) under a key derived from
+	// the master key of that generation: the code is never stored.
+	OwnerCode(generation int, codeID, serial string) (string, error)
 }

@@ -70,7 +70,7 @@ type memStore struct {
 	LookupDeviceFn   func(ctx context.Context, a server.Actor, serial string) (server.Device, error)
 	LookupDeviceIDFn func(ctx context.Context, a server.Actor, deviceID string) (server.Device, error)
 	NearMatchesFn    func(ctx context.Context, query string, n int) ([]string, error)
-	CheckOwnerFn     func(ctx context.Context, a server.Actor, serial string, judge func(string) server.OwnerVerdict) (bool, error)
+	CheckOwnerFn     func(ctx context.Context, a server.Actor, serial string, judge func(server.OwnerCheckFacts) server.OwnerVerdict) (bool, error)
 	SetHoldFn        func(ctx context.Context, a server.Actor, serial string, h *server.Hold, releaseReason string) error
 	IssueFn          func(ctx context.Context, a server.Actor, req server.IssueRequest, lim server.Limits, decide func(server.IssueFacts) (server.IssueDecision, error)) (server.Issuance, error)
 	IssuancesFn      func(ctx context.Context, a server.Actor, serial string, before int64, limit int) ([]server.Issuance, error)
@@ -83,6 +83,8 @@ type memStore struct {
 	FinishImportFn   func(ctx context.Context, a server.Actor, importID, sha256 string, check func(server.ImportState) *server.Error) (server.ImportReport, error)
 
 	mu        sync.Mutex // the store's locks: every act is serialised
+	codes     []*memOwnerCode
+	mail      []*memMail
 	models    []server.Model
 	devices   map[string]*memDevice // by canonical serial
 	issuances []server.Issuance     // in insert order
@@ -331,7 +333,7 @@ func levenshtein(a, b string) int {
 }
 
 // CheckOwner implements server.Store.
-func (m *memStore) CheckOwner(ctx context.Context, a server.Actor, s string, judge func(string) server.OwnerVerdict) (bool, error) {
+func (m *memStore) CheckOwner(ctx context.Context, a server.Actor, s string, judge func(server.OwnerCheckFacts) server.OwnerVerdict) (bool, error) {
 	if m.CheckOwnerFn != nil {
 		return m.CheckOwnerFn(ctx, a, s, judge)
 	}
@@ -344,13 +346,16 @@ func (m *memStore) CheckOwner(ctx context.Context, a server.Actor, s string, jud
 		m.record(e)
 		return false, notRegistered(s)
 	}
-	v := judge(d.OwnerContact)
+	v := judge(server.OwnerCheckFacts{Registered: d.OwnerContact, Misses: m.misses(a, s)})
 	if v.Match {
 		e.Outcome = server.OutcomeSuccess
 	} else {
 		e.Detail = v.Detail
 	}
 	m.record(e)
+	if v.Refusal != nil {
+		return false, v.Refusal
+	}
 	return v.Match, nil
 }
 
@@ -443,6 +448,7 @@ func (m *memStore) Issue(ctx context.Context, a server.Actor, req server.IssueRe
 			f.OwnerChecked = true
 		}
 	}
+	m.issueOwnerFacts(&f)
 	f.InWindow = func(scope server.LimitScope, n int) (time.Time, error) {
 		ts := inWindow(scope)
 		if n = max(n, 0); n >= len(ts) {
@@ -477,6 +483,7 @@ func (m *memStore) Issue(ctx context.Context, a server.Actor, req server.IssueRe
 	dev := m.devices[req.Serial]
 	dev.lastSequence, dev.lastIssuedAt = iss.Sequence, iss.IssuedAt
 	m.issuances = append(m.issuances, iss)
+	m.spend(d, iss)
 	m.record(d.Event)
 	return iss, nil
 }

@@ -118,6 +118,10 @@ const (
 	VerifyInstallerAccount VerificationMethod = 3
 	// VerifyOther needs a note saying what was checked.
 	VerifyOther VerificationMethod = 4
+	// VerifyOwnerEmailCode means the caller read back a code sent to the
+	// registered e-mail address and it matched (Service.VerifyOwnerCode):
+	// the strongest proof, valid for one issuance by the same agent.
+	VerifyOwnerEmailCode VerificationMethod = 5
 )
 
 // IssueRequest is a support agent's request for a temporary password.
@@ -138,6 +142,8 @@ type IssueRequest struct {
 	// RequestCode, when set, is the request code of a DVR whose clock is
 	// not set: the voice code is bound to it. Canonical after checkIssue.
 	RequestCode string
+	// Delivery is how the code reaches the caller (voice by default).
+	Delivery Delivery
 }
 
 // Limits are the issuance limits; over either, only a supervisor with a
@@ -219,6 +225,17 @@ type IssueFacts struct {
 	// OwnerChecked is whether an owner check of this device by this actor
 	// succeeded within the hour before Now.
 	OwnerChecked bool
+	// OwnerMisses counts the device's owner-guess misses since its last
+	// issuance, within MissWindow.
+	OwnerMisses int
+	// OwnerCodeID is this actor's newest verified, unspent owner code for
+	// the device, "" when there is none; OwnerCodeVerifiedAt when it was
+	// verified (it is spendable within VerifyLimits.CodeValidity).
+	OwnerCodeID         string
+	OwnerCodeVerifiedAt time.Time
+	// OwnerContact is the device's registered owner contact (for e-mail
+	// delivery); never shown.
+	OwnerContact string
 	// InWindow returns the issue time of the scope's in-window issuance at
 	// offset n (0 the oldest), for telling when a limit frees up. Read on
 	// demand, inside the same transaction.
@@ -239,6 +256,11 @@ type IssueDecision struct {
 	// its Sequence is IssueFacts.LastSequence+1 and its IssuedAt
 	// IssueFacts.Now.
 	Issuance Issuance
+	// SpendOwnerCode, with Issuance, is the owner code the issuance
+	// spends (marked used by it).
+	SpendOwnerCode string
+	// Mail, with Issuance, is the outbox message that delivers it.
+	Mail *OutboxMessage
 }
 
 // Issuance is one temporary password as stored: the fields it was made
@@ -310,6 +332,15 @@ const (
 	ActionAuditCheckpoint Action = "audit.checkpoint"
 	ActionAuditVerify     Action = "audit.verify"
 	ActionKeysDeviceKeys  Action = "keys.device_keys"
+	// ActionOwnerCodeSend queues a one-time code to the registered e-mail.
+	ActionOwnerCodeSend Action = "device.owner_code_send"
+	// ActionOwnerCodeCheck is an entry of that code.
+	ActionOwnerCodeCheck Action = "device.owner_code_check"
+	// ActionMailAttempt is one SMTP attempt of an outbox message (the
+	// reply and the Message-ID in Detail), or its reaping.
+	ActionMailAttempt Action = "mail.attempt"
+	// ActionMailStatus is a staff member reading delivery states.
+	ActionMailStatus Action = "mail.status"
 )
 
 // AuditEvent is one entry of the append-only audit log.
@@ -376,7 +407,36 @@ type Store interface {
 	// about it and records the verdict (ActionOwnerCheck, refused with the
 	// verdict's detail on a mismatch) in the same transaction. It returns
 	// the verdict's Match; an unknown serial is ENotFound, audited.
-	CheckOwner(ctx context.Context, a Actor, serial string, judge func(registered string) OwnerVerdict) (bool, error)
+	// The store serialises one device's and one actor's guesses (owner
+	// checks and code entries) and counts their misses for judge; a
+	// verdict's Refusal is recorded and returned.
+	CheckOwner(ctx context.Context, a Actor, serial string, judge func(OwnerCheckFacts) OwnerVerdict) (bool, error)
+	// SendOwnerCode reads the OwnerCodeSendFacts under the device's and
+	// the actor's locks, asks decide, and writes its event and, unless
+	// refused, the owner code and its outbox message in one transaction.
+	SendOwnerCode(ctx context.Context, a Actor, serial string, decide func(OwnerCodeSendFacts) OwnerCodeSendDecision) (OwnerCode, MailStatus, error)
+	// CheckOwnerCode reads the OwnerCodeCheckFacts under the device's and
+	// the actor's locks, asks judge, and writes its event and the code's
+	// verification or wrong entry in one transaction; it returns the
+	// verdict's Refusal (nil on a match).
+	CheckOwnerCode(ctx context.Context, a Actor, serial string, judge func(OwnerCodeCheckFacts) (OwnerCodeVerdict, error)) error
+	// MailStatuses lists up to limit of a device's outbox messages, newest
+	// first (ActionMailStatus).
+	MailStatuses(ctx context.Context, a Actor, serial string, limit int) ([]MailStatus, error)
+	// IssuanceMail returns the outbox message delivering an issuance, ok
+	// false when it was not mailed.
+	IssuanceMail(ctx context.Context, issuanceID string) (m MailStatus, ok bool, err error)
+	// ClaimMail claims up to n due queued messages for claimer (SKIP
+	// LOCKED: concurrent claimers get disjoint rows), marks them sending
+	// and commits before returning them.
+	ClaimMail(ctx context.Context, claimer string, n int) ([]ClaimedMail, error)
+	// FinishMail records the attempts' outcomes (outs[i] of msgs[i],
+	// claimed by outs[i].Claimer) and their ActionMailAttempt events, in
+	// one transaction.
+	FinishMail(ctx context.Context, msgs []OutboxMessage, outs []MailOutcome) error
+	// ReapMail fails every claim older than stale (its sender stopped):
+	// delivery unknown, never retried. Audited per message.
+	ReapMail(ctx context.Context, stale time.Duration) (int, error)
 	// SetHold places (h non-nil) or releases (h nil) a hold (audited);
 	// releaseReason is the supervisor's reason for a release.
 	SetHold(ctx context.Context, a Actor, serial string, h *Hold, releaseReason string) error

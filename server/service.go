@@ -43,6 +43,11 @@ type Service struct {
 	// Optional: without it VerifyAudit and AuditCheckpoint are
 	// EPrecondition.
 	AuditLog AuditLog
+	// Verify are the owner-guess and code limits (DefaultVerifyLimits
+	// for zero fields).
+	Verify VerifyLimits
+	// Outbox, when set, is woken as soon as a message is queued.
+	Outbox *Outbox
 
 	modelsMu sync.Mutex
 	models   map[string]Model
@@ -57,14 +62,17 @@ func NewService(st Store, kr Keyring) *Service {
 // permissions says which roles may perform each act: the one place the
 // role policy lives.
 var permissions = map[Action][]Role{
-	ActionRegister:      {RoleProvisioner},
-	ActionImport:        {RoleProvisioner},
-	ActionLookup:        {RoleAgent, RoleSupervisor},
-	ActionOwnerCheck:    {RoleAgent, RoleSupervisor},
-	ActionIssue:         {RoleAgent, RoleSupervisor},
-	ActionListIssuances: {RoleAgent, RoleSupervisor},
-	ActionHold:          {RoleSupervisor},
-	ActionRelease:       {RoleSupervisor},
+	ActionRegister:       {RoleProvisioner},
+	ActionImport:         {RoleProvisioner},
+	ActionLookup:         {RoleAgent, RoleSupervisor},
+	ActionOwnerCheck:     {RoleAgent, RoleSupervisor},
+	ActionOwnerCodeSend:  {RoleAgent, RoleSupervisor},
+	ActionOwnerCodeCheck: {RoleAgent, RoleSupervisor},
+	ActionMailStatus:     {RoleAgent, RoleSupervisor},
+	ActionIssue:          {RoleAgent, RoleSupervisor},
+	ActionListIssuances:  {RoleAgent, RoleSupervisor},
+	ActionHold:           {RoleSupervisor},
+	ActionRelease:        {RoleSupervisor},
 	// The audit log: auditors, and supervisors who answer for their team.
 	ActionAuditQuery:      {RoleAuditor, RoleSupervisor},
 	ActionAuditExport:     {RoleAuditor, RoleSupervisor},
@@ -409,7 +417,7 @@ func (s *Service) CheckOwner(ctx context.Context, a Actor, query, claimed string
 	if err != nil {
 		return false, s.refuseInvalid(ctx, a, ev, err)
 	}
-	return s.Store.CheckOwner(ctx, a, sn, func(registered string) OwnerVerdict { return JudgeOwner(registered, claimed) })
+	return s.Store.CheckOwner(ctx, a, sn, func(f OwnerCheckFacts) OwnerVerdict { return JudgeOwnerCheck(s.Verify, f, claimed) })
 }
 
 // refuseInvalid records err as the act's own refusal when the request was

@@ -22,6 +22,9 @@ type Issued struct {
 	Phonetic string
 	// Grant is the signed JWT of the same issuance.
 	Grant string
+	// Mail is the e-mail delivery, nil for voice only. When it does not
+	// show the voice code, VoiceCode, Phonetic and Grant are empty.
+	Mail *MailStatus
 }
 
 // Issue issues a temporary password (roles agent, supervisor). req.Serial
@@ -32,7 +35,7 @@ type Issued struct {
 // returns the identical credentials.
 func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
 	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip.Clip(req.Ticket, maxTicketLen), Reason: clip.Clip(req.OverrideReason, maxReasonLen), RequestID: clip.Clip(req.RequestID, maxRequestIDLen)}
-	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOther {
+	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOwnerEmailCode {
 		ev.Method = req.Method
 	}
 	if err := s.allow(ctx, a, ev); err != nil {
@@ -50,7 +53,11 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	lim := s.Limits.WithDefaults()
 	kid, _ := s.Keyring.GrantSigner()
 	iss, err := s.Store.Issue(ctx, a, req, lim, func(f IssueFacts) (IssueDecision, error) {
-		return DecideIssue(f, kid)
+		d, err := DecideIssue(f, kid)
+		if err == nil {
+			d = decideOwnerRoute(s.Verify, f, d)
+		}
+		return d, err
 	})
 	if err != nil {
 		return Issued{}, err
@@ -61,7 +68,7 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 		return Issued{}, Internal(err, "minting the temporary password")
 	}
 	s.log().InfoContext(ctx, "issued", "issuance", iss.ID, "serial", iss.Serial, "sequence", iss.Sequence, "actor", a.Subject)
-	return out, nil
+	return s.withMail(ctx, out)
 }
 
 // DecideIssue is the issuing policy, applied to a valid request and the
@@ -245,9 +252,12 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 		return e
 	}
 	switch req.Method {
-	case VerifyOwnerContact, VerifyProofOfPurchase, VerifyInstallerAccount, VerifyOther:
+	case VerifyOwnerContact, VerifyProofOfPurchase, VerifyInstallerAccount, VerifyOther, VerifyOwnerEmailCode:
 	default:
-		return Invalid("verification_method", "verification_method is required: expected OWNER_CONTACT_MATCHED, PROOF_OF_PURCHASE, INSTALLER_ACCOUNT or OTHER (with a note)")
+		return Invalid("verification_method", "verification_method is required: expected OWNER_CONTACT_MATCHED, PROOF_OF_PURCHASE, INSTALLER_ACCOUNT, OWNER_EMAIL_CODE or OTHER (with a note)")
+	}
+	if e := checkDelivery(&req.Delivery); e != nil {
+		return e
 	}
 	req.MethodNote = strings.TrimSpace(req.MethodNote)
 	if e := checkText("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {

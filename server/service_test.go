@@ -347,7 +347,7 @@ func TestLookupDevice(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v.Device.Serial != serialA || v.Device.OwnerContact != "+44*******789" || v.ModelInfo.Code != "WBXHD082S2T" ||
+			if v.Device.Serial != serialA || v.Device.OwnerContact != "+**********89" || v.ModelInfo.Code != "WBXHD082S2T" ||
 				v.ModelInfo.Channels != 8 || v.PerDeviceLimit != 2 {
 				t.Errorf("view %+v", v)
 			}

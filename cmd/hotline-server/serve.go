@@ -13,6 +13,7 @@ import (
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/console"
+	"github.com/dvrhotline/hotline/server/mail"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
@@ -51,6 +52,9 @@ type Main struct {
 	// Console configures the support console; an empty Console.Listen
 	// serves none.
 	Console console.Config
+	// Mail is the SMTP configuration; without an address no mail is sent
+	// (messages stay queued).
+	Mail mail.Config
 
 	stdout, stderr io.Writer
 	srv            *wiring.Server
@@ -111,6 +115,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
 	fs.DurationVar(&m.KeyringPoll, "keyring-poll", m.KeyringPoll, "how often the keyring file is checked for a rotation to load; 0: only on SIGHUP (env HOTLINE_KEYRING_POLL)")
 	m.Console.RegisterFlags(fs)
+	m.Mail.RegisterFlags(fs)
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -142,6 +147,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopOutbox, err := startOutbox(m.srv.Service, m.Mail, m.Logger)
+	if err != nil {
+		return err
+	}
+	defer stopOutbox()
 	if m.Dev {
 		fmt.Fprintf(m.stdout, `hotline-server is listening on %s (plaintext, loopback only).
 Get a staff token and try it:

@@ -51,6 +51,9 @@ Commands:
                                      the same file again completes a cut-off import
   lookup QUERY                       full serial, device id or QR text
   check-owner SERIAL CONTACT         exit status 3 when it does not match
+  send-code SERIAL                   mail a one-time code to the registered e-mail (shown masked)
+  verify-code SERIAL CODE            check the code the caller reads back (then --verified-by email-code)
+  deliveries SERIAL                  what was mailed for the device: queued, sent, failed and why
   issue SERIAL --ticket T --verified-by METHOD [--note N] [--override-reason R] [--request-id ID]
                                      METHOD: owner-contact, proof-of-purchase, installer-account, other
   history SERIAL [--limit N] [--page-token P] [--all]

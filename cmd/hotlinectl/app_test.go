@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	hkeyring "github.com/dvrhotline/hotline/server/keyring"
 	"io"
 	"log/slog"
 	"net"
@@ -40,6 +41,9 @@ func (k *keyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, error)
 }
 func (k *keyring) GrantSigner() (string, ed25519.PrivateKey)      { return "g1", k.signer }
 func (k *keyring) GrantKey(kid string) (ed25519.PrivateKey, bool) { return k.signer, kid == "g1" }
+func (k *keyring) OwnerCode(gen int, id, serial string) (string, error) {
+	return hkeyring.DeriveOwnerCode(bytes.Repeat([]byte{byte(gen)}, 32), id, serial)
+}
 func (k *keyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"g1": k.signer.Public().(ed25519.PublicKey)})
 }

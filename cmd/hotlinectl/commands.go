@@ -144,6 +144,8 @@ func parseMethod(s string) (hotlinev1.VerificationMethod, bool) {
 		n = "PROOF_OF_PURCHASE"
 	case "INSTALLER":
 		n = "INSTALLER_ACCOUNT"
+	case "EMAIL_CODE", "OWNER_EMAIL", "CODE":
+		n = "OWNER_EMAIL_CODE"
 	}
 	v, ok := hotlinev1.VerificationMethod_value["VERIFICATION_METHOD_"+n]
 	if !ok || v == 0 {
@@ -162,11 +164,12 @@ func newRequestID() string {
 
 func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 	ticket := fs.String("ticket", "", "support ticket reference (required)")
-	method := fs.String("verified-by", "", "how ownership was checked: owner-contact, proof-of-purchase, installer-account, other (required)")
+	method := fs.String("verified-by", "", "how ownership was checked: owner-contact, email-code, proof-of-purchase, installer-account, other (required)")
 	note := fs.String("note", "", "what was checked (required with other)")
 	override := fs.String("override-reason", "", "supervisor: why to issue over a limit")
 	requestCode := fs.String("request-code", "", "the request code a DVR whose clock is not set shows (XXXXX-XXXXX): the voice code is bound to it")
 	requestID := fs.String("request-id", "", "idempotency key; reuse it to retry safely (default: a fresh UUID)")
+	deliver := fs.String("deliver", "voice", "voice (read it out), email (to the registered address only: not shown here) or both")
 	return func(c *cmd, pos []string) error {
 		if err := need(pos, 1, "SERIAL"); err != nil {
 			return err
@@ -176,10 +179,14 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		m, ok := parseMethod(*method)
 		if !ok {
-			return usagef("--verified-by %q: expected owner-contact, proof-of-purchase, installer-account or other", *method)
+			return usagef("--verified-by %q: expected owner-contact, email-code, proof-of-purchase, installer-account or other", *method)
 		}
 		if m == hotlinev1.VerificationMethod_VERIFICATION_METHOD_OTHER && strings.TrimSpace(*note) == "" {
 			return usagef("--verified-by other needs --note saying what was checked")
+		}
+		dl, ok := parseDelivery(*deliver)
+		if !ok {
+			return usagef("--deliver %q: expected voice, email or both", *deliver)
 		}
 		rid := *requestID
 		if rid == "" {
@@ -192,6 +199,7 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).IssueTemporaryPassword(ctx, &hotlinev1.IssueTemporaryPasswordRequest{
 			RequestId: rid, Serial: pos[0], Ticket: *ticket, VerificationMethod: m,
 			VerificationNote: *note, OverrideReason: *override, RequestCode: *requestCode,
+			Delivery: dl,
 		})
 		if err != nil {
 			return err
@@ -200,6 +208,15 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 			return c.printJSON(resp, map[string]any{"request_id": rid})
 		}
 		w := table(c.stdout)
+		if m := resp.GetMail(); m != nil {
+			fmt.Fprintf(w, "e-mailed to\t%s (%s; hotlinectl deliveries SERIAL)\n", m.GetToMasked(), mailState(m))
+		}
+		if resp.GetVoiceCode() == "" {
+			fmt.Fprintf(w, "expires\t%s\n", fmtTime(resp.GetExpiresAt()))
+			fmt.Fprintf(w, "serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
+			fmt.Fprintf(w, "issuance\t%s\n", resp.GetIssuanceId())
+			return w.Flush()
+		}
 		fmt.Fprintf(w, "voice code\t%s\n", resp.GetVoiceCode())
 		fmt.Fprintf(w, "read as\t%s\n", resp.GetVoiceCodePhonetic())
 		fmt.Fprintf(w, "expires\t%s\n", fmtTime(resp.GetExpiresAt()))

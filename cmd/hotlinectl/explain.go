@@ -158,6 +158,24 @@ func (c *cmd) hint(st *status.Status, now time.Time) string {
 	case hotlinev1.ErrorReason_ERROR_REASON_LIMIT_PER_AGENT:
 		return "you reached your own issuance limit" + limitUse(md, "you") +
 			": ask a colleague to issue, or a supervisor with --override-reason" + orRetry(retry)
+	case hotlinev1.ErrorReason_ERROR_REASON_OWNER_GUESSES_PER_DEVICE:
+		return "too many wrong guesses of this device's owner: check ownership another way (--verified-by proof-of-purchase), " + retryOr(retry, "or retry later")
+	case hotlinev1.ErrorReason_ERROR_REASON_OWNER_GUESSES_PER_AGENT:
+		return "you made too many wrong owner guesses: take a break or hand the call to a colleague; " + retryOr(retry, "retry later")
+	case hotlinev1.ErrorReason_ERROR_REASON_SUPERVISOR_REQUIRED:
+		return "this device had wrong owner guesses since its last code: a supervisor must issue the next one (with --override-reason)"
+	case hotlinev1.ErrorReason_ERROR_REASON_NO_EMAIL_REGISTERED:
+		return "the owner registered no e-mail address: verify the caller another way (--verified-by proof-of-purchase, installer-account or other)"
+	case hotlinev1.ErrorReason_ERROR_REASON_CODES_PER_DEVICE:
+		return "enough codes were mailed to this owner for now: ask the caller to check their mailbox (and spam folder); " + retryOr(retry, "retry later")
+	case hotlinev1.ErrorReason_ERROR_REASON_CODES_PER_AGENT:
+		return "you mailed enough codes for now: " + retryOr(retry, "retry later") + ", or hand the call to a colleague"
+	case hotlinev1.ErrorReason_ERROR_REASON_NO_OWNER_CODE:
+		return "no code is waiting for this device: send one first (hotlinectl send-code SERIAL)"
+	case hotlinev1.ErrorReason_ERROR_REASON_OWNER_CODE_MISMATCH:
+		return "that is not the code that was sent: ask the caller to read it again, digit by digit"
+	case hotlinev1.ErrorReason_ERROR_REASON_OWNER_CODE_NOT_VERIFIED:
+		return "no verified e-mail code of yours for this device: run hotlinectl send-code and verify-code first, or choose another --verified-by"
 	case hotlinev1.ErrorReason_ERROR_REASON_DEVICE_ON_HOLD:
 		return "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
 	case hotlinev1.ErrorReason_ERROR_REASON_SEQUENCE_WRAP:

@@ -12,7 +12,7 @@ trap 'kill $server_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$w
 
 step "Build the three commands"
 mkdir -p bin
-go build -o bin/ ./cmd/hotline-server ./cmd/hotlinectl ./cmd/dvr-agent
+go build -o bin/ ./cmd/hotline-server ./cmd/hotlinectl ./cmd/dvr-agent ./deploy/dev/mailsink
 export PATH="$PWD/bin:$PATH"
 
 step "Find or start PostgreSQL, make a fresh demo database"
@@ -21,12 +21,18 @@ db="hotline_demo_$$"
 psql -q "$admin" -c "CREATE DATABASE $db" >/dev/null
 export DATABASE_URL="${admin%/*}/$db?sslmode=disable"
 cleanup_db() { psql -q "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap 'kill $server_pid 2>/dev/null || true; wait 2>/dev/null || true; cleanup_db; rm -rf "$work"' EXIT
+trap 'kill $server_pid ${sink_pid:-} 2>/dev/null || true; wait 2>/dev/null || true; cleanup_db; rm -rf "$work"' EXIT
 export HOTLINE_KEYRING="$work/keyring"
 show hotline-server keys init
 
-step "Start hotline-server (migrates on start)"
-hotline-server serve --listen 127.0.0.1:0 2>"$work/server.log" &
+step "Start a development mail sink (the owner's mailbox) and hotline-server (migrates on start)"
+mkdir -p "$work/inbox"
+mailsink --dir "$work/inbox" >"$work/sink.addr" &
+sink_pid=$!
+for _ in $(seq 100); do [[ -s "$work/sink.addr" ]] && break; sleep 0.1; done
+echo "mail sink on $(cat "$work/sink.addr") (plaintext is allowed to loopback only)"
+hotline-server serve --listen 127.0.0.1:0 --smtp-addr "$(cat "$work/sink.addr")" --smtp-security plain \
+	--mail-from 'DVR Support <support@dvr-vendor.example>' --mail-reply-to help@dvr-vendor.example 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do
 	addr=$(grep -o '"addr":"[^"]*"' "$work/server.log" | head -1 | cut -d'"' -f4 || true)
@@ -79,6 +85,35 @@ set -e
 step "The DVR forces a new password that meets the vendor's policy"
 echo -n 'secret' | dvr-agent check-password || true
 show sh -c "echo -n 'Winter-2026' | dvr-agent check-password"
+
+step "The e-mail route: the agent mails a code to the registered address"
+export HOTLINE_TOKEN=$(hotline-server token --subject alice --role agent)
+show hotlinectl send-code 'JZ6OES#2017-08-01#3#DVR1101134C08011'
+inbox() { for _ in $(seq 100); do [[ -f "$work/inbox/$1.eml" ]] && break; sleep 0.1; done; }
+inbox 001
+echo "--- the message as the owner receives it ---"
+cat "$work/inbox/001.eml"
+echo "--- end ---"
+ocode=$(sed -n 's/^    \([0-9]\{3\}\) \([0-9]\{3\}\)\r\{0,1\}$/\1\2/p' "$work/inbox/001.eml")
+step "The caller reads it back; a wrong entry is refused and counted"
+hotlinectl verify-code 'JZ6OES#2017-08-01#3#DVR1101134C08011' 000000 || echo "exit status $?"
+show hotlinectl verify-code 'JZ6OES#2017-08-01#3#DVR1101134C08011' "$ocode"
+
+step "The temporary password goes to the registered address: the agent never sees it"
+show hotlinectl issue 'JZ6OES#2017-08-01#3#DVR1101134C08011' --ticket SUP-4712 --verified-by email-code --deliver email
+inbox 002
+show hotlinectl deliveries 'JZ6OES#2017-08-01#3#DVR1101134C08011'
+echo "--- the message as the owner receives it ---"
+cat "$work/inbox/002.eml"
+echo "--- end ---"
+mcode=$(tr -d '\r' <"$work/inbox/002.eml" | sed -n 's/^    \([0-9A-Z]\{4\}-[0-9A-Z]\{4\}-[0-9A-Z]\{4\}-[0-9A-Z]\{4\}\)$/\1/p')
+step "The owner types the mailed code on the DVR"
+show dvr-agent verify --serial 'JZ6OES#2017-08-01#3#DVR1101134C08011' --key-file "$dvr/device.key" --trust "$dvr/trust.jwks" --state "$dvr/state" "$mcode"
+
+step "Guessing a phone number from its mask stops after five misses"
+for g in +441632960700 +441632960701 +441632960702 +441632960703 +441632960704 +441632960789; do
+	hotlinectl check-owner 'JZ6OES#2017-08-01#3#DVR1101134C08012' "$g" 2>&1 || true
+done
 
 step "An auditor reads the trail"
 export HOTLINE_TOKEN=$(hotline-server token --subject eve --role auditor)

@@ -6,11 +6,13 @@ package grpcserver_test
 // fixed key material.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"github.com/dvrhotline/hotline/server/keyring"
 	"io"
 	"log/slog"
 	"math"
@@ -67,6 +69,9 @@ func (k *testKeyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, er
 func (k *testKeyring) GrantSigner() (string, ed25519.PrivateKey) { return "grant-test-1", k.signer }
 func (k *testKeyring) GrantKey(kid string) (ed25519.PrivateKey, bool) {
 	return k.signer, kid == "grant-test-1"
+}
+func (k *testKeyring) OwnerCode(gen int, id, serial string) (string, error) {
+	return keyring.DeriveOwnerCode(bytes.Repeat([]byte{byte(gen)}, 32), id, serial)
 }
 func (k *testKeyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"grant-test-1": k.signer.Public().(ed25519.PublicKey)})

@@ -123,11 +123,17 @@ func (s recoveryServer) IssueTemporaryPassword(ctx context.Context, r *hotlinev1
 		MethodNote:     r.GetVerificationNote(),
 		OverrideReason: r.GetOverrideReason(),
 		RequestCode:    r.GetRequestCode(),
+		Delivery:       server.Delivery(r.GetDelivery()),
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "IssueTemporaryPassword", err)
 	}
+	var mail *hotlinev1.MailDelivery
+	if out.Mail != nil {
+		mail = mailToProto(*out.Mail)
+	}
 	return &hotlinev1.IssueTemporaryPasswordResponse{
+		Mail:              mail,
 		IssuanceId:        out.ID,
 		Serial:            out.Serial,
 		Sequence:          out.Sequence,

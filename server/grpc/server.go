@@ -82,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 	hotlinev1.RegisterRecoveryServiceServer(gs, recoveryServer{handlers: h})
 	hotlinev1.RegisterAuditServiceServer(gs, auditServer{handlers: h})
 	hotlinev1.RegisterKeyServiceServer(gs, keyServer{handlers: h})
+	hotlinev1.RegisterMailServiceServer(gs, mailServer{handlers: h})
 
 	hs := health.NewServer()
 	for name := range gs.GetServiceInfo() {

@@ -12,7 +12,11 @@ package keyring
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -508,4 +512,36 @@ func (k *Keyring) RetireMaster(gen int) error {
 		}
 	}
 	return fmt.Errorf("keyring: no master key of generation %d (held: %v)", gen, k.Generations())
+}
+
+// ownerCodeLabel is the HKDF info of the owner-code key: domain separated
+// from device keys ("hotline/device-key/v1" || 0 || serial), so that it
+// never equals one.
+const ownerCodeLabel = "hotline/owner-code-key/v1"
+
+// OwnerCode implements server.Keyring: K = HKDF-SHA256(master[generation],
+// info = "hotline/owner-code-key/v1"), code = the first 8 bytes of
+// HMAC-SHA256(K, "hotline/owner-code/v1" || 0 || codeID || 0 || serial),
+// big-endian, mod 10^6, as six digits (the bias of 2^64 mod 10^6 is below
+// 10^-13).
+func (k *Keyring) OwnerCode(generation int, codeID, serial string) (string, error) {
+	for _, m := range k.masters {
+		if m.Generation == generation {
+			return DeriveOwnerCode(m.Key, codeID, serial)
+		}
+	}
+	return "", fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
+}
+
+// DeriveOwnerCode is OwnerCode under master, for test vectors and other
+// keyrings.
+func DeriveOwnerCode(master []byte, codeID, serial string) (string, error) {
+	key, err := hkdf.Key(sha256.New, master, nil, ownerCodeLabel, 32)
+	if err != nil {
+		return "", err
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("hotline/owner-code/v1\x00" + codeID + "\x00" + serial))
+	n := binary.BigEndian.Uint64(mac.Sum(nil)[:8]) % 1_000_000
+	return fmt.Sprintf("%06d", n), nil
 }

@@ -145,6 +145,11 @@ func (l *Live) DeviceKey(serial string, generation int) (voicecode.DeviceKey, er
 	return l.Keyring().DeviceKey(serial, generation)
 }
 
+// OwnerCode implements server.Keyring.
+func (l *Live) OwnerCode(generation int, codeID, serial string) (string, error) {
+	return l.Keyring().OwnerCode(generation, codeID, serial)
+}
+
 // GrantSigner implements server.Keyring.
 func (l *Live) GrantSigner() (string, ed25519.PrivateKey) { return l.Keyring().GrantSigner() }
 

@@ -186,41 +186,6 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	return out, nil
 }
 
-// CheckOwner asks judge about the device's registered owner contact, which
-// it never returns, and records the verdict: ActionOwnerCheck, refused with
-// the verdict's detail on a mismatch.
-func (db *DB) CheckOwner(ctx context.Context, a server.Actor, s string, judge func(registered string) server.OwnerVerdict) (bool, error) {
-	var (
-		match   bool
-		refusal error
-	)
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		e := event(a, server.ActionOwnerCheck, server.OutcomeRefused, s)
-		var registered string
-		err := tx.QueryRow(ctx, `SELECT owner_contact FROM devices WHERE serial = $1`, s).Scan(&registered)
-		switch {
-		case err == pgx.ErrNoRows:
-			refusal = deviceNotFound(s)
-			e.Detail = "not_found"
-		case err != nil:
-			return err
-		default:
-			v := judge(registered)
-			match = v.Match
-			if match {
-				e.Outcome = server.OutcomeSuccess
-			} else {
-				e.Detail = v.Detail
-			}
-		}
-		return insertEvent(ctx, tx, e)
-	})
-	if err != nil {
-		return false, translate(err, "checking an owner")
-	}
-	return match, refusal
-}
-
 // SetHold places a hold on the device (h non-nil; it replaces any hold
 // already placed) or releases it (h nil; releasing a device not on hold
 // succeeds and says so in the event). h.By defaults to the actor, h.Since

@@ -27,7 +27,7 @@ const (
 	// 2. Idempotency: a retried request id returns the first answer.
 	issueExistingSQL = `SELECT ` + issuanceColumns + ` FROM issuances WHERE actor = $1 AND request_id = $2`
 	// 3. Serialise this device's issuances and read its state.
-	issueLockDeviceSQL = `SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation
+	issueLockDeviceSQL = `SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation, owner_contact
 		FROM devices WHERE serial = $1 FOR UPDATE`
 	// 4. The issue time and the limit counts. A statement of its own, after
 	// both locks, so that its snapshot sees every issuance committed before
@@ -43,7 +43,13 @@ const (
 			(SELECT count(*) FROM issuances WHERE serial = $1 AND issued_at > t.now - $2::interval),
 			(SELECT count(*) FROM issuances WHERE actor = $3 AND issued_at > t.now - $4::interval),
 			EXISTS (SELECT 1 FROM audit_events WHERE serial = $1 AND at > t.now - interval '1 hour'
-				AND actor = $3 AND action = 'device.owner_check' AND outcome = 'success')
+				AND actor = $3 AND action = 'device.owner_check' AND outcome = 'success'),
+			(SELECT count(*) FROM audit_events WHERE serial = $1 AND ` + missPredicate + `
+				AND at > greatest(t.now - $5::interval, (SELECT last_issued_at FROM devices WHERE serial = $1))),
+			(SELECT id::text FROM owner_challenges WHERE serial = $1 AND actor = $3 AND verified_at IS NOT NULL
+				AND used_by IS NULL ORDER BY verified_at DESC LIMIT 1),
+			(SELECT max(verified_at) FROM owner_challenges WHERE serial = $1 AND actor = $3 AND verified_at IS NOT NULL
+				AND used_by IS NULL)
 		FROM t`
 	// 5. The sequence number.
 	// (Go knows it from the locked read; bench/issue.sql RETURNs it.)
@@ -118,12 +124,13 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason,
 			requestNonce(iss.RequestCode))
 		b.Queue(insertEventSQL, eventArgs(&d.Event)...)
+		queueOwnerRoute(b, d)
 		b.Queue("COMMIT")
 		br := tx.SendBatch(ctx, b)
 		// The bump makes last_sequence the decided sequence under the row
 		// lock; were it ever another, the insert's UNIQUE (serial,
 		// sequence) aborts the pipeline before COMMIT.
-		for range 4 { // bump, insert, event, COMMIT
+		for range b.Len() { // bump, insert, event, the owner route's, COMMIT
 			if _, err := br.Exec(); err != nil {
 				br.Close()
 				return err
@@ -168,7 +175,7 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 	b.Queue(issueLockActorSQL, issueLockNamespace, a.Subject)
 	b.Queue(issueExistingSQL, a.Subject, req.RequestID)
 	b.Queue(issueLockDeviceSQL, req.Serial)
-	b.Queue(issueCountsSQL, req.Serial, lim.PerDeviceWindow, a.Subject, lim.PerAgentWindow)
+	b.Queue(issueCountsSQL, req.Serial, lim.PerDeviceWindow, a.Subject, lim.PerAgentWindow, server.MissWindow)
 	br := tx.SendBatch(ctx, b)
 	for range 2 { // BEGIN, the actor lock
 		if _, err := br.Exec(); err != nil {
@@ -182,8 +189,13 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 		holdReason, holdBy *string
 		holdSince, lastAt  *time.Time
 	)
-	devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &f.LastSequence, &lastAt, &f.KeyGeneration)
-	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked)
+	devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &f.LastSequence, &lastAt, &f.KeyGeneration, &f.OwnerContact)
+	var codeID *string
+	var codeAt *time.Time
+	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked, &f.OwnerMisses, &codeID, &codeAt)
+	if codeID != nil && codeAt != nil {
+		f.OwnerCodeID, f.OwnerCodeVerifiedAt = *codeID, codeAt.UTC()
+	}
 	if err := br.Close(); err != nil {
 		return server.IssueFacts{}, err
 	}

@@ -54,8 +54,10 @@ func uuid() string {
 }
 
 // ownerIs is the service's judgement of a claimed owner contact.
-func ownerIs(claimed string) func(string) server.OwnerVerdict {
-	return func(registered string) server.OwnerVerdict { return server.JudgeOwner(registered, claimed) }
+func ownerIs(claimed string) func(server.OwnerCheckFacts) server.OwnerVerdict {
+	return func(f server.OwnerCheckFacts) server.OwnerVerdict {
+		return server.JudgeOwnerCheck(server.DefaultVerifyLimits, f, claimed)
+	}
 }
 
 // continues is the service's rule for carrying on with import id as a.

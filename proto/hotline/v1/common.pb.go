@@ -111,6 +111,11 @@ const (
 	// VERIFICATION_METHOD_OTHER needs a verification_note saying what was
 	// checked.
 	VerificationMethod_VERIFICATION_METHOD_OTHER VerificationMethod = 4
+	// VERIFICATION_METHOD_OWNER_EMAIL_CODE: the caller read back a code
+	// mailed to the registered address and MailService.VerifyOwnerCode
+	// matched it; spent by one issuance of the same staff member within 15
+	// minutes.
+	VerificationMethod_VERIFICATION_METHOD_OWNER_EMAIL_CODE VerificationMethod = 5
 )
 
 // Enum value maps for VerificationMethod.
@@ -121,6 +126,7 @@ var (
 		2: "VERIFICATION_METHOD_PROOF_OF_PURCHASE",
 		3: "VERIFICATION_METHOD_INSTALLER_ACCOUNT",
 		4: "VERIFICATION_METHOD_OTHER",
+		5: "VERIFICATION_METHOD_OWNER_EMAIL_CODE",
 	}
 	VerificationMethod_value = map[string]int32{
 		"VERIFICATION_METHOD_UNSPECIFIED":           0,
@@ -128,6 +134,7 @@ var (
 		"VERIFICATION_METHOD_PROOF_OF_PURCHASE":     2,
 		"VERIFICATION_METHOD_INSTALLER_ACCOUNT":     3,
 		"VERIFICATION_METHOD_OTHER":                 4,
+		"VERIFICATION_METHOD_OWNER_EMAIL_CODE":      5,
 	}
 )
 
@@ -292,6 +299,34 @@ const (
 	// ERROR_REASON_INTERNAL: a bug or an outage; the server log has the
 	// details.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 20
+	// ERROR_REASON_OWNER_GUESSES_PER_DEVICE: too many wrong owner checks or
+	// code entries on the device; guesses are refused unjudged (metadata
+	// "limit", "retry_at").
+	ErrorReason_ERROR_REASON_OWNER_GUESSES_PER_DEVICE ErrorReason = 21
+	// ERROR_REASON_OWNER_GUESSES_PER_AGENT: too many wrong owner checks or
+	// code entries by the staff member.
+	ErrorReason_ERROR_REASON_OWNER_GUESSES_PER_AGENT ErrorReason = 22
+	// ERROR_REASON_SUPERVISOR_REQUIRED: the device had wrong owner guesses
+	// since its last issuance; only a supervisor may issue its next code.
+	ErrorReason_ERROR_REASON_SUPERVISOR_REQUIRED ErrorReason = 23
+	// ERROR_REASON_NO_EMAIL_REGISTERED: the device has no registered e-mail
+	// address.
+	ErrorReason_ERROR_REASON_NO_EMAIL_REGISTERED ErrorReason = 24
+	// ERROR_REASON_CODES_PER_DEVICE: enough codes were mailed to the
+	// device's owner for now.
+	ErrorReason_ERROR_REASON_CODES_PER_DEVICE ErrorReason = 25
+	// ERROR_REASON_CODES_PER_AGENT: the staff member mailed enough codes for
+	// now.
+	ErrorReason_ERROR_REASON_CODES_PER_AGENT ErrorReason = 26
+	// ERROR_REASON_NO_OWNER_CODE: no code is waiting for an entry (none sent,
+	// expired, verified, or spent by wrong entries).
+	ErrorReason_ERROR_REASON_NO_OWNER_CODE ErrorReason = 27
+	// ERROR_REASON_OWNER_CODE_MISMATCH: the entered code is not the one sent.
+	ErrorReason_ERROR_REASON_OWNER_CODE_MISMATCH ErrorReason = 28
+	// ERROR_REASON_OWNER_CODE_NOT_VERIFIED: an issuance claims the
+	// owner-email-code method without a verified, unspent code by the same
+	// agent.
+	ErrorReason_ERROR_REASON_OWNER_CODE_NOT_VERIFIED ErrorReason = 29
 )
 
 // Enum value maps for ErrorReason.
@@ -318,29 +353,47 @@ var (
 		18: "ERROR_REASON_DATABASE_BUSY",
 		19: "ERROR_REASON_UNAVAILABLE",
 		20: "ERROR_REASON_INTERNAL",
+		21: "ERROR_REASON_OWNER_GUESSES_PER_DEVICE",
+		22: "ERROR_REASON_OWNER_GUESSES_PER_AGENT",
+		23: "ERROR_REASON_SUPERVISOR_REQUIRED",
+		24: "ERROR_REASON_NO_EMAIL_REGISTERED",
+		25: "ERROR_REASON_CODES_PER_DEVICE",
+		26: "ERROR_REASON_CODES_PER_AGENT",
+		27: "ERROR_REASON_NO_OWNER_CODE",
+		28: "ERROR_REASON_OWNER_CODE_MISMATCH",
+		29: "ERROR_REASON_OWNER_CODE_NOT_VERIFIED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":          0,
-		"ERROR_REASON_INVALID_ARGUMENT":     1,
-		"ERROR_REASON_DEVICE_NOT_FOUND":     2,
-		"ERROR_REASON_NOT_FOUND":            3,
-		"ERROR_REASON_DEVICE_EXISTS":        4,
-		"ERROR_REASON_CONFLICT":             5,
-		"ERROR_REASON_REQUEST_ID_REUSED":    6,
-		"ERROR_REASON_UNAUTHENTICATED":      7,
-		"ERROR_REASON_ROLE_NOT_ALLOWED":     8,
-		"ERROR_REASON_OVERRIDE_NOT_ALLOWED": 9,
-		"ERROR_REASON_LIMIT_PER_DEVICE":     10,
-		"ERROR_REASON_LIMIT_PER_AGENT":      11,
-		"ERROR_REASON_DEVICE_ON_HOLD":       12,
-		"ERROR_REASON_SEQUENCE_WRAP":        13,
-		"ERROR_REASON_IMPORT_FINISHED":      14,
-		"ERROR_REASON_IMPORT_NOT_YOURS":     15,
-		"ERROR_REASON_AUDIT_UNAVAILABLE":    16,
-		"ERROR_REASON_FAILED_PRECONDITION":  17,
-		"ERROR_REASON_DATABASE_BUSY":        18,
-		"ERROR_REASON_UNAVAILABLE":          19,
-		"ERROR_REASON_INTERNAL":             20,
+		"ERROR_REASON_UNSPECIFIED":              0,
+		"ERROR_REASON_INVALID_ARGUMENT":         1,
+		"ERROR_REASON_DEVICE_NOT_FOUND":         2,
+		"ERROR_REASON_NOT_FOUND":                3,
+		"ERROR_REASON_DEVICE_EXISTS":            4,
+		"ERROR_REASON_CONFLICT":                 5,
+		"ERROR_REASON_REQUEST_ID_REUSED":        6,
+		"ERROR_REASON_UNAUTHENTICATED":          7,
+		"ERROR_REASON_ROLE_NOT_ALLOWED":         8,
+		"ERROR_REASON_OVERRIDE_NOT_ALLOWED":     9,
+		"ERROR_REASON_LIMIT_PER_DEVICE":         10,
+		"ERROR_REASON_LIMIT_PER_AGENT":          11,
+		"ERROR_REASON_DEVICE_ON_HOLD":           12,
+		"ERROR_REASON_SEQUENCE_WRAP":            13,
+		"ERROR_REASON_IMPORT_FINISHED":          14,
+		"ERROR_REASON_IMPORT_NOT_YOURS":         15,
+		"ERROR_REASON_AUDIT_UNAVAILABLE":        16,
+		"ERROR_REASON_FAILED_PRECONDITION":      17,
+		"ERROR_REASON_DATABASE_BUSY":            18,
+		"ERROR_REASON_UNAVAILABLE":              19,
+		"ERROR_REASON_INTERNAL":                 20,
+		"ERROR_REASON_OWNER_GUESSES_PER_DEVICE": 21,
+		"ERROR_REASON_OWNER_GUESSES_PER_AGENT":  22,
+		"ERROR_REASON_SUPERVISOR_REQUIRED":      23,
+		"ERROR_REASON_NO_EMAIL_REGISTERED":      24,
+		"ERROR_REASON_CODES_PER_DEVICE":         25,
+		"ERROR_REASON_CODES_PER_AGENT":          26,
+		"ERROR_REASON_NO_OWNER_CODE":            27,
+		"ERROR_REASON_OWNER_CODE_MISMATCH":      28,
+		"ERROR_REASON_OWNER_CODE_NOT_VERIFIED":  29,
 	}
 )
 
@@ -383,17 +436,18 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"ROLE_AGENT\x10\x01\x12\x13\n" +
 	"\x0fROLE_SUPERVISOR\x10\x02\x12\x10\n" +
 	"\fROLE_AUDITOR\x10\x03\x12\x14\n" +
-	"\x10ROLE_PROVISIONER\x10\x04*\xdd\x01\n" +
+	"\x10ROLE_PROVISIONER\x10\x04*\x87\x02\n" +
 	"\x12VerificationMethod\x12#\n" +
 	"\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12-\n" +
 	")VERIFICATION_METHOD_OWNER_CONTACT_MATCHED\x10\x01\x12)\n" +
 	"%VERIFICATION_METHOD_PROOF_OF_PURCHASE\x10\x02\x12)\n" +
 	"%VERIFICATION_METHOD_INSTALLER_ACCOUNT\x10\x03\x12\x1d\n" +
-	"\x19VERIFICATION_METHOD_OTHER\x10\x04*L\n" +
+	"\x19VERIFICATION_METHOD_OTHER\x10\x04\x12(\n" +
+	"$VERIFICATION_METHOD_OWNER_EMAIL_CODE\x10\x05*L\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x02*\xc6\x05\n" +
+	"\x0fOUTCOME_REFUSED\x10\x02*\x9c\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12!\n" +
@@ -416,7 +470,16 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	" ERROR_REASON_FAILED_PRECONDITION\x10\x11\x12\x1e\n" +
 	"\x1aERROR_REASON_DATABASE_BUSY\x10\x12\x12\x1c\n" +
 	"\x18ERROR_REASON_UNAVAILABLE\x10\x13\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x14B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\x15ERROR_REASON_INTERNAL\x10\x14\x12)\n" +
+	"%ERROR_REASON_OWNER_GUESSES_PER_DEVICE\x10\x15\x12(\n" +
+	"$ERROR_REASON_OWNER_GUESSES_PER_AGENT\x10\x16\x12$\n" +
+	" ERROR_REASON_SUPERVISOR_REQUIRED\x10\x17\x12$\n" +
+	" ERROR_REASON_NO_EMAIL_REGISTERED\x10\x18\x12!\n" +
+	"\x1dERROR_REASON_CODES_PER_DEVICE\x10\x19\x12 \n" +
+	"\x1cERROR_REASON_CODES_PER_AGENT\x10\x1a\x12\x1e\n" +
+	"\x1aERROR_REASON_NO_OWNER_CODE\x10\x1b\x12$\n" +
+	" ERROR_REASON_OWNER_CODE_MISMATCH\x10\x1c\x12(\n" +
+	"$ERROR_REASON_OWNER_CODE_NOT_VERIFIED\x10\x1dB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_common_proto_rawDescOnce sync.Once

@@ -244,7 +244,7 @@ type Device struct {
 	// Firmware version last reported by the factory.
 	Firmware string `protobuf:"bytes,5,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	// The registered owner contact, masked: "j***@example.com",
-	// "+44******789".
+	// "+**********89".
 	OwnerContactMasked string `protobuf:"bytes,6,opt,name=owner_contact_masked,json=ownerContactMasked,proto3" json:"owner_contact_masked,omitempty"`
 	// Master-key generation the device key was derived under.
 	KeyGeneration int32 `protobuf:"varint,7,opt,name=key_generation,json=keyGeneration,proto3" json:"key_generation,omitempty"`

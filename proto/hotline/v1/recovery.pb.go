@@ -41,7 +41,11 @@ type IssueTemporaryPasswordRequest struct {
 	// Optional: the request code a DVR whose clock is not set shows
 	// ("XXXXX-XXXXX", read leniently). The voice code is then bound to it
 	// (format version 2) and accepted without the DVR's clock.
-	RequestCode   string `protobuf:"bytes,7,opt,name=request_code,json=requestCode,proto3" json:"request_code,omitempty"`
+	RequestCode string `protobuf:"bytes,7,opt,name=request_code,json=requestCode,proto3" json:"request_code,omitempty"`
+	// How the code reaches the caller (default read out). DELIVERY_EMAIL
+	// mails it to the registered address and the response carries neither
+	// code nor grant, on a retry too.
+	Delivery      Delivery `protobuf:"varint,20,opt,name=delivery,proto3,enum=hotline.v1.Delivery" json:"delivery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,6 +129,13 @@ func (x *IssueTemporaryPasswordRequest) GetRequestCode() string {
 	return ""
 }
 
+func (x *IssueTemporaryPasswordRequest) GetDelivery() Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return Delivery_DELIVERY_UNSPECIFIED
+}
+
 // IssueTemporaryPasswordResponse carries the credential. The voice code is
 // shown once and never stored.
 type IssueTemporaryPasswordResponse struct {
@@ -147,6 +158,9 @@ type IssueTemporaryPasswordResponse struct {
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Master-key generation of the voice code.
 	KeyGeneration int32 `protobuf:"varint,9,opt,name=key_generation,json=keyGeneration,proto3" json:"key_generation,omitempty"`
+	// The e-mail delivery, unset when read out only. With DELIVERY_EMAIL,
+	// voice_code, voice_code_phonetic and grant are empty.
+	Mail          *MailDelivery `protobuf:"bytes,20,opt,name=mail,proto3" json:"mail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +256,13 @@ func (x *IssueTemporaryPasswordResponse) GetKeyGeneration() int32 {
 		return x.KeyGeneration
 	}
 	return 0
+}
+
+func (x *IssueTemporaryPasswordResponse) GetMail() *MailDelivery {
+	if x != nil {
+		return x.Mail
+	}
+	return nil
 }
 
 // Issuance is a stored issuance: the fields the code was made from, never
@@ -544,7 +565,7 @@ var File_hotline_v1_recovery_proto protoreflect.FileDescriptor
 const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\n" +
 	"\x19hotline/v1/recovery.proto\x12\n" +
-	"hotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\"\xb8\x02\n" +
+	"hotline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17hotline/v1/common.proto\x1a\x15hotline/v1/mail.proto\"\xea\x02\n" +
 	"\x1dIssueTemporaryPasswordRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -553,7 +574,8 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\x13verification_method\x18\x04 \x01(\x0e2\x1e.hotline.v1.VerificationMethodR\x12verificationMethod\x12+\n" +
 	"\x11verification_note\x18\x05 \x01(\tR\x10verificationNote\x12'\n" +
 	"\x0foverride_reason\x18\x06 \x01(\tR\x0eoverrideReason\x12!\n" +
-	"\frequest_code\x18\a \x01(\tR\vrequestCode\"\xf5\x02\n" +
+	"\frequest_code\x18\a \x01(\tR\vrequestCode\x120\n" +
+	"\bdelivery\x18\x14 \x01(\x0e2\x14.hotline.v1.DeliveryR\bdelivery\"\xa3\x03\n" +
 	"\x1eIssueTemporaryPasswordResponse\x12\x1f\n" +
 	"\vissuance_id\x18\x01 \x01(\tR\n" +
 	"issuanceId\x12\x16\n" +
@@ -566,7 +588,8 @@ const file_hotline_v1_recovery_proto_rawDesc = "" +
 	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12%\n" +
-	"\x0ekey_generation\x18\t \x01(\x05R\rkeyGeneration\"\xe8\x04\n" +
+	"\x0ekey_generation\x18\t \x01(\x05R\rkeyGeneration\x12,\n" +
+	"\x04mail\x18\x14 \x01(\v2\x18.hotline.v1.MailDeliveryR\x04mail\"\xe8\x04\n" +
 	"\bIssuance\x12\x1f\n" +
 	"\vissuance_id\x18\x01 \x01(\tR\n" +
 	"issuanceId\x12\x1d\n" +
@@ -620,27 +643,31 @@ var file_hotline_v1_recovery_proto_goTypes = []any{
 	(*ListIssuancesRequest)(nil),           // 3: hotline.v1.ListIssuancesRequest
 	(*ListIssuancesResponse)(nil),          // 4: hotline.v1.ListIssuancesResponse
 	(VerificationMethod)(0),                // 5: hotline.v1.VerificationMethod
-	(*timestamppb.Timestamp)(nil),          // 6: google.protobuf.Timestamp
-	(Role)(0),                              // 7: hotline.v1.Role
+	(Delivery)(0),                          // 6: hotline.v1.Delivery
+	(*timestamppb.Timestamp)(nil),          // 7: google.protobuf.Timestamp
+	(*MailDelivery)(nil),                   // 8: hotline.v1.MailDelivery
+	(Role)(0),                              // 9: hotline.v1.Role
 }
 var file_hotline_v1_recovery_proto_depIdxs = []int32{
 	5,  // 0: hotline.v1.IssueTemporaryPasswordRequest.verification_method:type_name -> hotline.v1.VerificationMethod
-	6,  // 1: hotline.v1.IssueTemporaryPasswordResponse.issued_at:type_name -> google.protobuf.Timestamp
-	6,  // 2: hotline.v1.IssueTemporaryPasswordResponse.expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: hotline.v1.Issuance.issued_at:type_name -> google.protobuf.Timestamp
-	6,  // 4: hotline.v1.Issuance.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 5: hotline.v1.Issuance.actor_role:type_name -> hotline.v1.Role
-	5,  // 6: hotline.v1.Issuance.verification_method:type_name -> hotline.v1.VerificationMethod
-	2,  // 7: hotline.v1.ListIssuancesResponse.issuances:type_name -> hotline.v1.Issuance
-	0,  // 8: hotline.v1.RecoveryService.IssueTemporaryPassword:input_type -> hotline.v1.IssueTemporaryPasswordRequest
-	3,  // 9: hotline.v1.RecoveryService.ListIssuances:input_type -> hotline.v1.ListIssuancesRequest
-	1,  // 10: hotline.v1.RecoveryService.IssueTemporaryPassword:output_type -> hotline.v1.IssueTemporaryPasswordResponse
-	4,  // 11: hotline.v1.RecoveryService.ListIssuances:output_type -> hotline.v1.ListIssuancesResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 1: hotline.v1.IssueTemporaryPasswordRequest.delivery:type_name -> hotline.v1.Delivery
+	7,  // 2: hotline.v1.IssueTemporaryPasswordResponse.issued_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: hotline.v1.IssueTemporaryPasswordResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: hotline.v1.IssueTemporaryPasswordResponse.mail:type_name -> hotline.v1.MailDelivery
+	7,  // 5: hotline.v1.Issuance.issued_at:type_name -> google.protobuf.Timestamp
+	7,  // 6: hotline.v1.Issuance.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 7: hotline.v1.Issuance.actor_role:type_name -> hotline.v1.Role
+	5,  // 8: hotline.v1.Issuance.verification_method:type_name -> hotline.v1.VerificationMethod
+	2,  // 9: hotline.v1.ListIssuancesResponse.issuances:type_name -> hotline.v1.Issuance
+	0,  // 10: hotline.v1.RecoveryService.IssueTemporaryPassword:input_type -> hotline.v1.IssueTemporaryPasswordRequest
+	3,  // 11: hotline.v1.RecoveryService.ListIssuances:input_type -> hotline.v1.ListIssuancesRequest
+	1,  // 12: hotline.v1.RecoveryService.IssueTemporaryPassword:output_type -> hotline.v1.IssueTemporaryPasswordResponse
+	4,  // 13: hotline.v1.RecoveryService.ListIssuances:output_type -> hotline.v1.ListIssuancesResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hotline_v1_recovery_proto_init() }
@@ -649,6 +676,7 @@ func file_hotline_v1_recovery_proto_init() {
 		return
 	}
 	file_hotline_v1_common_proto_init()
+	file_hotline_v1_mail_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

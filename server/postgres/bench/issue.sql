@@ -26,7 +26,7 @@ SELECT id::text, request_id, serial, sequence, key_generation, signing_kid,
     issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason
     FROM issuances WHERE actor = 'bench-agent-' || :agent AND request_id = 'bench-' || :req;
 -- 3. The device, locked.
-SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation
+SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation, owner_contact
     FROM devices WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0') FOR UPDATE;
 -- 4. The issue time and the limit counts.
 WITH t AS (
@@ -40,7 +40,17 @@ SELECT t.now AS now,
         AND issued_at > t.now - interval '1 hour') AS agent_count,
     EXISTS (SELECT 1 FROM audit_events WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
         AND at > t.now - interval '1 hour' AND actor = 'bench-agent-' || :agent
-        AND action = 'device.owner_check' AND outcome = 'success') AS owner_checked
+        AND action = 'device.owner_check' AND outcome = 'success') AS owner_checked,
+    (SELECT count(*) FROM audit_events WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
+        AND action IN ('device.owner_check', 'device.owner_code_check') AND outcome = 'refused'
+        AND detail ~ '^(owner|code)_mismatch'
+        AND at > greatest(t.now - interval '24 hours', (SELECT last_issued_at FROM devices
+            WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')))) AS owner_misses,
+    (SELECT id::text FROM owner_challenges WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
+        AND actor = 'bench-agent-' || :agent AND verified_at IS NOT NULL AND used_by IS NULL
+        ORDER BY verified_at DESC LIMIT 1) AS owner_code,
+    (SELECT max(verified_at) FROM owner_challenges WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
+        AND actor = 'bench-agent-' || :agent AND verified_at IS NOT NULL AND used_by IS NULL) AS owner_code_at
 FROM t \gset
 -- 5. The sequence number.
 UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::timestamptz
