@@ -253,7 +253,8 @@ func commonPrefix(a, b []rune) int {
 	return n
 }
 
-// rankNear looks the candidate device ids up by equality and returns the
+// rankNear looks the candidate device ids up by equality (in the byte-ordered
+// index, whose comparisons are the cheapest) and returns the
 // serials of up to n of them within maxDist edits of id, closest first,
 // then by serial.
 func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}, maxDist, n int) ([]string, error) {
@@ -264,7 +265,8 @@ func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}
 		}
 	}
 	rows, err := db.pool.Query(ctx, `SELECT serial FROM (
-			SELECT serial, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices WHERE device_id = ANY($2::text[])
+			SELECT serial, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices
+			WHERE device_id COLLATE "C" = ANY($2::text[] COLLATE "C")
 		) m WHERE dist <= $3 ORDER BY dist, serial LIMIT $4`, id, list, maxDist, n)
 	if err != nil {
 		return nil, translate(err, "finding near matches")
