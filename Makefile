@@ -224,3 +224,29 @@ bench-console:
 	@url=$$(./deploy/dev/ensure-postgres.sh) && \
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_BENCH_CONSOLE_ROWS=$(HOTLINE_BENCH_CONSOLE_ROWS) && \
 	  $(GO) test -run '^$$' -bench '^BenchmarkConsolePages$$' -benchtime 1000x -timeout 60m -v ./server/console/ | grep -v '^=== '
+
+# ---- registry and audit log at a vendor's scale ----
+# A registry of SCALE_DEVICES devices on 20 production lines and an audit
+# log of SCALE_EVENTS events, each built by INSERT … SELECT generate_series
+# in a database of its own, then: lookups by serial and by device id, an
+# unknown serial answered with near matches (the scan they replace timed in
+# the same run as the baseline), audit queries by serial and by actor over
+# 7 days, and verify. Goals: p99 < 10 ms per lookup, p99 < 5 ms per audit
+# query, verify >= 500,000 events/s. At 10,000,000 each build takes minutes
+# on a small machine; set smaller sizes for a quick look.
+SCALE_DEVICES ?= 10000000
+SCALE_EVENTS  ?= 10000000
+
+.PHONY: bench-scale
+
+## bench-scale: lookups, near matches, audit queries and verify on a 10,000,000-device registry and a 10,000,000-event log
+bench-scale:
+	@url=$$(./deploy/dev/ensure-postgres.sh) && \
+	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
+	  start=$$(date +%s) && \
+	  HOTLINE_BENCH_SCALE_DEVICES=$(SCALE_DEVICES) $(GO) test -run '^$$' -bench '^BenchmarkScaleRegistry$$' \
+	    -benchtime 1x -timeout 120m ./server/postgres/ | sed -u 's/^/bench-scale: /' && \
+	  HOTLINE_BENCH_AUDIT=1 HOTLINE_BENCH_AUDIT_EVENTS=$(SCALE_EVENTS) $(GO) test -run '^$$' \
+	    -bench '^(BenchmarkVerify|BenchmarkAuditQuery)$$' -benchtime 1x -timeout 120m ./server/audit/ | \
+	  sed -u 's/^/bench-scale (audit, goals: verify >= 500000 events\/s, p99 < 5 ms): /' && \
+	  echo "bench-scale: took $$(( $$(date +%s) - start )) s"

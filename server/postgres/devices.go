@@ -150,42 +150,6 @@ func (db *DB) lookup(ctx context.Context, a server.Actor, q, key, auditSerial, d
 	return d, nil
 }
 
-// NearMatches returns up to n registered serials (default 5, at most 20)
-// whose device id is within a few typing mistakes of the query's device
-// id (its last '#' field), closest first. It scans the device ids with
-// levenshtein (fuzzystrmatch): fine for the not-found path, not for a hot
-// one.
-func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, error) {
-	if n <= 0 {
-		n = 5
-	}
-	if n > 20 {
-		n = 20
-	}
-	id := query
-	if i := strings.LastIndexByte(id, '#'); i >= 0 {
-		id = id[i+1:]
-	}
-	id = strings.ToUpper(strings.Join(strings.Fields(id), ""))
-	if len(id) > 64 {
-		id = id[:64]
-	}
-	if id == "" {
-		return nil, nil
-	}
-	rows, err := db.pool.Query(ctx, `SELECT serial FROM (
-			SELECT serial, levenshtein_less_equal(device_id, $1, 3) AS dist FROM devices
-		) m WHERE dist <= 3 ORDER BY dist, serial LIMIT $2`, id, n)
-	if err != nil {
-		return nil, translate(err, "finding near matches")
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, translate(err, "finding near matches")
-	}
-	return out, nil
-}
-
 // SetHold places a hold on the device (h non-nil; it replaces any hold
 // already placed) or releases it (h nil; releasing a device not on hold
 // succeeds and says so in the event). h.By defaults to the actor, h.Since
