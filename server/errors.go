@@ -92,6 +92,16 @@ const (
 	ReasonUnavailable Reason = "UNAVAILABLE"
 	// ReasonInternal: a bug or an outage; the server log has the details.
 	ReasonInternal Reason = "INTERNAL"
+	// ReasonContactRecentlyChanged: the device's owner contact changed
+	// recently, so only a supervisor giving an override reason may issue
+	// (metadata "retry_at": when an agent may again).
+	ReasonContactRecentlyChanged Reason = "CONTACT_RECENTLY_CHANGED"
+	// ReasonDeviceCap: the device's absolute issuance cap is reached; no
+	// override passes it (metadata as ReasonLimitPerDevice).
+	ReasonDeviceCap Reason = "DEVICE_CAP"
+	// ReasonIssuanceExpired: a retry of an issuance that has expired since;
+	// issue a new one with a new request id.
+	ReasonIssuanceExpired Reason = "ISSUANCE_EXPIRED"
 )
 
 // defaultReasons is the Reason of an Error that sets none.

@@ -19,9 +19,11 @@ package server
 // the first. Valid rows go to the store in batches; each batch commits as
 // a whole, so an import cut off midway leaves whole batches, and running
 // the same file again completes it: rows already registered with the same
-// model, firmware and owner contact count as unchanged, rows registered
-// with different ones are conflicts (reported, never overwritten unless
+// model and firmware count as unchanged, rows registered with different
+// ones are conflicts (reported, never overwritten unless
 // ImportOptions.Update, which never erases a registered contact). The
+// registered owner contact never shows in a report (JudgeImportRow): an
+// import is no way to test a guess of it. The
 // import is one summary audit event (ActionImport) with its counts and the
 // file's SHA-256; each committed batch also writes ActionImportBatch in its
 // own transaction, and each device an update overwrote ActionImportUpdate,
@@ -216,6 +218,102 @@ type ImportStore interface {
 	// (without row errors).
 	// check decides whether the import may be finished, as for ImportBatch.
 	FinishImport(ctx context.Context, a Actor, importID, sha256 string, check func(ImportState) *Error) (ImportReport, error)
+}
+
+// RegisteredRow is what the registry holds for a row's serial, for
+// JudgeImportRow.
+type RegisteredRow struct {
+	Model, Firmware, OwnerContact string
+	// Held is whether the device is on hold.
+	Held bool
+}
+
+// ImportVerdict is what an import does with a row whose serial is
+// registered.
+//
+// The registered owner contact is secret from provisioners, so nothing a
+// provisioner sees depends on it: without ImportOptions.Update a row is
+// unchanged or a conflict by its model and firmware alone; with it every
+// row that differs in those or gives an owner contact is written (and
+// counted updated), whether the contact was the same or not. What really
+// happened to the contact goes to the audit log, masked.
+type ImportVerdict struct {
+	// Write: overwrite the model, the firmware and, when the row gives
+	// one, the owner contact.
+	Write bool
+	// Conflict, when not empty, is the reason of the row's RowConflict.
+	Conflict string
+	// ContactChange: writing replaces the registered contact with another
+	// (an ActionContactChange event, ContactDetail its detail).
+	ContactChange bool
+	// Detail is the detail of the row's ActionImportUpdate event: written
+	// (OutcomeSuccess) when Write, refused when not and still not empty
+	// (a contact that differs, left alone).
+	Detail string
+	// ContactDetail is the ActionContactChange event's detail.
+	ContactDetail string
+}
+
+// JudgeImportRow decides what the import of row (line, model, firmware,
+// owner contact as validated) does to the registered device reg.
+func JudgeImportRow(reg RegisteredRow, line int, model, firmware, contact string, update bool) ImportVerdict {
+	var d []string
+	if reg.Model != model {
+		d = append(d, fmt.Sprintf("model %s is registered, the file says %s", reg.Model, model))
+	}
+	if reg.Firmware != firmware {
+		d = append(d, fmt.Sprintf("firmware %q is registered, the file says %q", reg.Firmware, firmware))
+	}
+	public := strings.Join(d, "; ")
+	given := contact != ""
+	differs := given && ContactMatchKey(reg.OwnerContact) != ContactMatchKey(contact)
+	contactNote := ""
+	if differs {
+		old := MaskContact(reg.OwnerContact)
+		if old == "" {
+			old = "none"
+		}
+		contactNote = fmt.Sprintf("owner_contact=changed old=%s new=%s", old, MaskContact(contact))
+	} else if given {
+		contactNote = "owner_contact=same"
+	}
+	detail := func(parts ...string) string {
+		out := fmt.Sprintf("line %d:", line)
+		for _, p := range parts {
+			if p != "" {
+				out += " " + p
+			}
+		}
+		return clip.Clip(out, 900)
+	}
+	switch {
+	case !update:
+		v := ImportVerdict{}
+		if public != "" {
+			v.Conflict = public + "; not updated (import with update to overwrite)"
+		}
+		if differs {
+			v.Detail = detail(contactNote, "not updated")
+		}
+		return v
+	case public == "" && !given:
+		return ImportVerdict{}
+	case reg.Held:
+		what := public
+		if what == "" {
+			what = "the file gives an owner contact"
+		}
+		v := ImportVerdict{Conflict: what + "; the device is on hold, so it was not updated (release it first)"}
+		if differs {
+			v.Detail = detail(contactNote, "on hold, not updated")
+		}
+		return v
+	}
+	v := ImportVerdict{Write: true, ContactChange: differs, Detail: detail(public, contactNote)}
+	if differs {
+		v.ContactDetail = contactNote + " via=import"
+	}
+	return v
 }
 
 // ValidateImportRow checks r by ValidDevice and returns the device to

@@ -34,7 +34,8 @@ const (
 	// device's previous issuance: issue times follow sequence numbers. The
 	// last column says whether this actor's owner check of this device
 	// succeeded within the hour: an issuance claiming OWNER_CONTACT_MATCHED
-	// without one is flagged for auditors ("owner_check=none").
+	// without one is flagged for auditors ("owner_check=none"). The
+	// last is when the device's owner contact last changed.
 	issueCountsSQL = `WITH t AS (
 			SELECT greatest(clock_timestamp(), (SELECT last_issued_at FROM devices WHERE serial = $1)) AS now
 		)
@@ -42,7 +43,9 @@ const (
 			(SELECT count(*) FROM issuances WHERE serial = $1 AND issued_at > t.now - $2::interval),
 			(SELECT count(*) FROM issuances WHERE actor = $3 AND issued_at > t.now - $4::interval),
 			EXISTS (SELECT 1 FROM audit_events WHERE serial = $1 AND at > t.now - interval '1 hour'
-				AND actor = $3 AND action = 'device.owner_check' AND outcome = 'success')
+				AND actor = $3 AND action = 'device.owner_check' AND outcome = 'success'),
+			(SELECT at FROM audit_events WHERE serial = $1 AND action = 'device.contact_change' AND outcome = 'success'
+				ORDER BY at DESC, id DESC LIMIT 1)
 		FROM t`
 	// 5. The sequence number.
 	// (Go knows it from the locked read; bench/issue.sql RETURNs it.)
@@ -181,7 +184,8 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 		holdSince, lastAt  *time.Time
 	)
 	devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &f.LastSequence, &lastAt, &f.KeyGeneration)
-	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked)
+	var contactAt *time.Time
+	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked, &contactAt)
 	if err := br.Close(); err != nil {
 		return server.IssueFacts{}, err
 	}
@@ -205,6 +209,9 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 	}
 	if lastAt != nil {
 		f.LastIssuedAt = lastAt.UTC()
+	}
+	if contactAt != nil {
+		f.ContactChangedAt = contactAt.UTC()
 	}
 	f.Now = f.Now.UTC()
 	f.InWindow = func(scope server.LimitScope, n int) (time.Time, error) {

@@ -292,6 +292,16 @@ const (
 	// ERROR_REASON_INTERNAL: a bug or an outage; the server log has the
 	// details.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 20
+	// ERROR_REASON_CONTACT_RECENTLY_CHANGED: the device's owner contact
+	// changed recently; only a supervisor giving an override reason may issue
+	// (metadata "retry_at": when an agent may again).
+	ErrorReason_ERROR_REASON_CONTACT_RECENTLY_CHANGED ErrorReason = 21
+	// ERROR_REASON_DEVICE_CAP: the device's absolute issuance cap is reached;
+	// no override passes it (metadata as ERROR_REASON_LIMIT_PER_DEVICE).
+	ErrorReason_ERROR_REASON_DEVICE_CAP ErrorReason = 22
+	// ERROR_REASON_ISSUANCE_EXPIRED: a retry of an issuance that has expired
+	// since; issue a new one with a new request id.
+	ErrorReason_ERROR_REASON_ISSUANCE_EXPIRED ErrorReason = 23
 )
 
 // Enum value maps for ErrorReason.
@@ -318,29 +328,35 @@ var (
 		18: "ERROR_REASON_DATABASE_BUSY",
 		19: "ERROR_REASON_UNAVAILABLE",
 		20: "ERROR_REASON_INTERNAL",
+		21: "ERROR_REASON_CONTACT_RECENTLY_CHANGED",
+		22: "ERROR_REASON_DEVICE_CAP",
+		23: "ERROR_REASON_ISSUANCE_EXPIRED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":          0,
-		"ERROR_REASON_INVALID_ARGUMENT":     1,
-		"ERROR_REASON_DEVICE_NOT_FOUND":     2,
-		"ERROR_REASON_NOT_FOUND":            3,
-		"ERROR_REASON_DEVICE_EXISTS":        4,
-		"ERROR_REASON_CONFLICT":             5,
-		"ERROR_REASON_REQUEST_ID_REUSED":    6,
-		"ERROR_REASON_UNAUTHENTICATED":      7,
-		"ERROR_REASON_ROLE_NOT_ALLOWED":     8,
-		"ERROR_REASON_OVERRIDE_NOT_ALLOWED": 9,
-		"ERROR_REASON_LIMIT_PER_DEVICE":     10,
-		"ERROR_REASON_LIMIT_PER_AGENT":      11,
-		"ERROR_REASON_DEVICE_ON_HOLD":       12,
-		"ERROR_REASON_SEQUENCE_WRAP":        13,
-		"ERROR_REASON_IMPORT_FINISHED":      14,
-		"ERROR_REASON_IMPORT_NOT_YOURS":     15,
-		"ERROR_REASON_AUDIT_UNAVAILABLE":    16,
-		"ERROR_REASON_FAILED_PRECONDITION":  17,
-		"ERROR_REASON_DATABASE_BUSY":        18,
-		"ERROR_REASON_UNAVAILABLE":          19,
-		"ERROR_REASON_INTERNAL":             20,
+		"ERROR_REASON_UNSPECIFIED":              0,
+		"ERROR_REASON_INVALID_ARGUMENT":         1,
+		"ERROR_REASON_DEVICE_NOT_FOUND":         2,
+		"ERROR_REASON_NOT_FOUND":                3,
+		"ERROR_REASON_DEVICE_EXISTS":            4,
+		"ERROR_REASON_CONFLICT":                 5,
+		"ERROR_REASON_REQUEST_ID_REUSED":        6,
+		"ERROR_REASON_UNAUTHENTICATED":          7,
+		"ERROR_REASON_ROLE_NOT_ALLOWED":         8,
+		"ERROR_REASON_OVERRIDE_NOT_ALLOWED":     9,
+		"ERROR_REASON_LIMIT_PER_DEVICE":         10,
+		"ERROR_REASON_LIMIT_PER_AGENT":          11,
+		"ERROR_REASON_DEVICE_ON_HOLD":           12,
+		"ERROR_REASON_SEQUENCE_WRAP":            13,
+		"ERROR_REASON_IMPORT_FINISHED":          14,
+		"ERROR_REASON_IMPORT_NOT_YOURS":         15,
+		"ERROR_REASON_AUDIT_UNAVAILABLE":        16,
+		"ERROR_REASON_FAILED_PRECONDITION":      17,
+		"ERROR_REASON_DATABASE_BUSY":            18,
+		"ERROR_REASON_UNAVAILABLE":              19,
+		"ERROR_REASON_INTERNAL":                 20,
+		"ERROR_REASON_CONTACT_RECENTLY_CHANGED": 21,
+		"ERROR_REASON_DEVICE_CAP":               22,
+		"ERROR_REASON_ISSUANCE_EXPIRED":         23,
 	}
 )
 
@@ -393,7 +409,7 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x02*\xc6\x05\n" +
+	"\x0fOUTCOME_REFUSED\x10\x02*\xb1\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12!\n" +
@@ -416,7 +432,10 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	" ERROR_REASON_FAILED_PRECONDITION\x10\x11\x12\x1e\n" +
 	"\x1aERROR_REASON_DATABASE_BUSY\x10\x12\x12\x1c\n" +
 	"\x18ERROR_REASON_UNAVAILABLE\x10\x13\x12\x19\n" +
-	"\x15ERROR_REASON_INTERNAL\x10\x14B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\x15ERROR_REASON_INTERNAL\x10\x14\x12)\n" +
+	"%ERROR_REASON_CONTACT_RECENTLY_CHANGED\x10\x15\x12\x1b\n" +
+	"\x17ERROR_REASON_DEVICE_CAP\x10\x16\x12!\n" +
+	"\x1dERROR_REASON_ISSUANCE_EXPIRED\x10\x17B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_common_proto_rawDescOnce sync.Once

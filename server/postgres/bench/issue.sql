@@ -40,7 +40,10 @@ SELECT t.now AS now,
         AND issued_at > t.now - interval '1 hour') AS agent_count,
     EXISTS (SELECT 1 FROM audit_events WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
         AND at > t.now - interval '1 hour' AND actor = 'bench-agent-' || :agent
-        AND action = 'device.owner_check' AND outcome = 'success') AS owner_checked
+        AND action = 'device.owner_check' AND outcome = 'success') AS owner_checked,
+    (SELECT at FROM audit_events WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
+        AND action = 'device.contact_change' AND outcome = 'success'
+        ORDER BY at DESC, id DESC LIMIT 1) AS contact_changed_at
 FROM t \gset
 -- 5. The sequence number.
 UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::timestamptz
