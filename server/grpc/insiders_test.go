@@ -1,0 +1,200 @@
+package grpcserver_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+
+	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
+	"github.com/dvrhotline/hotline/server"
+)
+
+// What staff inside the support centre could do with their own roles, each
+// tried the way the attacker did it: through the API.
+
+// eventsOf returns the audit events of serial, oldest first, as an auditor
+// reads them.
+func (e *env) eventsOf(t *testing.T, serial string) []*hotlinev1.AuditEvent {
+	t.Helper()
+	resp, err := e.audit.QueryEvents(e.as(t, server.RoleAuditor), &hotlinev1.QueryEventsRequest{Serial: serial, PageSize: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := resp.GetEvents()
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	return evs
+}
+
+// TestImportCannotTellARightContactGuessFromAWrongOne: a provisioner
+// imports a registered serial with a guessed owner contact, once right
+// and once wrong, with and without update: the answers are the same, and
+// the wrong guess is on record for auditors under the device's serial.
+func TestImportCannotTellARightContactGuessFromAWrongOne(t *testing.T) {
+	e := start(t)
+	ctx := e.as(t, server.RoleProvisioner)
+	answer := func(contact string, update bool) (counts, string) {
+		sn := e.register(t, 0) // registered with jane.doe@example.com
+		file := "serial,model,firmware,owner_contact\n" + sn + ",WBXHD082S2T,V4.0.1," + contact + "\n"
+		rep, err := e.importFile(ctx, file, &hotlinev1.ImportOptions{Update: update}, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errs []string
+		for _, re := range rep.GetErrors() {
+			errs = append(errs, re.GetKind().String()+" "+re.GetReason())
+		}
+		return countsOf(rep), strings.Join(errs, "; ")
+	}
+	for _, update := range []bool{false, true} {
+		right, rightErrs := answer("jane.doe@example.com", update)
+		wrong, wrongErrs := answer("john@example.com", update)
+		if right != wrong || rightErrs != wrongErrs {
+			t.Errorf("update=%v: a right guess answers %+v %q, a wrong one %+v %q: an oracle", update, right, rightErrs, wrong, wrongErrs)
+		}
+		if strings.Contains(wrongErrs, "j***") {
+			t.Errorf("update=%v: the report shows the masked registered contact: %q", update, wrongErrs)
+		}
+	}
+
+	t.Run("audited/the-wrong-guess-under-the-serial", func(t *testing.T) {
+		sn := e.register(t, 0)
+		file := "serial,model,firmware,owner_contact\n" + sn + ",WBXHD082S2T,V4.0.1,john@example.com\n"
+		if _, err := e.importFile(ctx, file, nil, 1000); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, ev := range e.eventsOf(t, sn) {
+			if ev.GetAction() == string(server.ActionImportUpdate) && ev.GetOutcome() == hotlinev1.Outcome_OUTCOME_REFUSED &&
+				strings.Contains(ev.GetDetail(), "old=j***@example.com new=j***@example.com") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no refused %s event naming the differing contact under %s: %v", server.ActionImportUpdate, sn, e.eventsOf(t, sn))
+		}
+	})
+}
+
+// TestImportUpdateToAnAttackersContactIsAuditedAndNeedsASupervisor: a
+// provisioner replaces a registered contact with attacker@evil.example,
+// after which an agent's check-owner with it matches. The change is
+// audited with both contacts masked, and for the next days an agent gets
+// no code for the device; a supervisor giving a reason does.
+func TestImportUpdateToAnAttackersContactIsAuditedAndNeedsASupervisor(t *testing.T) {
+	e := start(t)
+	sn := e.register(t, 0)
+	file := "serial,model,firmware,owner_contact\n" + sn + ",WBXHD082S2T,V4.0.1,attacker@evil.example\n"
+	rep, err := e.importFile(e.as(t, server.RoleProvisioner), file, &hotlinev1.ImportOptions{Update: true}, 1000)
+	if err != nil || rep.GetUpdated() != 1 {
+		t.Fatalf("import --update: %v %v", countsOf(rep), err)
+	}
+	var update, change *hotlinev1.AuditEvent
+	for _, ev := range e.eventsOf(t, sn) {
+		switch ev.GetAction() {
+		case string(server.ActionImportUpdate):
+			update = ev
+		case string(server.ActionContactChange):
+			change = ev
+		}
+	}
+	const want = "owner_contact=changed old=j***@example.com new=a***@evil.example"
+	if update == nil || !strings.Contains(update.GetDetail(), want) {
+		t.Errorf("import update event %v, want its detail to hold %q", update, want)
+	}
+	if change == nil || change.GetOutcome() != hotlinev1.Outcome_OUTCOME_SUCCESS || !strings.Contains(change.GetDetail(), want) {
+		t.Errorf("contact change event %v, want one holding %q", change, want)
+	}
+
+	agent := e.as(t, server.RoleAgent)
+	own, err := e.devices.CheckOwner(agent, &hotlinev1.CheckOwnerRequest{Serial: sn, ClaimedContact: "attacker@evil.example"})
+	if err != nil || !own.GetMatched() {
+		t.Fatalf("check-owner with the new contact: %v %v", own, err)
+	}
+	req := issueReq(sn)
+	req.VerificationMethod = hotlinev1.VerificationMethod_VERIFICATION_METHOD_OWNER_CONTACT_MATCHED
+	_, err = e.recovery.IssueTemporaryPassword(agent, req)
+	ei := wantReason(t, wantCode(t, err, codes.PermissionDenied), server.ReasonContactRecentlyChanged)
+	if ei.GetMetadata()["retry_at"] == "" {
+		t.Errorf("refusal %v does not say when an agent may issue again", ei)
+	}
+
+	sup := e.as(t, server.RoleSupervisor)
+	req.RequestId = server.NewUUID()
+	_, err = e.recovery.IssueTemporaryPassword(sup, req)
+	wantReason(t, wantCode(t, err, codes.PermissionDenied), server.ReasonContactRecentlyChanged)
+	req.OverrideReason = "called the owner back on the number on the invoice"
+	if _, err := e.recovery.IssueTemporaryPassword(sup, req); err != nil {
+		t.Fatalf("a supervisor with a reason: %v", err)
+	}
+}
+
+// TestSupervisorCannotBurstCodesForOneDevice: a supervisor issuing code
+// after code for one device with an override reason stops at the absolute
+// cap, and the burst is on record where an auditor filters for it.
+func TestSupervisorCannotBurstCodesForOneDevice(t *testing.T) {
+	e := start(t)
+	sn := e.register(t, 0)
+	sup := e.asSubject(t, "sue-burst", server.RoleSupervisor)
+	issued := 0
+	var err error
+	for range 30 {
+		req := issueReq(sn)
+		req.OverrideReason = "customer insists"
+		if _, err = e.recovery.IssueTemporaryPassword(sup, req); err != nil {
+			break
+		}
+		issued++
+	}
+	if cap := server.DefaultLimits.DeviceCap; issued != cap {
+		t.Errorf("a supervisor issued %d codes for one device, want the cap %d", issued, cap)
+	}
+	wantReason(t, wantCode(t, err, codes.ResourceExhausted), server.ReasonDeviceCap)
+
+	resp, err := e.audit.QueryEvents(e.as(t, server.RoleAuditor), &hotlinev1.QueryEventsRequest{
+		Serial: sn, Action: string(server.ActionIssueAlert), PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bursts, caps int
+	for _, ev := range resp.GetEvents() {
+		switch {
+		case strings.Contains(ev.GetDetail(), server.AlertDeviceBurst):
+			bursts++
+		case strings.Contains(ev.GetDetail(), server.AlertDeviceCap):
+			caps++
+		}
+	}
+	if want := server.DefaultLimits.DeviceCap - server.DefaultLimits.PerDevice; bursts != want || caps != 1 {
+		t.Errorf("%d burst and %d cap alerts, want %d and 1", bursts, caps, want)
+	}
+}
+
+// TestReplayOfAnExpiredIssuanceIsRefused: an agent retries an issuance's
+// request id after it expired, to get its code again: refused.
+func TestReplayOfAnExpiredIssuanceIsRefused(t *testing.T) {
+	e := start(t)
+	sn := e.register(t, 0)
+	agent := e.as(t, server.RoleAgent)
+	req := issueReq(sn)
+	first, err := e.recovery.IssueTemporaryPassword(agent, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A day passes: the owner moves the issuance back 25 hours.
+	owner, err := pgx.Connect(context.Background(), testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(context.Background())
+	if _, err := owner.Exec(context.Background(), `UPDATE issuances SET issued_at = issued_at - interval '25 hours',
+		expires_at = expires_at - interval '25 hours' WHERE id = $1`, first.GetIssuanceId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.recovery.IssueTemporaryPassword(agent, req)
+	wantReason(t, wantCode(t, err, codes.FailedPrecondition), server.ReasonIssuanceExpired)
+}
