@@ -86,8 +86,8 @@ func (s *Service) checkFilter(f *AuditFilter) *Error {
 		}
 		f.Serial = c
 	}
-	if len(f.Actor) > 128 {
-		return Invalid("actor", "actor: expected at most 128 characters")
+	if len(f.Actor) > 128 || !OneLine(f.Actor) {
+		return Invalid("actor", "actor: expected a login name of at most 128 characters, one line of text")
 	}
 	if f.Action != "" && !actionRE.MatchString(string(f.Action)) {
 		return Invalid("action", "action %q: expected a name like %s or %s", f.Action, ActionIssue, ActionLookup)

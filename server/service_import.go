@@ -78,8 +78,8 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip.Clip(src.Format, 40), importfile.FormatCSV, importfile.FormatJSONLines)
 	}
 	if src.FileName != "" {
-		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil || strings.ContainsAny(src.FileName, "\n\t") {
-			return Invalid("options.file_name", "options.file_name: expected a file name of at most %d characters, without control characters", maxFileNameLen)
+		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil {
+			return e
 		}
 		// The base name alone, whichever system the client runs on.
 		src.FileName = src.FileName[strings.LastIndexAny(src.FileName, `/\`)+1:]

@@ -333,7 +333,7 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 		return Invalid("verification_method", "verification_method is required: expected OWNER_CONTACT_MATCHED, PROOF_OF_PURCHASE, INSTALLER_ACCOUNT or OTHER (with a note)")
 	}
 	req.MethodNote = strings.TrimSpace(req.MethodNote)
-	if e := checkText("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
+	if e := checkNote("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
 		if req.MethodNote == "" {
 			e.Message = "verification_note is required with verification method OTHER: say what was checked"
 		}
