@@ -532,7 +532,8 @@ func (m *memStore) Audit(ctx context.Context, e server.AuditEvent) error {
 func matches(f server.AuditFilter, e server.AuditEvent) bool {
 	return (f.Serial == "" || e.Serial == f.Serial) && (f.Actor == "" || e.Actor == f.Actor) &&
 		(f.Action == "" || e.Action == f.Action) && (f.Outcome == "" || e.Outcome == f.Outcome) &&
-		(f.From.IsZero() || !e.Time.Before(f.From)) && (f.To.IsZero() || e.Time.Before(f.To))
+		(f.From.IsZero() || !e.Time.Before(f.From)) && (f.To.IsZero() || e.Time.Before(f.To)) &&
+		!(f.HideAuditorReads && e.AuditorRead())
 }
 
 // QueryAudit implements server.Store: newest first, audited.

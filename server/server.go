@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -378,6 +379,17 @@ type AuditFilter struct {
 	// (newest first ordering on (time, id)).
 	AfterTime time.Time
 	AfterID   int64
+	// HideAuditorReads leaves out the auditors' own reads of the audit
+	// log (AuditEvent.AuditorRead): set by the service for every reader
+	// but an auditor, so that a supervisor never sees who investigates
+	// whom.
+	HideAuditorReads bool
+}
+
+// AuditorRead reports whether e is an auditor's act on the audit log (a
+// query, an export, a verification, or its refusal).
+func (e AuditEvent) AuditorRead() bool {
+	return e.Role == RoleAuditor && strings.HasPrefix(string(e.Action), "audit.")
 }
 
 // Store is the persistence the service needs. server/postgres implements it

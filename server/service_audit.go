@@ -13,7 +13,9 @@ import (
 
 // The audit log's readers: auditors and supervisors (see permissions).
 // Every read is itself an audit event; a read whose event could not be
-// committed is answered with an error, never with the data.
+// committed is answered with an error, never with the data. Auditors'
+// own reads, with their filters, are for auditors only: a supervisor who
+// reads the log never learns who is looking into them.
 
 // Bounds of the audit reads.
 const (
@@ -49,6 +51,7 @@ func (s *Service) QueryAudit(ctx context.Context, a Actor, f AuditFilter) (event
 	if e := s.checkFilter(&f); e != nil {
 		return nil, false, s.refuse(ctx, a, ev, e)
 	}
+	f.HideAuditorReads = a.Role != RoleAuditor
 	size := f.Limit
 	f.Limit++ // one more than the page tells whether a next page exists
 	events, err = s.Store.QueryAudit(ctx, a, f)
@@ -75,6 +78,7 @@ func (s *Service) ExportAudit(ctx context.Context, a Actor, f AuditFilter, fn fu
 		return s.refuse(ctx, a, ev, e)
 	}
 	f.Limit = 0
+	f.HideAuditorReads = a.Role != RoleAuditor
 	return s.Store.ExportAudit(ctx, a, f, fn)
 }
 

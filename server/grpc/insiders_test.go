@@ -4,7 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 
@@ -197,4 +199,93 @@ func TestReplayOfAnExpiredIssuanceIsRefused(t *testing.T) {
 	}
 	_, err = e.recovery.IssueTemporaryPassword(agent, req)
 	wantReason(t, wantCode(t, err, codes.FailedPrecondition), server.ReasonIssuanceExpired)
+}
+
+// TestSupervisorCannotSeeWhoInvestigatesThem: an auditor queries the log
+// for a supervisor's acts; the supervisor then queries and exports the log
+// and finds no trace of the auditor's reads, nor of their filters. The
+// auditors still see each other's.
+func TestSupervisorCannotSeeWhoInvestigatesThem(t *testing.T) {
+	e := start(t)
+	auditor := e.asSubject(t, "eve-investigates", server.RoleAuditor)
+	for _, f := range []*hotlinev1.QueryEventsRequest{{Actor: "sue-watched"}, {Actor: "sue-watched", Action: string(server.ActionIssue)}} {
+		if _, err := e.audit.QueryEvents(auditor, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := e.audit.ExportEvents(auditor, &hotlinev1.ExportEventsRequest{Actor: "sue-watched"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
+	}
+
+	sup := e.asSubject(t, "sue-watched", server.RoleSupervisor)
+	seen := func(ev *hotlinev1.AuditEvent) bool {
+		return ev.GetActor() == "eve-investigates" || strings.Contains(ev.GetDetail(), "sue-watched")
+	}
+	for _, q := range []*hotlinev1.QueryEventsRequest{{}, {Actor: "eve-investigates"}, {Action: string(server.ActionAuditQuery)}} {
+		q.PageSize = 1000
+		resp, err := e.audit.QueryEvents(sup, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.GetEvents() {
+			if seen(ev) {
+				t.Errorf("query %v: the supervisor sees the auditor's read %v", q, ev)
+			}
+		}
+	}
+	ex, err := e.audit.ExportEvents(sup, &hotlinev1.ExportEventsRequest{Actor: "eve-investigates"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := ex.Recv()
+		if err != nil {
+			break
+		}
+		for _, ev := range resp.GetEvents() {
+			if seen(ev) {
+				t.Errorf("export: the supervisor sees the auditor's read %v", ev)
+			}
+		}
+	}
+
+	other := e.as(t, server.RoleAuditor)
+	resp, err := e.audit.QueryEvents(other, &hotlinev1.QueryEventsRequest{Actor: "eve-investigates", PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetEvents()); n < 3 {
+		t.Errorf("another auditor sees %d of eve's reads, want all 3", n)
+	}
+}
+
+// TestTokenSubjectWithANulIsUnauthenticated: a staff token signed by the
+// trusted issuer whose subject holds a NUL (or a newline) is refused as
+// unauthenticated, never an internal error from the database.
+func TestTokenSubjectWithANulIsUnauthenticated(t *testing.T) {
+	e := start(t)
+	now := time.Now()
+	for _, sub := range []string{"bob\x00", "bob\nsue", "bob\u202e"} {
+		claims := server.StaffClaims{
+			RegisteredClaims: jwt.RegisteredClaims{
+				Issuer: server.StaffTokenIssuer, Subject: sub, Audience: jwt.ClaimStrings{server.StaffTokenAudience},
+				IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
+			},
+			Role: server.RoleAgent,
+		}
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+		tok.Header["kid"] = "staff-test-1"
+		signed, err := tok.SignedString(e.staffKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.devices.LookupDevice(withToken(signed), &hotlinev1.LookupDeviceRequest{Query: "DVR1101134C08011"})
+		wantReason(t, wantCode(t, err, codes.Unauthenticated), server.ReasonUnauthenticated)
+	}
 }

@@ -97,6 +97,9 @@ func auditWhere(f server.AuditFilter) (where string, args []any, note []string) 
 	if !f.To.IsZero() {
 		add("at < ?", f.To, "to", f.To.UTC().Format(time.RFC3339Nano))
 	}
+	if f.HideAuditorReads {
+		conds = append(conds, "NOT (role = 'auditor' AND action LIKE 'audit.%')")
+	}
 	if !f.AfterTime.IsZero() || f.AfterID != 0 {
 		args = append(args, f.AfterTime, f.AfterID)
 		conds = append(conds, fmt.Sprintf("(at, id) < ($%d, $%d)", len(args)-1, len(args)))
