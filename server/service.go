@@ -46,6 +46,9 @@ type Service struct {
 
 	modelsMu sync.Mutex
 	models   map[string]Model
+
+	exportsMu sync.Mutex
+	exports   map[string]int // audit exports streaming now, by subject
 }
 
 // NewService returns a Service with the default limits, the system clock

@@ -79,7 +79,40 @@ func (s *Service) ExportAudit(ctx context.Context, a Actor, f AuditFilter, fn fu
 	}
 	f.Limit = 0
 	f.HideAuditorReads = a.Role != RoleAuditor
+	if !s.beginExport(a.Subject) {
+		return s.refuse(ctx, a, ev, &Error{Code: EUnavailable, RetryAfter: s.now().Add(auditSealRetry).UTC(),
+			Message: fmt.Sprintf("you already have %d audit export(s) running, the most one staff member may: finish or cancel it first", MaxExportsPerActor)})
+	}
+	defer s.endExport(a.Subject)
 	return s.Store.ExportAudit(ctx, a, f, fn)
+}
+
+// MaxExportsPerActor is how many audit exports one staff member may have
+// streaming at once. The store bounds them all (postgres.ExportConns).
+const MaxExportsPerActor = 1
+
+// beginExport counts an export by subject in, unless it already has
+// MaxExportsPerActor running.
+func (s *Service) beginExport(subject string) bool {
+	s.exportsMu.Lock()
+	defer s.exportsMu.Unlock()
+	if s.exports == nil {
+		s.exports = map[string]int{}
+	}
+	if s.exports[subject] >= MaxExportsPerActor {
+		return false
+	}
+	s.exports[subject]++
+	return true
+}
+
+// endExport counts an export by subject out.
+func (s *Service) endExport(subject string) {
+	s.exportsMu.Lock()
+	defer s.exportsMu.Unlock()
+	if s.exports[subject]--; s.exports[subject] <= 0 {
+		delete(s.exports, subject)
+	}
 }
 
 func (s *Service) checkFilter(f *AuditFilter) *Error {
