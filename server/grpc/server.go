@@ -167,7 +167,9 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on l, at most Limits.MaxConnections at once,
 // until Stop or GracefulStop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(netutil.LimitListener(l, s.maxConns)) }
+func (s *Server) Serve(l net.Listener) error {
+	return s.grpc.Serve(netutil.LimitListener(l, s.maxConns))
+}
 
 // GRPC returns the underlying *grpc.Server.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
