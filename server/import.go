@@ -157,7 +157,16 @@ type ImportOptions struct {
 	// BatchSize is how many valid rows go to the store per transaction
 	// (default DefaultImportBatchSize, at most MaxImportBatchSize).
 	BatchSize int
+	// MaxRows is how many valid rows one import takes (default and at most
+	// MaxImportRows): the session remembers each one's serial and device
+	// id to find duplicates, so memory is bounded by it. Set by the
+	// service, never by a client.
+	MaxRows int
 }
+
+// MaxImportRows bounds the valid rows of one import: about 200 MB of
+// duplicate tracking. A bigger list goes in as several files.
+const MaxImportRows = 2_000_000
 
 // The batch sizes. A batch is one transaction: bigger batches amortise the
 // per-batch statements, smaller ones lose less work to a cut-off import.
@@ -177,6 +186,9 @@ func (o *ImportOptions) defaults() *Error {
 	}
 	if o.BatchSize > MaxImportBatchSize {
 		o.BatchSize = MaxImportBatchSize
+	}
+	if o.MaxRows <= 0 || o.MaxRows > MaxImportRows {
+		o.MaxRows = MaxImportRows
 	}
 	return nil
 }
@@ -345,7 +357,8 @@ type ImportSession struct {
 	models map[string]bool
 
 	// seen maps serials and device ids to the line that registered them in
-	// this file: the first row wins. About 100 bytes per row.
+	// this file: the first row wins. About 100 bytes per row, at most
+	// opts.MaxRows rows.
 	seen, seenID map[string]int32
 
 	cur      ImportBatch
@@ -423,6 +436,12 @@ func (s *ImportSession) Add(r importfile.Row) error {
 		s.cur.Invalid++
 		s.report.AddError(*rerr)
 		return nil
+	}
+	if len(s.seen) >= s.opts.MaxRows {
+		s.err = &Error{Code: EInvalid, Field: "rows", Max: s.opts.MaxRows,
+			Message: fmt.Sprintf("line %d: the file has more than %d valid rows, the most one import takes; split it and import the parts one after another", r.Line, s.opts.MaxRows)}
+		s.wait()
+		return s.err
 	}
 	if first, dup := s.seen[d.Serial]; dup {
 		s.cur.Duplicates++

@@ -39,6 +39,9 @@ type Service struct {
 	Now func() time.Time
 	// Logger receives operational logs; never a code, a grant or a key.
 	Logger *slog.Logger
+	// ImportMaxRows bounds the valid rows of one import (0 and anything
+	// over MaxImportRows mean MaxImportRows).
+	ImportMaxRows int
 	// AuditLog verifies the tamper-evident audit log (server/audit's Log).
 	// Optional: without it VerifyAudit and AuditCheckpoint are
 	// EPrecondition.

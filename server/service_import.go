@@ -69,6 +69,7 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 		return e
 	}
 	opts.KeyGeneration = gen
+	opts.MaxRows = s.ImportMaxRows
 	if opts.BatchSize < 0 || opts.BatchSize > MaxImportBatchSize {
 		return Invalid("options.batch_size", "options.batch_size %d: expected 1 to %d rows (0 for the default, %d)", opts.BatchSize, MaxImportBatchSize, DefaultImportBatchSize)
 	}

@@ -289,3 +289,28 @@ func TestTokenSubjectWithANulIsUnauthenticated(t *testing.T) {
 		wantReason(t, wantCode(t, err, codes.Unauthenticated), server.ReasonUnauthenticated)
 	}
 }
+
+// TestImportOfAnEndlessFileIsCut: a provisioner streams more rows than one
+// import takes (memory for duplicate tracking grows with each): the import
+// is refused at the limit, naming it, and the rows before stay imported.
+func TestImportOfAnEndlessFileIsCut(t *testing.T) {
+	e := start(t, func(svc *server.Service) { svc.ImportMaxRows = 3 })
+	var file strings.Builder
+	file.WriteString("serial,model,firmware,owner_contact\n")
+	var first string
+	for i := range 5 {
+		sn := newSerial()
+		if i == 0 {
+			first = sn
+		}
+		file.WriteString(sn + ",WBXHD082S2T,V3.1.0,\n")
+	}
+	_, err := e.importFile(e.as(t, server.RoleProvisioner), file.String(), &hotlinev1.ImportOptions{BatchSize: 1}, 1)
+	st := wantCode(t, err, codes.InvalidArgument)
+	if !strings.Contains(st.Message(), "more than 3 valid rows") {
+		t.Errorf("refusal %q does not name the limit", st.Message())
+	}
+	if _, err := e.devices.LookupDevice(e.as(t, server.RoleAgent), &hotlinev1.LookupDeviceRequest{Query: first}); err != nil {
+		t.Errorf("a row before the limit was not kept: %v", err)
+	}
+}
