@@ -54,7 +54,7 @@ func (e *rotationEnv) must(args ...string) string {
 func (e *rotationEnv) serve() (*grpc.ClientConn, func()) {
 	e.t.Helper()
 	m := NewMain(io.Discard, io.Discard)
-	if err := m.ParseFlags([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0"}); err != nil {
+	if err := m.ParseFlags([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0", "--trust-keyring-staff-issuer"}); err != nil {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

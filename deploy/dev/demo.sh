@@ -26,7 +26,7 @@ export HOTLINE_KEYRING="$work/keyring"
 show hotline-server keys init
 
 step "Start hotline-server (migrates on start)"
-hotline-server serve --listen 127.0.0.1:0 2>"$work/server.log" &
+hotline-server serve --listen 127.0.0.1:0 --trust-keyring-staff-issuer 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do
 	addr=$(grep -o '"addr":"[^"]*"' "$work/server.log" | head -1 | cut -d'"' -f4 || true)
