@@ -283,7 +283,8 @@ Get a staff token and try it:
   export HOTLINE_ADDR=%s HOTLINE_KEYRING=%s
   export HOTLINE_TOKEN=$(go run ./cmd/hotline-server token --subject alice --role agent)
   go run ./cmd/hotlinectl lookup 'JZ6OES#2017-08-01#3#DVR1101134C08011'
-Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is on).
+Roles: agent, supervisor, auditor, provisioner. grpcurl works too, with the token:
+  grpcurl -H "authorization: Bearer $HOTLINE_TOKEN" -plaintext %[1]s list
 `, m.Addr(), m.Addr(), m.Keyring)
 	}
 	close(m.ready)
