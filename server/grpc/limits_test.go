@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -25,7 +24,7 @@ import (
 	"github.com/dvrhotline/hotline/server/postgres"
 )
 
-// limitedEnv is a server with Limits lim over a store of its own (the
+// startLimited runs a server with Limits lim over a store of its own (the
 // default pool: four connections, one of them for exports), and its
 // address.
 func startLimited(t *testing.T, lim grpcserver.Limits) (*env, string) {
@@ -48,20 +47,11 @@ func startLimited(t *testing.T, lim grpcserver.Limits) (*env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log, Limits: lim})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	conn := dial(t, l.Addr().String())
+	addr := serveConfig(t, grpcserver.Config{Service: svc, Verifier: verifier, Logger: log, Limits: lim})
+	conn := dial(t, addr)
 	return &env{conn: conn, issuer: issuer, staffKey: sk,
 		devices: hotlinev1.NewDeviceServiceClient(conn), recovery: hotlinev1.NewRecoveryServiceClient(conn),
-		audit: hotlinev1.NewAuditServiceClient(conn), keys: hotlinev1.NewKeyServiceClient(conn)}, l.Addr().String()
+		audit: hotlinev1.NewAuditServiceClient(conn), keys: hotlinev1.NewKeyServiceClient(conn)}, addr
 }
 
 // dial connects with fixed 64 KiB flow-control windows: a client that
