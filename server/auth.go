@@ -145,7 +145,7 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	if c.IssuedAt == nil || c.ExpiresAt.Sub(c.IssuedAt.Time) > StaffTokenMaxTTL {
 		return refuse(fmt.Sprintf("staff token lives longer than %s or has no iat: ask for a shorter-lived token", StaffTokenMaxTTL), nil)
 	}
-	if c.Subject == "" || strings.TrimSpace(c.Subject) != c.Subject || len(c.Subject) > 128 {
+	if c.Subject == "" || strings.TrimSpace(c.Subject) != c.Subject || len(c.Subject) > 128 || !OneLine(c.Subject) {
 		return refuse("staff token has no valid subject", nil)
 	}
 	if !c.Role.Valid() {
@@ -182,7 +182,7 @@ func (i *StaffIssuer) SetClock(now func() time.Time) { i.now = now }
 
 // Issue returns a token for subject in role, valid for ttl.
 func (i *StaffIssuer) Issue(subject string, role Role, ttl time.Duration) (string, error) {
-	if subject == "" || strings.TrimSpace(subject) != subject || len(subject) > 128 {
+	if subject == "" || strings.TrimSpace(subject) != subject || len(subject) > 128 || !OneLine(subject) {
 		return "", Invalid("subject", "subject %q: expected a login name of 1 to 128 characters without surrounding spaces", subject)
 	}
 	if !role.Valid() {

@@ -115,6 +115,16 @@ const (
 	// ReasonOwnerCodeNotVerified: an issuance claims the owner-email-code
 	// method without a verified, unspent code by the same agent.
 	ReasonOwnerCodeNotVerified Reason = "OWNER_CODE_NOT_VERIFIED"
+	// ReasonContactRecentlyChanged: the device's owner contact changed
+	// recently, so only a supervisor giving an override reason may issue
+	// (metadata "retry_at": when an agent may again).
+	ReasonContactRecentlyChanged Reason = "CONTACT_RECENTLY_CHANGED"
+	// ReasonDeviceCap: the device's absolute issuance cap is reached; no
+	// override passes it (metadata as ReasonLimitPerDevice).
+	ReasonDeviceCap Reason = "DEVICE_CAP"
+	// ReasonIssuanceExpired: a retry of an issuance that has expired since;
+	// issue a new one with a new request id.
+	ReasonIssuanceExpired Reason = "ISSUANCE_EXPIRED"
 )
 
 // defaultReasons is the Reason of an Error that sets none.

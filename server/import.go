@@ -19,9 +19,11 @@ package server
 // the first. Valid rows go to the store in batches; each batch commits as
 // a whole, so an import cut off midway leaves whole batches, and running
 // the same file again completes it: rows already registered with the same
-// model, firmware and owner contact count as unchanged, rows registered
-// with different ones are conflicts (reported, never overwritten unless
+// model and firmware count as unchanged, rows registered with different
+// ones are conflicts (reported, never overwritten unless
 // ImportOptions.Update, which never erases a registered contact). The
+// registered owner contact never shows in a report (JudgeImportRow): an
+// import is no way to test a guess of it. The
 // import is one summary audit event (ActionImport) with its counts and the
 // file's SHA-256; each committed batch also writes ActionImportBatch in its
 // own transaction, and each device an update overwrote ActionImportUpdate,
@@ -155,7 +157,16 @@ type ImportOptions struct {
 	// BatchSize is how many valid rows go to the store per transaction
 	// (default DefaultImportBatchSize, at most MaxImportBatchSize).
 	BatchSize int
+	// MaxRows is how many valid rows one import takes (default and at most
+	// MaxImportRows): the session remembers each one's serial and device
+	// id to find duplicates, so memory is bounded by it. Set by the
+	// service, never by a client.
+	MaxRows int
 }
+
+// MaxImportRows bounds the valid rows of one import: about 200 MB of
+// duplicate tracking. A bigger list goes in as several files.
+const MaxImportRows = 2_000_000
 
 // The batch sizes. A batch is one transaction: bigger batches amortise the
 // per-batch statements, smaller ones lose less work to a cut-off import.
@@ -175,6 +186,9 @@ func (o *ImportOptions) defaults() *Error {
 	}
 	if o.BatchSize > MaxImportBatchSize {
 		o.BatchSize = MaxImportBatchSize
+	}
+	if o.MaxRows <= 0 || o.MaxRows > MaxImportRows {
+		o.MaxRows = MaxImportRows
 	}
 	return nil
 }
@@ -218,6 +232,102 @@ type ImportStore interface {
 	FinishImport(ctx context.Context, a Actor, importID, sha256 string, check func(ImportState) *Error) (ImportReport, error)
 }
 
+// RegisteredRow is what the registry holds for a row's serial, for
+// JudgeImportRow.
+type RegisteredRow struct {
+	Model, Firmware, OwnerContact string
+	// Held is whether the device is on hold.
+	Held bool
+}
+
+// ImportVerdict is what an import does with a row whose serial is
+// registered.
+//
+// The registered owner contact is secret from provisioners, so nothing a
+// provisioner sees depends on it: without ImportOptions.Update a row is
+// unchanged or a conflict by its model and firmware alone; with it every
+// row that differs in those or gives an owner contact is written (and
+// counted updated), whether the contact was the same or not. What really
+// happened to the contact goes to the audit log, masked.
+type ImportVerdict struct {
+	// Write: overwrite the model, the firmware and, when the row gives
+	// one, the owner contact.
+	Write bool
+	// Conflict, when not empty, is the reason of the row's RowConflict.
+	Conflict string
+	// ContactChange: writing replaces the registered contact with another
+	// (an ActionContactChange event, ContactDetail its detail).
+	ContactChange bool
+	// Detail is the detail of the row's ActionImportUpdate event: written
+	// (OutcomeSuccess) when Write, refused when not and still not empty
+	// (a contact that differs, left alone).
+	Detail string
+	// ContactDetail is the ActionContactChange event's detail.
+	ContactDetail string
+}
+
+// JudgeImportRow decides what the import of row (line, model, firmware,
+// owner contact as validated) does to the registered device reg.
+func JudgeImportRow(reg RegisteredRow, line int, model, firmware, contact string, update bool) ImportVerdict {
+	var d []string
+	if reg.Model != model {
+		d = append(d, fmt.Sprintf("model %s is registered, the file says %s", reg.Model, model))
+	}
+	if reg.Firmware != firmware {
+		d = append(d, fmt.Sprintf("firmware %q is registered, the file says %q", reg.Firmware, firmware))
+	}
+	public := strings.Join(d, "; ")
+	given := contact != ""
+	differs := given && ContactMatchKey(reg.OwnerContact) != ContactMatchKey(contact)
+	contactNote := ""
+	if differs {
+		old := MaskContact(reg.OwnerContact)
+		if old == "" {
+			old = "none"
+		}
+		contactNote = fmt.Sprintf("owner_contact=changed old=%s new=%s", old, MaskContact(contact))
+	} else if given {
+		contactNote = "owner_contact=same"
+	}
+	detail := func(parts ...string) string {
+		out := fmt.Sprintf("line %d:", line)
+		for _, p := range parts {
+			if p != "" {
+				out += " " + p
+			}
+		}
+		return clip.Clip(out, 900)
+	}
+	switch {
+	case !update:
+		v := ImportVerdict{}
+		if public != "" {
+			v.Conflict = public + "; not updated (import with update to overwrite)"
+		}
+		if differs {
+			v.Detail = detail(contactNote, "not updated")
+		}
+		return v
+	case public == "" && !given:
+		return ImportVerdict{}
+	case reg.Held:
+		what := public
+		if what == "" {
+			what = "the file gives an owner contact"
+		}
+		v := ImportVerdict{Conflict: what + "; the device is on hold, so it was not updated (release it first)"}
+		if differs {
+			v.Detail = detail(contactNote, "on hold, not updated")
+		}
+		return v
+	}
+	v := ImportVerdict{Write: true, ContactChange: differs, Detail: detail(public, contactNote)}
+	if differs {
+		v.ContactDetail = contactNote + " via=import"
+	}
+	return v
+}
+
 // ValidateImportRow checks r by ValidDevice and returns the device to
 // register (KeyGeneration left zero), or a RowError of kind RowInvalid
 // whose reason names the field.
@@ -247,7 +357,8 @@ type ImportSession struct {
 	models map[string]bool
 
 	// seen maps serials and device ids to the line that registered them in
-	// this file: the first row wins. About 100 bytes per row.
+	// this file: the first row wins. About 100 bytes per row, at most
+	// opts.MaxRows rows.
 	seen, seenID map[string]int32
 
 	cur      ImportBatch
@@ -325,6 +436,12 @@ func (s *ImportSession) Add(r importfile.Row) error {
 		s.cur.Invalid++
 		s.report.AddError(*rerr)
 		return nil
+	}
+	if len(s.seen) >= s.opts.MaxRows {
+		s.err = &Error{Code: EInvalid, Field: "rows", Max: s.opts.MaxRows,
+			Message: fmt.Sprintf("line %d: the file has more than %d valid rows, the most one import takes; split it and import the parts one after another", r.Line, s.opts.MaxRows)}
+		s.wait()
+		return s.err
 	}
 	if first, dup := s.seen[d.Serial]; dup {
 		s.cur.Duplicates++

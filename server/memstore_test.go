@@ -447,6 +447,9 @@ func (m *memStore) Issue(ctx context.Context, a server.Actor, req server.IssueRe
 			e.Outcome == server.OutcomeSuccess && e.Time.After(f.Now.Add(-time.Hour)) {
 			f.OwnerChecked = true
 		}
+		if e.Serial == req.Serial && e.Action == server.ActionContactChange && e.Outcome == server.OutcomeSuccess && e.Time.After(f.ContactChangedAt) {
+			f.ContactChangedAt = e.Time
+		}
 	}
 	m.issueOwnerFacts(&f)
 	f.InWindow = func(scope server.LimitScope, n int) (time.Time, error) {
@@ -536,7 +539,8 @@ func (m *memStore) Audit(ctx context.Context, e server.AuditEvent) error {
 func matches(f server.AuditFilter, e server.AuditEvent) bool {
 	return (f.Serial == "" || e.Serial == f.Serial) && (f.Actor == "" || e.Actor == f.Actor) &&
 		(f.Action == "" || e.Action == f.Action) && (f.Outcome == "" || e.Outcome == f.Outcome) &&
-		(f.From.IsZero() || !e.Time.Before(f.From)) && (f.To.IsZero() || e.Time.Before(f.To))
+		(f.From.IsZero() || !e.Time.Before(f.From)) && (f.To.IsZero() || e.Time.Before(f.To)) &&
+		!(f.HideAuditorReads && e.AuditorRead())
 }
 
 // QueryAudit implements server.Store: newest first, audited.
@@ -630,10 +634,9 @@ func (m *memStore) BeginImport(ctx context.Context, a server.Actor, opts server.
 	return id, nil
 }
 
-// ImportBatch implements server.ImportStore: new devices inserted, equal
-// ones unchanged, differing ones conflicts (or updated with opts.Update,
-// never erasing a contact, never on hold), a batch seen before not applied
-// again.
+// ImportBatch implements server.ImportStore: new devices inserted,
+// registered ones as server.JudgeImportRow decides, a batch seen before
+// not applied again.
 func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	if m.ImportBatchFn != nil {
 		return m.ImportBatchFn(ctx, a, importID, b, check)
@@ -666,21 +669,35 @@ func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID str
 			rep.Inserted++
 			continue
 		}
-		if d.Model == r.Model && d.Firmware == r.Firmware && d.OwnerContact == r.OwnerContact {
+		v := server.JudgeImportRow(server.RegisteredRow{Model: d.Model, Firmware: d.Firmware, OwnerContact: d.OwnerContact, Held: d.Hold != nil},
+			r.Line, r.Model, r.Firmware, r.OwnerContact, imp.opts.Update)
+		switch {
+		case v.Write:
+			d.Model, d.Firmware = r.Model, r.Firmware
+			if r.OwnerContact != "" {
+				d.OwnerContact = r.OwnerContact
+			}
+			rep.Updated++
+			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, r.Serial)
+			e.RequestID, e.Detail = importID, v.Detail
+			m.record(e)
+			if v.ContactChange {
+				e := event(a, server.ActionContactChange, server.OutcomeSuccess, r.Serial)
+				e.RequestID, e.Detail = importID, v.ContactDetail
+				m.record(e)
+			}
+			continue
+		case v.Detail != "":
+			e := event(a, server.ActionImportUpdate, server.OutcomeRefused, r.Serial)
+			e.RequestID, e.Detail = importID, v.Detail
+			m.record(e)
+		}
+		if v.Conflict == "" {
 			rep.Unchanged++
 			continue
 		}
-		if !imp.opts.Update || d.Hold != nil {
-			rep.Conflicts++
-			rep.AddError(server.RowError{Line: r.Line, Serial: r.Serial, Kind: server.RowConflict, Reason: "registered differently"})
-			continue
-		}
-		d.Model, d.Firmware = r.Model, r.Firmware
-		if r.OwnerContact != "" {
-			d.OwnerContact = r.OwnerContact
-		}
-		rep.Updated++
-		m.record(event(a, server.ActionImportUpdate, server.OutcomeSuccess, r.Serial))
+		rep.Conflicts++
+		rep.AddError(server.RowError{Line: r.Line, Serial: r.Serial, Kind: server.RowConflict, Reason: v.Conflict})
 	}
 	e := event(a, server.ActionImportBatch, server.OutcomeSuccess, "")
 	e.RequestID, e.Detail = importID, fmt.Sprintf("seq=%d %s", b.Seq, rep.Summary())

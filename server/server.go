@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -157,11 +158,21 @@ type Limits struct {
 	PerAgent int
 	// PerAgentWindow defaults to one hour.
 	PerAgentWindow time.Duration
+	// DeviceCap is how many issuances one device may get per
+	// PerDeviceWindow at all: not even a supervisor's override passes it.
+	// Never below PerDevice.
+	DeviceCap int
+	// ContactHold is how long after a change of a device's owner contact
+	// only a supervisor (with an override reason) may issue for it.
+	ContactHold time.Duration
 }
 
 // DefaultLimits are the issuance limits a support centre starts with: three
-// codes per device per day, thirty per staff member per hour.
-var DefaultLimits = Limits{PerDevice: 3, PerDeviceWindow: 24 * time.Hour, PerAgent: 30, PerAgentWindow: time.Hour}
+// codes per device per day, thirty per staff member per hour, never more
+// than ten per device per day, and a supervisor for three days after an
+// owner contact changed.
+var DefaultLimits = Limits{PerDevice: 3, PerDeviceWindow: 24 * time.Hour, PerAgent: 30, PerAgentWindow: time.Hour,
+	DeviceCap: 10, ContactHold: 72 * time.Hour}
 
 // WithDefaults returns l with its zero (or negative) fields taken from
 // DefaultLimits.
@@ -178,6 +189,13 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.PerAgentWindow <= 0 {
 		l.PerAgentWindow = d.PerAgentWindow
+	}
+	if l.DeviceCap <= 0 {
+		l.DeviceCap = d.DeviceCap
+	}
+	l.DeviceCap = max(l.DeviceCap, l.PerDevice)
+	if l.ContactHold <= 0 {
+		l.ContactHold = d.ContactHold
 	}
 	return l
 }
@@ -236,6 +254,9 @@ type IssueFacts struct {
 	// OwnerContact is the device's registered owner contact (for e-mail
 	// delivery); never shown.
 	OwnerContact string
+	// ContactChangedAt is when the device's owner contact last changed
+	// after registration (ActionContactChange); zero when it never did.
+	ContactChangedAt time.Time
 	// InWindow returns the issue time of the scope's in-window issuance at
 	// offset n (0 the oldest), for telling when a limit frees up. Read on
 	// demand, inside the same transaction.
@@ -320,11 +341,19 @@ const (
 	// ActionImportUpdate is one registered device overwritten by an import
 	// run with --update.
 	ActionImportUpdate Action = "device.import_update"
-	ActionHold         Action = "device.hold"
-	ActionRelease      Action = "device.release"
-	ActionIssue        Action = "recovery.issue"
+	// ActionContactChange is a registered device's owner contact replaced
+	// by another (its detail has both, masked); issuing for the device
+	// then needs a supervisor for Limits.ContactHold.
+	ActionContactChange Action = "device.contact_change"
+	ActionHold          Action = "device.hold"
+	ActionRelease       Action = "device.release"
+	ActionIssue         Action = "recovery.issue"
 	// ActionIssueReplay is an idempotent retry handed the first answer again.
-	ActionIssueReplay     Action = "recovery.issue_replay"
+	ActionIssueReplay Action = "recovery.issue_replay"
+	// ActionIssueAlert is an alert-worthy issuance or refusal (a burst
+	// over the per-device limit, the absolute cap reached), recorded
+	// besides the act's own event so that auditors filter on it.
+	ActionIssueAlert      Action = "recovery.alert"
 	ActionListIssuances   Action = "recovery.list"
 	ActionAuditQuery      Action = "audit.query"
 	ActionAuditExport     Action = "audit.export"
@@ -386,6 +415,17 @@ type AuditFilter struct {
 	// (newest first ordering on (time, id)).
 	AfterTime time.Time
 	AfterID   int64
+	// HideAuditorReads leaves out the auditors' own reads of the audit
+	// log (AuditEvent.AuditorRead): set by the service for every reader
+	// but an auditor, so that a supervisor never sees who investigates
+	// whom.
+	HideAuditorReads bool
+}
+
+// AuditorRead reports whether e is an auditor's act on the audit log (a
+// query, an export, a verification, or its refusal).
+func (e AuditEvent) AuditorRead() bool {
+	return e.Role == RoleAuditor && strings.HasPrefix(string(e.Action), "audit.")
 }
 
 // Store is the persistence the service needs. server/postgres implements it

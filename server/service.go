@@ -39,6 +39,9 @@ type Service struct {
 	Now func() time.Time
 	// Logger receives operational logs; never a code, a grant or a key.
 	Logger *slog.Logger
+	// ImportMaxRows bounds the valid rows of one import (0 and anything
+	// over MaxImportRows mean MaxImportRows).
+	ImportMaxRows int
 	// AuditLog verifies the tamper-evident audit log (server/audit's Log).
 	// Optional: without it VerifyAudit and AuditCheckpoint are
 	// EPrecondition.
@@ -51,6 +54,9 @@ type Service struct {
 
 	modelsMu sync.Mutex
 	models   map[string]Model
+
+	exportsMu sync.Mutex
+	exports   map[string]int // audit exports streaming now, by subject
 }
 
 // NewService returns a Service with the default limits, the system clock
@@ -169,9 +175,20 @@ func parseError(field string, err error) *Error {
 	return Invalid(field, "%s: %v", field, err)
 }
 
-// checkText validates a free-text field: required or not, length, no
-// control characters.
+// checkText validates a one-line free-text field (a ticket, a reason, a
+// file name): required or not, length, and no character of
+// UnsafeInLine. checkNote is the rule for the multi-line fields.
 func checkText(field, v string, required bool, max int) *Error {
+	return checkFree(field, v, required, max, false)
+}
+
+// checkNote validates a multi-line free-text field (a verification note):
+// as checkText, but newlines and tabs are allowed.
+func checkNote(field, v string, required bool, max int) *Error {
+	return checkFree(field, v, required, max, true)
+}
+
+func checkFree(field, v string, required bool, max int, multiLine bool) *Error {
 	if strings.TrimSpace(v) == "" {
 		if required {
 			return Invalid(field, "%s is required", field)
@@ -181,10 +198,30 @@ func checkText(field, v string, required bool, max int) *Error {
 	if !utf8.ValidString(v) || utf8.RuneCountInString(v) > max {
 		return Invalid(field, "%s: expected at most %d characters of UTF-8 text", field, max)
 	}
-	if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }) {
-		return Invalid(field, "%s: expected text without control characters", field)
+	if i := strings.IndexFunc(v, func(r rune) bool { return UnsafeInLine(r) && !(multiLine && (r == '\n' || r == '\t')) }); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(v[i:])
+		what := "one line of text"
+		if multiLine {
+			what = "text"
+		}
+		return Invalid(field, "%s: expected %s without control characters or bidirectional formatting characters, found %U at byte %d", field, what, r, i)
 	}
 	return nil
+}
+
+// UnsafeInLine reports whether r may not appear in a one-line field
+// (anything shown in one line of a table or a log): a control character
+// (newline, tab, NUL, escape...), a bidirectional formatting character
+// (the right-to-left override reorders what a terminal shows after it), or
+// a line or paragraph separator.
+func UnsafeInLine(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || unicode.In(r, unicode.Zl, unicode.Zp)
+}
+
+// OneLine reports whether s is valid UTF-8 holding no character of
+// UnsafeInLine.
+func OneLine(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, UnsafeInLine)
 }
 
 // bestSerial is the canonical serial in q when q holds a full one, for the

@@ -13,7 +13,9 @@ import (
 
 // The audit log's readers: auditors and supervisors (see permissions).
 // Every read is itself an audit event; a read whose event could not be
-// committed is answered with an error, never with the data.
+// committed is answered with an error, never with the data. Auditors'
+// own reads, with their filters, are for auditors only: a supervisor who
+// reads the log never learns who is looking into them.
 
 // Bounds of the audit reads.
 const (
@@ -49,6 +51,7 @@ func (s *Service) QueryAudit(ctx context.Context, a Actor, f AuditFilter) (event
 	if e := s.checkFilter(&f); e != nil {
 		return nil, false, s.refuse(ctx, a, ev, e)
 	}
+	f.HideAuditorReads = a.Role != RoleAuditor
 	size := f.Limit
 	f.Limit++ // one more than the page tells whether a next page exists
 	events, err = s.Store.QueryAudit(ctx, a, f)
@@ -75,7 +78,41 @@ func (s *Service) ExportAudit(ctx context.Context, a Actor, f AuditFilter, fn fu
 		return s.refuse(ctx, a, ev, e)
 	}
 	f.Limit = 0
+	f.HideAuditorReads = a.Role != RoleAuditor
+	if !s.beginExport(a.Subject) {
+		return s.refuse(ctx, a, ev, &Error{Code: EUnavailable, RetryAfter: s.now().Add(auditSealRetry).UTC(),
+			Message: fmt.Sprintf("you already have %d audit export(s) running, the most one staff member may: finish or cancel it first", MaxExportsPerActor)})
+	}
+	defer s.endExport(a.Subject)
 	return s.Store.ExportAudit(ctx, a, f, fn)
+}
+
+// MaxExportsPerActor is how many audit exports one staff member may have
+// streaming at once. The store bounds them all (postgres.ExportConns).
+const MaxExportsPerActor = 1
+
+// beginExport counts an export by subject in, unless it already has
+// MaxExportsPerActor running.
+func (s *Service) beginExport(subject string) bool {
+	s.exportsMu.Lock()
+	defer s.exportsMu.Unlock()
+	if s.exports == nil {
+		s.exports = map[string]int{}
+	}
+	if s.exports[subject] >= MaxExportsPerActor {
+		return false
+	}
+	s.exports[subject]++
+	return true
+}
+
+// endExport counts an export by subject out.
+func (s *Service) endExport(subject string) {
+	s.exportsMu.Lock()
+	defer s.exportsMu.Unlock()
+	if s.exports[subject]--; s.exports[subject] <= 0 {
+		delete(s.exports, subject)
+	}
 }
 
 func (s *Service) checkFilter(f *AuditFilter) *Error {
@@ -86,8 +123,8 @@ func (s *Service) checkFilter(f *AuditFilter) *Error {
 		}
 		f.Serial = c
 	}
-	if len(f.Actor) > 128 {
-		return Invalid("actor", "actor: expected at most 128 characters")
+	if len(f.Actor) > 128 || !OneLine(f.Actor) {
+		return Invalid("actor", "actor: expected a login name of at most 128 characters, one line of text")
 	}
 	if f.Action != "" && !actionRE.MatchString(string(f.Action)) {
 		return Invalid("action", "action %q: expected a name like %s or %s", f.Action, ActionIssue, ActionLookup)

@@ -69,6 +69,7 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 		return e
 	}
 	opts.KeyGeneration = gen
+	opts.MaxRows = s.ImportMaxRows
 	if opts.BatchSize < 0 || opts.BatchSize > MaxImportBatchSize {
 		return Invalid("options.batch_size", "options.batch_size %d: expected 1 to %d rows (0 for the default, %d)", opts.BatchSize, MaxImportBatchSize, DefaultImportBatchSize)
 	}
@@ -78,8 +79,8 @@ func (s *Service) checkImport(opts *ImportOptions, src *ImportSource) *Error {
 		return Invalid("options.format", "options.format %q: expected %q, %q or empty", clip.Clip(src.Format, 40), importfile.FormatCSV, importfile.FormatJSONLines)
 	}
 	if src.FileName != "" {
-		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil || strings.ContainsAny(src.FileName, "\n\t") {
-			return Invalid("options.file_name", "options.file_name: expected a file name of at most %d characters, without control characters", maxFileNameLen)
+		if e := checkText("options.file_name", src.FileName, false, maxFileNameLen); e != nil {
+			return e
 		}
 		// The base name alone, whichever system the client runs on.
 		src.FileName = src.FileName[strings.LastIndexAny(src.FileName, `/\`)+1:]

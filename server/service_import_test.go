@@ -221,8 +221,10 @@ func TestImportSession(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Without update, the registered contact is not compared: only
+			// the firmware is a conflict.
 			if update && (rep.Updated != 2 || rep.Conflicts != 0 || rep.Inserted != 1) ||
-				!update && (rep.Updated != 0 || rep.Conflicts != 2 || rep.Inserted != 1 || len(rep.Errors) != 2) {
+				!update && (rep.Updated != 0 || rep.Unchanged != 1 || rep.Conflicts != 1 || rep.Inserted != 1 || len(rep.Errors) != 1) {
 				t.Errorf("update=%v: report %s %+v", update, rep.Summary(), rep.Errors)
 			}
 		}
@@ -427,5 +429,54 @@ func TestImportReportErrorsCapped(t *testing.T) {
 	if got := (server.ImportReport{Received: 3, Inserted: 1, Invalid: 2, Batches: 1}).Summary(); got !=
 		"received=3 inserted=1 updated=0 unchanged=0 conflicts=0 duplicates=0 invalid=2 batches=1" {
 		t.Errorf("Summary = %q", got)
+	}
+}
+
+// TestJudgeImportRow: what an import does with a registered row. Nothing a
+// provisioner sees depends on whether the row's contact is the registered
+// one; the audit detail does.
+func TestJudgeImportRow(t *testing.T) {
+	reg := server.RegisteredRow{Model: "WBXHD082S2T", Firmware: "V3.1.0", OwnerContact: "jane@example.com"}
+	held := reg
+	held.Held = true
+	tests := []struct {
+		name            string
+		reg             server.RegisteredRow
+		model, contact  string
+		update          bool
+		write, change   bool
+		conflict, audit string
+	}{
+		{name: "unchanged/right-contact", reg: reg, model: "WBXHD082S2T", contact: "Jane@Example.com"},
+		{name: "unchanged/wrong-contact-audited", reg: reg, model: "WBXHD082S2T", contact: "john@example.com",
+			audit: "owner_contact=changed old=j***@example.com new=j***@example.com not updated"},
+		{name: "unchanged/no-contact-given", reg: reg, model: "WBXHD082S2T"},
+		{name: "conflict/model-whatever-the-contact", reg: reg, model: "WBXHD162S", contact: "john@example.com",
+			conflict: "model WBXHD082S2T is registered, the file says WBXHD162S; not updated", audit: "owner_contact=changed"},
+		{name: "written/right-contact-with-update", reg: reg, model: "WBXHD082S2T", contact: "jane@example.com", update: true,
+			write: true, audit: "owner_contact=same"},
+		{name: "written/wrong-contact-with-update-is-a-change", reg: reg, model: "WBXHD082S2T", contact: "attacker@evil.example", update: true,
+			write: true, change: true, audit: "owner_contact=changed old=j***@example.com new=a***@evil.example"},
+		{name: "written/first-contact-is-a-change", reg: server.RegisteredRow{Model: "WBXHD082S2T", Firmware: "V3.1.0"}, model: "WBXHD082S2T",
+			contact: "jane@example.com", update: true, write: true, change: true, audit: "old=none new=j***@example.com"},
+		{name: "unchanged/update-without-contact-or-difference", reg: reg, model: "WBXHD082S2T", update: true},
+		{name: "conflict/held-right-contact", reg: held, model: "WBXHD082S2T", contact: "jane@example.com", update: true,
+			conflict: "the file gives an owner contact; the device is on hold"},
+		{name: "conflict/held-wrong-contact", reg: held, model: "WBXHD082S2T", contact: "john@example.com", update: true,
+			conflict: "the file gives an owner contact; the device is on hold", audit: "on hold, not updated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := server.JudgeImportRow(tt.reg, 7, tt.model, "V3.1.0", server.NormaliseContact(tt.contact), tt.update)
+			if v.Write != tt.write || v.ContactChange != tt.change || !strings.HasPrefix(v.Conflict, tt.conflict) || (tt.conflict == "") != (v.Conflict == "") {
+				t.Errorf("verdict %+v", v)
+			}
+			if tt.audit == "" && v.Detail != "" && !tt.write || !strings.Contains(v.Detail, tt.audit) {
+				t.Errorf("audit detail %q, want it to hold %q", v.Detail, tt.audit)
+			}
+			if strings.Contains(v.Conflict, "***") {
+				t.Errorf("the provisioner's conflict shows a masked contact: %q", v.Conflict)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -52,13 +53,16 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 
 	lim := s.Limits.WithDefaults()
 	kid, _ := s.Keyring.GrantSigner()
+	var decided AuditEvent
 	iss, err := s.Store.Issue(ctx, a, req, lim, func(f IssueFacts) (IssueDecision, error) {
 		d, err := DecideIssue(f, kid)
 		if err == nil {
 			d = decideOwnerRoute(s.Verify, f, d)
 		}
+		decided = d.Event
 		return d, err
 	})
+	s.alert(ctx, decided, err)
 	if err != nil {
 		return Issued{}, err
 	}
@@ -71,6 +75,30 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	return s.withMail(ctx, out)
 }
 
+// alert raises the alert marks of the committed issue event ev (err is
+// the issue's outcome): a warning in the server log, for the operators'
+// alerting, and an ActionIssueAlert event, for the auditors' queries.
+func (s *Service) alert(ctx context.Context, ev AuditEvent, err error) {
+	var mark string
+	for _, m := range []string{AlertDeviceBurst, AlertDeviceCap} {
+		if strings.Contains(ev.Detail, m) {
+			mark = m
+		}
+	}
+	var se *Error
+	if mark == "" || (err != nil && (!errors.As(err, &se) || se.Reason != ReasonDeviceCap)) {
+		return // nothing to raise, or the act was not committed
+	}
+	s.log().WarnContext(ctx, "issuance alert", "alert", strings.TrimPrefix(mark, "alert="), "serial", ev.Serial,
+		"actor", ev.Actor, "role", ev.Role, "detail", ev.Detail)
+	ev.Action = ActionIssueAlert
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if aerr := s.Store.Audit(actx, ev); aerr != nil {
+		s.log().ErrorContext(ctx, "audit of an issuance alert failed", "serial", ev.Serial, "err", aerr)
+	}
+}
+
 // DecideIssue is the issuing policy, applied to a valid request and the
 // facts the store read for it under its locks; kid is the grant key new
 // issuances are signed with:
@@ -78,7 +106,13 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 //   - a request id a already used returns that issuance again, audited as
 //     a replay, unless it was for another device (EConflict) or the device
 //     has been put on hold since;
+//   - a replay of an issuance that has expired is EPrecondition
+//     (ReasonIssuanceExpired);
 //   - an unknown device is ENotFound, a device on hold EPrecondition;
+//   - at the absolute per-device cap nobody may issue (ReasonDeviceCap);
+//   - within Limits.ContactHold of an owner contact change only a
+//     supervisor giving an override reason may issue
+//     (ReasonContactRecentlyChanged);
 //   - over the per-device or per-agent limit only a supervisor giving an
 //     override reason may issue; anyone else gets ELimit with the time the
 //     limit frees up;
@@ -89,7 +123,7 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 //
 // The only error is a failure to read InWindow; a refusal is a decision.
 func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
-	a, req, lim := f.Actor, f.Request, f.Limits
+	a, req, lim := f.Actor, f.Request, f.Limits.WithDefaults()
 	ev := AuditEvent{Actor: a.Subject, Role: a.Role, ClientAddr: a.ClientAddr, Action: ActionIssue, Outcome: OutcomeRefused,
 		Serial: req.Serial, Ticket: req.Ticket, Method: req.Method, Reason: req.OverrideReason, RequestID: req.RequestID}
 	refuse := func(e *Error, detail string) (IssueDecision, error) {
@@ -107,6 +141,13 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 		if f.Hold != nil {
 			return refuse(onHold(f.Hold), "on_hold replay")
 		}
+		// An expired code is dead on the device; handing it out again
+		// would only put it where it was not meant to be.
+		if !f.Now.Before(f.Existing.ExpiresAt) {
+			return refuse(&Error{Code: EPrecondition, Reason: ReasonIssuanceExpired, Field: "request_id",
+				Message: "the issuance of this request id expired at " + f.Existing.ExpiresAt.UTC().Format(time.RFC3339) +
+					"; issue a new one with a new request id"}, "expired replay")
+		}
 		// Handing the code out again is an act of its own: audited.
 		ev.Action, ev.Outcome, ev.IssuanceID = ActionIssueReplay, OutcomeSuccess, f.Existing.ID
 		ev.Detail = "replay seq=" + strconv.FormatInt(f.Existing.Sequence, 10)
@@ -118,6 +159,33 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 	}
 	if f.Hold != nil {
 		return refuse(onHold(f.Hold), "on_hold")
+	}
+
+	if f.DeviceCount >= lim.DeviceCap {
+		// The absolute cap: no role and no reason passes it.
+		hit := limitHit{LimitPerDevice, f.DeviceCount, lim.DeviceCap, lim.PerDeviceWindow}
+		e := hit.refusal(a.Role)
+		e.Reason = ReasonDeviceCap
+		e.Message = fmt.Sprintf("the device has had %d issuances in %s, its absolute cap; nobody may issue more until the oldest leaves that window", hit.count, hit.window)
+		oldest, err := f.InWindow(hit.scope, hit.count-hit.max)
+		if err != nil {
+			return IssueDecision{}, err
+		}
+		if !oldest.IsZero() {
+			e.RetryAfter = oldest.Add(hit.window).UTC()
+		}
+		return refuse(e, fmt.Sprintf("device_cap count=%d/%d %s", hit.count, hit.max, AlertDeviceCap))
+	}
+	contactDetail := ""
+	if ends := f.ContactChangedAt.Add(lim.ContactHold).UTC(); !f.ContactChangedAt.IsZero() && f.Now.Before(ends) {
+		contactDetail = "contact_changed=" + f.ContactChangedAt.UTC().Format(time.RFC3339)
+		if a.Role != RoleSupervisor || req.OverrideReason == "" {
+			return refuse(&Error{Code: EPermission, Reason: ReasonContactRecentlyChanged, Roles: []Role{RoleSupervisor}, RetryAfter: ends,
+				Message: "the device's owner contact was changed on " + f.ContactChangedAt.UTC().Format(time.DateOnly) +
+					": until " + ends.Format(time.RFC3339) + " only a supervisor may issue for it, with an override reason"},
+				contactDetail)
+		}
+		contactDetail = "override " + contactDetail
 	}
 
 	limitDetail := ""
@@ -137,7 +205,11 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 			return refuse(e, limitDetail)
 		}
 		limitDetail = "override " + limitDetail
+		if hit.scope == LimitPerDevice {
+			limitDetail += " " + AlertDeviceBurst
+		}
 	}
+	limitDetail = joinDetail(limitDetail, contactDetail)
 
 	seq := f.LastSequence + 1
 	if next, wraps := sequenceWraps(seq, f.LastIssuedAt, f.Now); wraps {
@@ -173,6 +245,16 @@ func DecideIssue(f IssueFacts, kid string) (IssueDecision, error) {
 	}
 	return IssueDecision{Event: ev, Issuance: iss}, nil
 }
+
+// The alert marks of an issue event's detail: an act a human should look
+// at soon. Service.Issue logs a warning and records an ActionIssueAlert
+// event for each. Stored: append only.
+const (
+	// AlertDeviceBurst: a device issued over its per-device limit.
+	AlertDeviceBurst = "alert=device_burst"
+	// AlertDeviceCap: a device's absolute cap refused an issuance.
+	AlertDeviceCap = "alert=device_cap"
+)
 
 // onHold is the refusal of a device on hold h.
 func onHold(h *Hold) *Error {
@@ -227,10 +309,11 @@ func sequenceWraps(seq int64, last, now time.Time) (time.Time, bool) {
 	return time.Unix(int64(voicecode.SlotOf(now)+1)*voicecode.SlotSeconds, 0).UTC(), true
 }
 
-// joinDetail joins two parts of an audit detail with a space.
+// joinDetail joins two parts of an audit detail with a space, either of
+// which may be empty.
 func joinDetail(a, b string) string {
-	if b == "" {
-		return a
+	if a == "" || b == "" {
+		return a + b
 	}
 	return a + " " + b
 }
@@ -260,7 +343,7 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 		return e
 	}
 	req.MethodNote = strings.TrimSpace(req.MethodNote)
-	if e := checkText("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
+	if e := checkNote("verification_note", req.MethodNote, req.Method == VerifyOther, maxNoteLen); e != nil {
 		if req.MethodNote == "" {
 			e.Message = "verification_note is required with verification method OTHER: say what was checked"
 		}

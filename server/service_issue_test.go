@@ -31,7 +31,7 @@ func TestDecideIssue(t *testing.T) {
 	t0 := now.Add(-20 * time.Hour)
 	inWindow := []time.Time{t0, t0.Add(time.Hour), t0.Add(2 * time.Hour), t0.Add(3 * time.Hour)}
 	existing := &server.Issuance{ID: "iss-1", RequestID: "req-1", Serial: serialA, Sequence: 4, KeyGeneration: 1,
-		SigningKeyID: "grant-6", IssuedAt: now.Add(-time.Minute), Actor: agentA.Subject}
+		SigningKeyID: "grant-6", IssuedAt: now.Add(-time.Minute), ExpiresAt: now.Add(20 * time.Hour), Actor: agentA.Subject}
 	hold := &server.Hold{Reason: "reported stolen", By: "sue", Since: time.Date(2024, 4, 30, 8, 0, 0, 0, time.UTC)}
 
 	base := func() server.IssueFacts {
@@ -80,6 +80,27 @@ func TestDecideIssue(t *testing.T) {
 			x.Serial = serialB
 			f.Existing = &x
 		}, code: server.EConflict, reason: server.ReasonRequestIDReused, detail: "request_id_reused"},
+		{name: "refused/replay-after-the-issuance-expired", mod: func(f *server.IssueFacts) {
+			x := *existing
+			x.ExpiresAt = now
+			f.Existing = &x
+		}, code: server.EPrecondition, reason: server.ReasonIssuanceExpired, message: "expired", detail: "expired replay"},
+		{name: "refused/absolute-device-cap-even-for-a-supervisor-override", mod: func(f *server.IssueFacts) {
+			f.Actor, f.Request.OverrideReason, f.DeviceCount = supervisor, "customer insists", 10
+		}, code: server.ELimit, reason: server.ReasonDeviceCap, limit: "per-device", retryAfter: inWindow[0].Add(24 * time.Hour),
+			message: "absolute cap", detail: "device_cap count=10/10 alert=device_cap"},
+		{name: "refused/agent-soon-after-a-contact-change", mod: func(f *server.IssueFacts) { f.ContactChangedAt = now.Add(-time.Hour) },
+			code: server.EPermission, reason: server.ReasonContactRecentlyChanged, retryAfter: now.Add(71 * time.Hour),
+			message: "only a supervisor", detail: "contact_changed=2024-05-01T09:02:00Z"},
+		{name: "refused/supervisor-without-a-reason-soon-after-a-contact-change", mod: func(f *server.IssueFacts) {
+			f.Actor, f.ContactChangedAt = supervisor, now.Add(-time.Hour)
+		}, code: server.EPermission, reason: server.ReasonContactRecentlyChanged, retryAfter: now.Add(71 * time.Hour),
+			detail: "contact_changed=2024-05-01T09:02:00Z"},
+		{name: "allowed/supervisor-with-a-reason-soon-after-a-contact-change", mod: func(f *server.IssueFacts) {
+			f.Actor, f.Request.OverrideReason, f.ContactChangedAt = supervisor, "owner called back on the old number", now.Add(-time.Hour)
+		}, detail: "seq=1 override contact_changed=2024-05-01T09:02:00Z", sequence: 1},
+		{name: "allowed/agent-once-the-contact-hold-is-over", mod: func(f *server.IssueFacts) { f.ContactChangedAt = now.Add(-72 * time.Hour) },
+			detail: "seq=1", sequence: 1},
 		{name: "refused/replay-on-hold", mod: func(f *server.IssueFacts) { f.Existing, f.Hold = existing, hold },
 			code: server.EPrecondition, reason: server.ReasonDeviceOnHold, message: "reported stolen", detail: "on_hold replay"},
 		{name: "refused/unknown-device", mod: func(f *server.IssueFacts) { f.Registered, f.KeyGeneration = false, 0 },
@@ -113,7 +134,7 @@ func TestDecideIssue(t *testing.T) {
 			detail: "limit=per-device count=2/2"},
 		{name: "allowed/supervisor-override", mod: func(f *server.IssueFacts) {
 			f.Actor, f.Request.OverrideReason, f.DeviceCount, f.LastSequence = supervisor, "owner on site with invoice", 2, 2
-		}, detail: "seq=3 override limit=per-device count=2/2", sequence: 3},
+		}, detail: "seq=3 override limit=per-device count=2/2 alert=device_burst", sequence: 3},
 		{name: "allowed/supervisor-override-of-the-agent-limit", mod: func(f *server.IssueFacts) {
 			f.Actor, f.Request.OverrideReason, f.AgentCount = supervisor, "storm night", 3
 		}, detail: "seq=1 override limit=per-agent count=3/3", sequence: 1},
@@ -135,7 +156,7 @@ func TestDecideIssue(t *testing.T) {
 		{name: "flagged/override-without-an-owner-check", mod: func(f *server.IssueFacts) {
 			f.Actor, f.Request.OverrideReason, f.DeviceCount, f.LastSequence = supervisor, "owner on site", 2, 2
 			f.Request.Method = server.VerifyOwnerContact
-		}, detail: "seq=3 override limit=per-device count=2/2 owner_check=none", sequence: 3},
+		}, detail: "seq=3 override limit=per-device count=2/2 alert=device_burst owner_check=none", sequence: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -433,8 +454,10 @@ func TestIssue(t *testing.T) {
 		if got.Sequence != 3 || got.OverrideReason != "owner on site with invoice, third reset needed" || got.ActorRole != server.RoleSupervisor {
 			t.Errorf("Issue = %+v", got)
 		}
-		ev := e.store.LastEvent()
-		wantEvent(t, ev, server.ActionIssue, server.OutcomeSuccess, "seq=3 override limit=per-device count=2/2")
+		evs := e.store.Events()
+		ev := evs[len(evs)-2]
+		wantEvent(t, ev, server.ActionIssue, server.OutcomeSuccess, "seq=3 override limit=per-device count=2/2 alert=device_burst")
+		wantEvent(t, evs[len(evs)-1], server.ActionIssueAlert, server.OutcomeSuccess, "seq=3 override limit=per-device count=2/2 alert=device_burst")
 		if ev.Reason != got.OverrideReason {
 			t.Errorf("event reason %q", ev.Reason)
 		}

@@ -74,7 +74,7 @@ func startConsoleE2E(t *testing.T) *consoleE2E {
 	}
 	m := NewMain(io.Discard, io.Discard)
 	if err := m.ParseFlags([]string{"--keyring", kdir, "--database-url", pgtest.NewDatabase(t, "console_e2e"), "--listen", "127.0.0.1:0",
-		"--limit-per-device", "1", "--console-listen", "127.0.0.1:0", "--console-oidc-issuer", cfg.Issuer,
+		"--limit-per-device", "1", "--trust-keyring-staff-issuer", "--console-listen", "127.0.0.1:0", "--console-oidc-issuer", cfg.Issuer,
 		"--console-oidc-client-id", cfg.ClientID, "--console-roles", "hl-agents=agent,hl-supervisors=supervisor,hl-auditors=auditor"}); err != nil {
 		t.Fatal(err)
 	}

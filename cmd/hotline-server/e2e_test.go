@@ -79,7 +79,7 @@ func TestEndToEndThroughTheRealBinaries(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv := exec.CommandContext(ctx, filepath.Join(e.bin, "hotline-server"), "serve", "--listen", "127.0.0.1:0")
+	srv := exec.CommandContext(ctx, filepath.Join(e.bin, "hotline-server"), "serve", "--listen", "127.0.0.1:0", "--trust-keyring-staff-issuer")
 	srv.Env = append(os.Environ(), e.env...)
 	srv.Cancel = func() error { return srv.Process.Signal(os.Interrupt) }
 	stderr, err := srv.StderrPipe()

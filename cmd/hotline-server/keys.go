@@ -37,6 +37,15 @@ func (c *common) openKeyring() (*keyring.Keyring, error) {
 	return keyring.Open(c.keyring)
 }
 
+// openMasterKeys opens the keyring for deriving device keys: a full one,
+// or a factory's master-keys-only folder (keys export-masters).
+func (c *common) openMasterKeys() (*keyring.Keyring, error) {
+	if c.keyring == "" {
+		return nil, errors.New("no keyring: pass --keyring DIR or set HOTLINE_KEYRING (a factory's folder from `hotline-server keys export-masters`)")
+	}
+	return keyring.OpenMasters(c.keyring)
+}
+
 func (c *common) needDatabase() error {
 	if c.databaseURL == "" {
 		return errors.New("no database: pass --database-url or set DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/hotline)")
@@ -57,7 +66,7 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 }
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: hotline-server keys init|device-key|device-keys|jwks|rotate|retire [flags]")
+		fmt.Fprintln(stderr, "usage: hotline-server keys init|device-key|device-keys|export-masters|jwks|rotate|retire|revoke [flags]")
 		return errUsage
 	}
 	var c common
@@ -89,7 +98,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		k, err := c.openKeyring()
+		k, err := c.openMasterKeys()
 		if err != nil {
 			return err
 		}

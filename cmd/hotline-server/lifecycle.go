@@ -29,7 +29,8 @@ import (
 // device keys derived for the factory.
 const batchLog = "device-key-batches.jsonl"
 
-// keysLifecycle runs the key-lifecycle subcommands: device-keys, rotate, retire.
+// keysLifecycle runs the key-lifecycle subcommands: device-keys,
+// export-masters, rotate, retire, revoke, list.
 func keysLifecycle(ctx context.Context, args []string, c *common, fs *flag.FlagSet, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "device-keys":
@@ -65,6 +66,37 @@ func keysLifecycle(ctx context.Context, args []string, c *common, fs *flag.FlagS
 			return err
 		}
 		return retire(ctx, c, *kid, *gen, stdout)
+	case "export-masters":
+		out := fs.String("out", "", "new folder for the factory: the master keys alone")
+		if err := parse(fs, args[1:], stderr); err != nil {
+			return err
+		}
+		if *out == "" {
+			return errors.New("usage: hotline-server keys export-masters --out DIR (a new folder for the flashing station)")
+		}
+		k, err := c.openKeyring()
+		if err != nil {
+			return err
+		}
+		if err := k.ExportMasters(*out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote master generations %v (no signing key) to %s: give the flashing station that folder, for keys device-keys --keyring %s\n", k.Generations(), *out, *out)
+		return nil
+	case "revoke":
+		kid := fs.String("kid", "", "staff signing key to destroy at once, e.g. staff-1")
+		if err := parse(fs, args[1:], stderr); err != nil {
+			return err
+		}
+		k, err := c.openKeyring()
+		if err != nil {
+			return err
+		}
+		if err := k.RevokeStaff(*kid); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s: tokens it signed are refused by every server started (or reloaded) from now on\n", *kid)
+		return nil
 	case "list":
 		if err := parse(fs, args[1:], stderr); err != nil {
 			return err
@@ -83,7 +115,7 @@ func keysLifecycle(ctx context.Context, args []string, c *common, fs *flag.FlagS
 		}
 		return nil
 	}
-	fmt.Fprintf(stderr, "hotline-server keys: unknown command %q: expected init, list, device-key, device-keys, jwks, staff-jwks, rotate, retire\n", args[0])
+	fmt.Fprintf(stderr, "hotline-server keys: unknown command %q: expected init, list, device-key, device-keys, export-masters, jwks, staff-jwks, rotate, retire, revoke\n", args[0])
 	return errUsage
 }
 
@@ -155,7 +187,7 @@ func deviceKeys(ctx context.Context, c *common, serialsPath, outPath string, std
 	if serialsPath == "" || outPath == "" {
 		return errors.New("usage: hotline-server keys device-keys --serials FILE --out FILE")
 	}
-	k, err := c.openKeyring()
+	k, err := c.openMasterKeys()
 	if err != nil {
 		return err
 	}

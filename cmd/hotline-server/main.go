@@ -88,6 +88,8 @@ commands:
   keys jwks                       print the grant-verification JWK set
   keys rotate --purpose P         add a key generation (master, grant, staff, audit)
   keys retire --kid KID           stop publishing an old grant key
+  keys export-masters --out DIR   the master keys alone, for a factory's flashing station
+  keys revoke --kid staff-N       stop trusting a staff-token key at once
   token --subject NAME --role R   print a development staff token
 
 common flags (and environment):

@@ -62,7 +62,7 @@ func (e *rotationEnv) must(args ...string) string {
 func (e *rotationEnv) serve(log io.Writer, flags ...string) (*grpc.ClientConn, func()) {
 	e.t.Helper()
 	m := NewMain(io.Discard, io.Discard)
-	if err := m.ParseFlags(append([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0"}, flags...)); err != nil {
+	if err := m.ParseFlags(append([]string{"--keyring", e.keyring, "--database-url", e.dbURL, "--listen", "127.0.0.1:0", "--trust-keyring-staff-issuer"}, flags...)); err != nil {
 		e.t.Fatal(err)
 	}
 	if log != nil {

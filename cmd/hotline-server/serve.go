@@ -35,9 +35,13 @@ type Main struct {
 	InsecurePlaintext bool
 	// Dev creates a keyring when there is none and prints how to get a token.
 	Dev bool
-	// StaffJWKS is a JWK set file of staff-token issuer keys to trust; empty
-	// trusts the keyring's own development issuer.
+	// StaffJWKS is a JWK set file of staff-token issuer keys to trust.
+	// Empty trusts the keyring's own development issuer, which only Dev or
+	// TrustKeyringStaff allow: whoever holds the keyring then mints staff
+	// tokens of any role.
 	StaffJWKS string
+	// TrustKeyringStaff trusts the keyring's staff issuer outside Dev.
+	TrustKeyringStaff bool
 	// Limits are the issuance limits.
 	Limits server.Limits
 	// ShutdownTimeout bounds the graceful stop before connections are cut.
@@ -108,7 +112,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.TLSKey, "tls-key", os.Getenv("HOTLINE_TLS_KEY"), "TLS private key (PEM) (env HOTLINE_TLS_KEY)")
 	fs.BoolVar(&m.InsecurePlaintext, "insecure-plaintext", os.Getenv("HOTLINE_INSECURE_PLAINTEXT") == "1", "allow plaintext gRPC on a non-loopback address")
 	fs.BoolVar(&m.Dev, "dev", os.Getenv("HOTLINE_DEV") == "1", "development: create a keyring if none and print how to get a token")
-	fs.StringVar(&m.StaffJWKS, "staff-jwks", os.Getenv("HOTLINE_STAFF_JWKS"), "JWK set file of trusted staff-token issuers (default: the keyring's dev issuer)")
+	fs.StringVar(&m.StaffJWKS, "staff-jwks", os.Getenv("HOTLINE_STAFF_JWKS"), "JWK set file of trusted staff-token issuers (env HOTLINE_STAFF_JWKS; required outside --dev)")
+	fs.BoolVar(&m.TrustKeyringStaff, "trust-keyring-staff-issuer", os.Getenv("HOTLINE_TRUST_KEYRING_STAFF") == "1", "without --staff-jwks, trust the keyring's development staff issuer outside --dev (env HOTLINE_TRUST_KEYRING_STAFF=1)")
 	fs.IntVar(&m.Limits.PerDevice, "limit-per-device", envInt("HOTLINE_LIMIT_PER_DEVICE", m.Limits.PerDevice), "issuances per device per 24h before a supervisor is needed")
 	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
@@ -141,7 +146,7 @@ func (m *Main) Run(ctx context.Context) error {
 		KeyringDir: m.Keyring, CreateKeyring: m.Dev, DatabaseURL: m.DatabaseURL,
 		Listen: m.Listen, MetricsListen: m.MetricsListen,
 		TLSCert: m.TLSCert, TLSKey: m.TLSKey, InsecurePlaintext: m.InsecurePlaintext,
-		StaffJWKS: m.StaffJWKS, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
+		StaffJWKS: m.StaffJWKS, TrustKeyringStaff: m.Dev || m.TrustKeyringStaff, DevStaff: m.Dev, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
 		SealEvery: m.SealEvery, KeyringPoll: m.KeyringPoll, Logger: m.Logger,
 	})
 	if err != nil {
@@ -158,7 +163,8 @@ Get a staff token and try it:
   export HOTLINE_ADDR=%s HOTLINE_KEYRING=%s
   export HOTLINE_TOKEN=$(go run ./cmd/hotline-server token --subject alice --role agent)
   go run ./cmd/hotlinectl lookup 'JZ6OES#2017-08-01#3#DVR1101134C08011'
-Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is on).
+Roles: agent, supervisor, auditor, provisioner. grpcurl works too, with the token:
+  grpcurl -H "authorization: Bearer $HOTLINE_TOKEN" -plaintext %[1]s list
 `, m.Addr(), m.Addr(), m.Keyring)
 	}
 	if m.Dev {

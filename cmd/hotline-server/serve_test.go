@@ -69,7 +69,7 @@ func TestServeSpeaksTLSWhenGivenACertificate(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t, dir)
 	m := NewMain(io.Discard, io.Discard)
 	if err := m.ParseFlags([]string{"--keyring", kr, "--database-url", pgtest.NewDatabase(t, "tls"),
-		"--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile}); err != nil {
+		"--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile, "--trust-keyring-staff-issuer"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

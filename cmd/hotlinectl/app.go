@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
@@ -184,12 +183,12 @@ func (a *App) Run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, usage)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "hotlinectl %s: %v\n", name, err)
+		printf(stderr, "hotlinectl %s: %v\n", name, err)
 		return exitUsage
 	}
 	conn, err := a.dial(c.common)
 	if err != nil {
-		fmt.Fprintf(stderr, "hotlinectl: %v\n", err)
+		printf(stderr, "hotlinectl: %v\n", err)
 		return exitUsage
 	}
 	defer conn.Close()
@@ -284,8 +283,6 @@ func fmtTime(t *timestamppb.Timestamp) string {
 	}
 	return t.AsTime().UTC().Format(time.RFC3339)
 }
-
-func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
 func need(pos []string, n int, what string) error {
 	if len(pos) != n {

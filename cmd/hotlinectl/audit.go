@@ -101,7 +101,7 @@ func auditExport(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		n, err := writeJSONLines(w, stream.Recv, func(n int) {
 			if n%exportProgress == 0 {
-				fmt.Fprintf(c.stderr, "exported %d events…\n", n)
+				printf(c.stderr, "exported %d events…\n", n)
 			}
 		})
 		if err != nil {
@@ -122,7 +122,7 @@ func auditExport(fs *flag.FlagSet) func(*cmd, []string) error {
 		if *out != "" {
 			where = *out
 		}
-		fmt.Fprintf(c.stderr, "exported %d events to %s, oldest first\n", n, where)
+		printf(c.stderr, "exported %d events to %s, oldest first\n", n, where)
 		return nil
 	}
 }
@@ -182,7 +182,7 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 		if c.output == "json" {
 			return c.printJSON(resp, nil)
 		}
-		fmt.Fprintf(c.stdout, "audit summary from %s to %s\n\n", fmtTime(resp.GetStartTime()), fmtTime(resp.GetEndTime()))
+		printf(c.stdout, "audit summary from %s to %s\n\n", fmtTime(resp.GetStartTime()), fmtTime(resp.GetEndTime()))
 		w := table(c.stdout)
 		fmt.Fprintln(w, "ISSUANCES PER AGENT PER DAY")
 		if len(resp.GetIssuancesPerAgentDay()) == 0 {
@@ -190,7 +190,7 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 		} else {
 			fmt.Fprintln(w, "  DAY\tAGENT\tISSUED\tOVER A LIMIT")
 			for _, d := range resp.GetIssuancesPerAgentDay() {
-				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\n", d.GetDay(), d.GetActor(), d.GetCount(), d.GetOverrides())
+				w.Printf("  %s\t%s\t%d\t%d\n", d.GetDay(), d.GetActor(), d.GetCount(), d.GetOverrides())
 			}
 		}
 		if err := w.Flush(); err != nil {
@@ -203,7 +203,7 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 		} else {
 			fmt.Fprintln(w, "  SERIAL\tISSUED\tBY AGENTS\tFIRST\tLAST")
 			for _, d := range resp.GetRepeatedDevices() {
-				fmt.Fprintf(w, "  %s\t%d\t%d\t%s\t%s\n", d.GetSerial(), d.GetCount(), d.GetActors(), fmtTime(d.GetFirstTime()), fmtTime(d.GetLastTime()))
+				w.Printf("  %s\t%d\t%d\t%s\t%s\n", d.GetSerial(), d.GetCount(), d.GetActors(), fmtTime(d.GetFirstTime()), fmtTime(d.GetLastTime()))
 			}
 			if resp.GetRepeatedDevicesTruncated() {
 				fmt.Fprintln(w, "  … more devices: narrow the range")
@@ -219,7 +219,7 @@ func auditSummary(fs *flag.FlagSet) func(*cmd, []string) error {
 		} else {
 			fmt.Fprintln(w, "  ACTION\tREASON\tREFUSED\tSTAFF")
 			for _, r := range resp.GetRefusals() {
-				fmt.Fprintf(w, "  %s\t%s\t%d\t%d\n", r.GetAction(), orDash(r.GetReason()), r.GetCount(), r.GetActors())
+				w.Printf("  %s\t%s\t%d\t%d\n", r.GetAction(), orDash(r.GetReason()), r.GetCount(), r.GetActors())
 			}
 		}
 		return w.Flush()
@@ -294,23 +294,23 @@ func auditVerify(fs *flag.FlagSet) func(*cmd, []string) error {
 				fmt.Fprintln(w, "result\tOK: the audit log verified")
 			} else {
 				p := resp.GetFirstProblem()
-				fmt.Fprintf(w, "result\tFAILED: %s\n", p.GetKind())
-				fmt.Fprintf(w, "first bad event\t%s\n", idOrDash(p.GetEventId()))
-				fmt.Fprintf(w, "at seq\t%s\n", idOrDash(p.GetSeq()))
-				fmt.Fprintf(w, "problem\t%s\n", p.GetMessage())
+				w.Printf("result\tFAILED: %s\n", p.GetKind())
+				w.Printf("first bad event\t%s\n", idOrDash(p.GetEventId()))
+				w.Printf("at seq\t%s\n", idOrDash(p.GetSeq()))
+				w.Printf("problem\t%s\n", p.GetMessage())
 			}
-			fmt.Fprintf(w, "events\t%d (%d sealed, %d not sealed yet)\n", resp.GetEvents(), resp.GetSealed(), resp.GetUnsealed())
-			fmt.Fprintf(w, "checkpoints\t%d signed checkpoints verified\n", resp.GetCheckpointsVerified())
+			w.Printf("events\t%d (%d sealed, %d not sealed yet)\n", resp.GetEvents(), resp.GetSealed(), resp.GetUnsealed())
+			w.Printf("checkpoints\t%d signed checkpoints verified\n", resp.GetCheckpointsVerified())
 			switch {
 			case *cpFile == "":
 				fmt.Fprintln(w, "external\tnone given (--checkpoint FILE also detects a rewrite of the whole history)")
 			case resp.GetExternalCheckpointVerified():
-				fmt.Fprintf(w, "external\t%s matches the chain\n", *cpFile)
+				w.Printf("external\t%s matches the chain\n", *cpFile)
 			default:
-				fmt.Fprintf(w, "external\t%s does NOT match the chain\n", *cpFile)
+				w.Printf("external\t%s does NOT match the chain\n", *cpFile)
 			}
-			fmt.Fprintf(w, "head\t%s\n", resp.GetHead())
-			fmt.Fprintf(w, "took\t%d ms\n", resp.GetElapsedMs())
+			w.Printf("head\t%s\n", resp.GetHead())
+			w.Printf("took\t%d ms\n", resp.GetElapsedMs())
 			if err := w.Flush(); err != nil {
 				return err
 			}

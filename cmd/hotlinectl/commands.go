@@ -57,7 +57,7 @@ func devicesAdd(fs *flag.FlagSet) func(*cmd, []string) error {
 		if c.output == "json" {
 			return c.printJSON(resp.GetDevice(), nil)
 		}
-		fmt.Fprintf(c.stdout, "registered %s\n", resp.GetDevice().GetSerial())
+		printf(c.stdout, "registered %s\n", resp.GetDevice().GetSerial())
 		return nil
 	}
 }
@@ -82,18 +82,18 @@ func lookup(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		d := resp.GetDevice()
 		w := table(c.stdout)
-		fmt.Fprintf(w, "serial\t%s\n", d.GetSerial())
-		fmt.Fprintf(w, "device id\t%s\n", d.GetDeviceId())
-		fmt.Fprintf(w, "model\t%s (%s)\n", d.GetModel().GetCode(), d.GetModel().GetDescription())
-		fmt.Fprintf(w, "produced\t%s\n", d.GetProductionDate().AsTime().Format(time.DateOnly))
-		fmt.Fprintf(w, "firmware\t%s\n", orDash(d.GetFirmware()))
-		fmt.Fprintf(w, "owner\t%s\n", orDash(d.GetOwnerContactMasked()))
+		w.Printf("serial\t%s\n", d.GetSerial())
+		w.Printf("device id\t%s\n", d.GetDeviceId())
+		w.Printf("model\t%s (%s)\n", d.GetModel().GetCode(), d.GetModel().GetDescription())
+		w.Printf("produced\t%s\n", d.GetProductionDate().AsTime().Format(time.DateOnly))
+		w.Printf("firmware\t%s\n", orDash(d.GetFirmware()))
+		w.Printf("owner\t%s\n", orDash(d.GetOwnerContactMasked()))
 		if h := d.GetHold(); h != nil {
-			fmt.Fprintf(w, "hold\tON HOLD since %s by %s: %s\n", fmtTime(h.GetSince()), h.GetBy(), h.GetReason())
+			w.Printf("hold\tON HOLD since %s by %s: %s\n", fmtTime(h.GetSince()), h.GetBy(), h.GetReason())
 		} else {
-			fmt.Fprintf(w, "hold\tnone\n")
+			w.Printf("hold\tnone\n")
 		}
-		fmt.Fprintf(w, "recent codes\t%d of %d allowed in the window\n", resp.GetRecentIssuanceCount(), resp.GetPerDeviceLimit())
+		w.Printf("recent codes\t%d of %d allowed in the window\n", resp.GetRecentIssuanceCount(), resp.GetPerDeviceLimit())
 		return w.Flush()
 	}
 }
@@ -193,7 +193,7 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 			rid = newRequestID()
 		}
 		// Said before the call so that a timeout can be retried safely.
-		fmt.Fprintf(c.stderr, "request id %s (to retry safely: --request-id %s)\n", rid, rid)
+		printf(c.stderr, "request id %s (to retry safely: --request-id %s)\n", rid, rid)
 		ctx, cancel := c.ctx()
 		defer cancel()
 		resp, err := hotlinev1.NewRecoveryServiceClient(c.conn).IssueTemporaryPassword(ctx, &hotlinev1.IssueTemporaryPasswordRequest{
@@ -209,20 +209,20 @@ func issue(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		w := table(c.stdout)
 		if m := resp.GetMail(); m != nil {
-			fmt.Fprintf(w, "e-mailed to\t%s (%s; hotlinectl deliveries SERIAL)\n", m.GetToMasked(), mailState(m))
+			w.Printf("e-mailed to\t%s (%s; hotlinectl deliveries SERIAL)\n", m.GetToMasked(), mailState(m))
 		}
 		if resp.GetVoiceCode() == "" {
-			fmt.Fprintf(w, "expires\t%s\n", fmtTime(resp.GetExpiresAt()))
-			fmt.Fprintf(w, "serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
-			fmt.Fprintf(w, "issuance\t%s\n", resp.GetIssuanceId())
+			w.Printf("expires\t%s\n", fmtTime(resp.GetExpiresAt()))
+			w.Printf("serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
+			w.Printf("issuance\t%s\n", resp.GetIssuanceId())
 			return w.Flush()
 		}
-		fmt.Fprintf(w, "voice code\t%s\n", resp.GetVoiceCode())
-		fmt.Fprintf(w, "read as\t%s\n", resp.GetVoiceCodePhonetic())
-		fmt.Fprintf(w, "expires\t%s\n", fmtTime(resp.GetExpiresAt()))
-		fmt.Fprintf(w, "serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
-		fmt.Fprintf(w, "issuance\t%s\n", resp.GetIssuanceId())
-		fmt.Fprintf(w, "grant\t%s\n", resp.GetGrant())
+		w.Printf("voice code\t%s\n", resp.GetVoiceCode())
+		w.Printf("read as\t%s\n", resp.GetVoiceCodePhonetic())
+		w.Printf("expires\t%s\n", fmtTime(resp.GetExpiresAt()))
+		w.Printf("serial\t%s (code #%d)\n", resp.GetSerial(), resp.GetSequence())
+		w.Printf("issuance\t%s\n", resp.GetIssuanceId())
+		w.Printf("grant\t%s\n", resp.GetGrant())
 		return w.Flush()
 	}
 }
@@ -300,14 +300,14 @@ func history(fs *flag.FlagSet) func(*cmd, []string) error {
 		w := table(c.stdout)
 		fmt.Fprintln(w, "SEQ\tISSUED\tEXPIRES\tBY\tTICKET\tVERIFIED BY\tOVERRIDE")
 		for _, i := range resp.GetIssuances() {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s (%s)\t%s\t%s\t%s\n", i.GetSequence(), fmtTime(i.GetIssuedAt()), fmtTime(i.GetExpiresAt()),
+			w.Printf("%d\t%s\t%s\t%s (%s)\t%s\t%s\t%s\n", i.GetSequence(), fmtTime(i.GetIssuedAt()), fmtTime(i.GetExpiresAt()),
 				i.GetActor(), roleName(i.GetActorRole()), i.GetTicket(), methodName(i.GetVerificationMethod()), orDash(i.GetOverrideReason()))
 		}
 		if err := w.Flush(); err != nil {
 			return err
 		}
 		if next != "" {
-			fmt.Fprintf(c.stderr, "more issuances: --page-token %s (or --all)\n", next)
+			printf(c.stderr, "more issuances: --page-token %s (or --all)\n", next)
 		}
 		return nil
 	}
@@ -342,7 +342,7 @@ func holdCmd(hold bool) command {
 				if c.output == "json" {
 					return c.printJSON(resp, nil)
 				}
-				fmt.Fprintf(c.stdout, "on hold since %s: no temporary password will be issued until released\n", fmtTime(resp.GetHold().GetSince()))
+				printf(c.stdout, "on hold since %s: no temporary password will be issued until released\n", fmtTime(resp.GetHold().GetSince()))
 				return nil
 			}
 			resp, err := dc.ReleaseDevice(ctx, &hotlinev1.ReleaseDeviceRequest{Serial: pos[0], Reason: *reason})
@@ -411,14 +411,14 @@ func auditQuery(fs *flag.FlagSet) func(*cmd, []string) error {
 					detail = strings.TrimSpace(detail + " " + kv[0] + "=" + kv[1])
 				}
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(e.GetTime()), e.GetActor(), roleName(e.GetRole()), e.GetAction(),
+			w.Printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(e.GetTime()), e.GetActor(), roleName(e.GetRole()), e.GetAction(),
 				strings.ToLower(strings.TrimPrefix(e.GetOutcome().String(), "OUTCOME_")), orDash(e.GetSerial()), detail)
 		}
 		if err := w.Flush(); err != nil {
 			return err
 		}
 		if all.NextPageToken != "" {
-			fmt.Fprintf(c.stderr, "more events: --page-token %s (or --all)\n", all.NextPageToken)
+			printf(c.stderr, "more events: --page-token %s (or --all)\n", all.NextPageToken)
 		}
 		return nil
 	}

@@ -81,9 +81,9 @@ func (c *cmd) explain(err error) string {
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return fmt.Sprintf("hotlinectl %s: %v", c.name, err) // a local failure: the file, the disk
+		return fmt.Sprintf("hotlinectl %s: %s", c.name, printable(err.Error())) // a local failure: the file, the disk
 	}
-	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, codeWords(st.Code()), st.Message())
+	out := fmt.Sprintf("hotlinectl %s: %s: %s", c.name, codeWords(st.Code()), printable(st.Message()))
 	if hint := c.hint(st, time.Now()); hint != "" {
 		out += "\n  next: " + hint
 	}
@@ -180,6 +180,12 @@ func (c *cmd) hint(st *status.Status, now time.Time) string {
 		return "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
 	case hotlinev1.ErrorReason_ERROR_REASON_SEQUENCE_WRAP:
 		return "this device had many codes in this 10-minute slot: " + retryOr(retry, "retry in a few minutes") + " (with the same --request-id)"
+	case hotlinev1.ErrorReason_ERROR_REASON_CONTACT_RECENTLY_CHANGED:
+		return "the owner contact changed recently: confirm the owner another way and ask a supervisor to issue with --override-reason" + orRetry(retry)
+	case hotlinev1.ErrorReason_ERROR_REASON_DEVICE_CAP:
+		return "no one may issue more codes for this device now, not even a supervisor" + limitUse(md, "this device") + orRetry(retry)
+	case hotlinev1.ErrorReason_ERROR_REASON_ISSUANCE_EXPIRED:
+		return "that issuance has expired: issue a new one without --request-id (a fresh id)"
 	case hotlinev1.ErrorReason_ERROR_REASON_IMPORT_FINISHED:
 		return "that import is finished: run the command again to begin a new one (rows already registered count as unchanged)"
 	case hotlinev1.ErrorReason_ERROR_REASON_IMPORT_NOT_YOURS:

@@ -227,10 +227,10 @@ func (c *cmd) printImport(r *hotlinev1.ImportDevicesResponse) error {
 			if r.GetReceived() == 0 {
 				fmt.Fprintln(c.stdout, "nothing changed: the file has no rows")
 			} else {
-				fmt.Fprintf(c.stdout, "nothing changed: all %d rows already registered\n", r.GetReceived())
+				printf(c.stdout, "nothing changed: all %d rows already registered\n", r.GetReceived())
 			}
 		} else {
-			fmt.Fprintf(c.stdout, "imported %d rows\n", r.GetReceived())
+			printf(c.stdout, "imported %d rows\n", r.GetReceived())
 		}
 		w := table(c.stdout)
 		for _, kv := range []struct {
@@ -238,20 +238,20 @@ func (c *cmd) printImport(r *hotlinev1.ImportDevicesResponse) error {
 			v int64
 		}{{"inserted", r.GetInserted()}, {"updated", r.GetUpdated()}, {"unchanged", r.GetUnchanged()},
 			{"conflicts", r.GetConflicts()}, {"duplicates", r.GetDuplicates()}, {"invalid", r.GetInvalid()}, {"batches", r.GetBatches()}} {
-			fmt.Fprintf(w, "  %s\t%d\n", kv.k, kv.v)
+			w.Printf("  %s\t%d\n", kv.k, kv.v)
 		}
-		fmt.Fprintf(w, "  import\t%s\n", r.GetImportId())
-		fmt.Fprintf(w, "  sha256\t%s\n", r.GetSha256())
+		w.Printf("  import\t%s\n", r.GetImportId())
+		w.Printf("  sha256\t%s\n", r.GetSha256())
 		if err := w.Flush(); err != nil {
 			return err
 		}
 		if refused > 0 {
-			fmt.Fprintf(c.stdout, "\nrows not imported:\n")
+			printf(c.stdout, "\nrows not imported:\n")
 			for _, e := range r.GetErrors() {
-				fmt.Fprintf(c.stdout, "line %d: %s: %s\n", e.GetLine(), orDash(e.GetSerial()), e.GetReason())
+				printf(c.stdout, "line %d: %s: %s\n", e.GetLine(), orDash(e.GetSerial()), e.GetReason())
 			}
 			if n := r.GetErrorsDropped(); n > 0 {
-				fmt.Fprintf(c.stdout, "and %d more, not listed (-o json lists the same; fix these first)\n", n)
+				printf(c.stdout, "and %d more, not listed (-o json lists the same; fix these first)\n", n)
 			}
 		}
 	}

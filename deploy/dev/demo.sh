@@ -31,7 +31,7 @@ mailsink --dir "$work/inbox" >"$work/sink.addr" &
 sink_pid=$!
 for _ in $(seq 100); do [[ -s "$work/sink.addr" ]] && break; sleep 0.1; done
 echo "mail sink on $(cat "$work/sink.addr") (plaintext is allowed to loopback only)"
-hotline-server serve --listen 127.0.0.1:0 --smtp-addr "$(cat "$work/sink.addr")" --smtp-security plain \
+hotline-server serve --listen 127.0.0.1:0 --trust-keyring-staff-issuer --smtp-addr "$(cat "$work/sink.addr")" --smtp-security plain \
 	--mail-from 'DVR Support <support@dvr-vendor.example>' --mail-reply-to help@dvr-vendor.example 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do

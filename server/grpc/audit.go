@@ -130,10 +130,12 @@ func (s auditServer) ExportEvents(r *hotlinev1.ExportEventsRequest, stream grpc.
 		if len(chunk.Events) == 0 {
 			return nil
 		}
-		if err := stream.Send(chunk); err != nil {
+		if err := sendWithin(s.handlers, stream, chunk); err != nil {
 			return err
 		}
-		chunk.Events = chunk.Events[:0]
+		// A new message each time: one that timed out may still be read
+		// by the Send left waiting.
+		chunk = &hotlinev1.ExportEventsResponse{Events: make([]*hotlinev1.AuditEvent, 0, exportChunk)}
 		return nil
 	}
 	err = s.svc.ExportAudit(ctx, a, f, func(e server.AuditEvent) error {

@@ -97,7 +97,20 @@ func serveOn(t *testing.T, svc *server.Service, issuer *server.StaffIssuer, log 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: log})
+	addr := serveConfig(t, grpcserver.Config{Service: svc, Verifier: verifier, Logger: log})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// serveConfig serves a server built from cfg on a loopback port 0 until t
+// ends, and returns its address.
+func serveConfig(t *testing.T, cfg grpcserver.Config) string {
+	t.Helper()
+	srv, err := grpcserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,12 +124,7 @@ func serveOn(t *testing.T, svc *server.Service, issuer *server.StaffIssuer, log 
 		defer cancel()
 		srv.Shutdown(sctx)
 	})
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return l.Addr().String()
 }
 
 // start runs a server with the test audit log (testAuditLog); edits

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -17,6 +18,29 @@ import (
 type handlers struct {
 	svc *server.Service
 	log *slog.Logger
+	// sendTimeout bounds how long one message of a server stream waits
+	// for the client to read it (Limits.SendTimeout).
+	sendTimeout time.Duration
+}
+
+// errSendTimeout ends a server stream whose client stopped reading.
+var errSendTimeout = withReason(codes.DeadlineExceeded,
+	"the client read nothing for too long: the stream was ended (read it as it comes, or narrow the request)", server.ReasonUnavailable)
+
+// sendWithin sends m on a server stream, giving up after h.sendTimeout
+// when the client does not read. The call must then end at once: its
+// return ends the stream, which releases the Send left waiting.
+func sendWithin[T any](h *handlers, stream grpc.ServerStreamingServer[T], m *T) error {
+	done := make(chan error, 1)
+	go func() { done <- stream.Send(m) }()
+	t := time.NewTimer(h.sendTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errSendTimeout
+	}
 }
 
 // actor returns the authenticated caller; the auth interceptor guarantees

@@ -3,11 +3,13 @@ package grpcserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -31,11 +33,41 @@ func actorFrom(ctx context.Context) (server.Actor, bool) {
 	return a, ok
 }
 
-// public reports whether a method needs no staff token: gRPC health and
-// reflection, so that load balancers and grpcurl work.
+// public reports whether a method needs no staff token: gRPC health, so
+// that load balancers and probes work. Reflection needs one (see New).
 func public(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
-		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/")
+}
+
+// deadlines gives every call a server-side deadline: lim.UnaryTimeout for
+// unary calls, lim.StreamTimeout for streams, or the client's own when it
+// is sooner. A call that runs past it is cancelled, its database work
+// with it.
+func deadlines(lim Limits) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	unary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, lim.UnaryTimeout)
+		defer cancel()
+		return h(ctx, req)
+	}
+	// A stream handler may be waiting for the client (Recv) rather than
+	// on its context: at the deadline the call is answered without it, and
+	// ending the call releases the wait.
+	stream := func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		ctx, cancel := context.WithTimeout(ss.Context(), lim.StreamTimeout)
+		defer cancel()
+		w := middleware.WrapServerStream(ss)
+		w.WrappedContext = ctx
+		done := make(chan error, 1)
+		go func() { done <- h(srv, w) }()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return withReason(codes.DeadlineExceeded, fmt.Sprintf("the call ran past the server's deadline of %s for a stream; split the work", lim.StreamTimeout),
+				server.ReasonUnavailable)
+		}
+	}
+	return unary, stream
 }
 
 // authFunc verifies the "authorization: Bearer <token>" metadata and puts
@@ -73,7 +105,7 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 }
 
 // chains returns the unary and stream chains, outermost first.
-func chains(log *slog.Logger, v Verifier, m *metrics) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+func chains(log *slog.Logger, v Verifier, m *metrics, lim Limits) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	// Only the call's end is logged, with method, code and duration;
 	// payloads never are.
 	logOpts := []logging.Option{
@@ -90,15 +122,18 @@ func chains(log *slog.Logger, v Verifier, m *metrics) ([]grpc.UnaryServerInterce
 		return withReason(codes.Internal, internalMessage, server.ReasonInternal)
 	})}
 	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !public(c.FullMethod()) })
+	unaryDeadline, streamDeadline := deadlines(lim)
 	unary := []grpc.UnaryServerInterceptor{
 		m.unary,
 		logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+		unaryDeadline,
 		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFunc(v)), needsAuth),
 		recovery.UnaryServerInterceptor(recoverOpts...),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		m.stream,
 		logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+		streamDeadline,
 		selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFunc(v)), needsAuth),
 		recovery.StreamServerInterceptor(recoverOpts...),
 	}

@@ -13,11 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
@@ -43,17 +46,79 @@ type Config struct {
 	// ServerOptions are added to the gRPC server's, e.g.
 	// grpc.Creds(credentials.NewTLS(cfg)) for a non-loopback listener.
 	ServerOptions []grpc.ServerOption
+	// Limits bound what one client can hold of the server; zero fields
+	// take DefaultLimits'.
+	Limits Limits
+}
+
+// Limits bound calls, streams and connections, so that no client (a
+// staff member's script left running, an export nobody reads) holds the
+// server's resources for long.
+type Limits struct {
+	// UnaryTimeout is the server-side deadline of every unary call (a
+	// client's earlier deadline still applies).
+	UnaryTimeout time.Duration
+	// StreamTimeout is the server-side deadline of every streaming call
+	// (an import, an export).
+	StreamTimeout time.Duration
+	// SendTimeout is how long one message of a server stream may wait for
+	// the client to read: an export whose client stops reading is ended
+	// after it, and its database connection freed.
+	SendTimeout time.Duration
+	// MaxConcurrentStreams bounds the calls in flight on one connection.
+	MaxConcurrentStreams uint32
+	// MaxConnections bounds the connections Serve accepts at once; the
+	// next wait in the listen queue.
+	MaxConnections int
+	// IdleTimeout closes a connection with no call for that long.
+	IdleTimeout time.Duration
+}
+
+// DefaultLimits are the limits of a server whose Config sets none.
+var DefaultLimits = Limits{UnaryTimeout: 30 * time.Second, StreamTimeout: time.Hour, SendTimeout: 30 * time.Second,
+	MaxConcurrentStreams: 64, MaxConnections: 1024, IdleTimeout: 15 * time.Minute}
+
+// withDefaults returns l with its zero fields taken from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.UnaryTimeout <= 0 {
+		l.UnaryTimeout = d.UnaryTimeout
+	}
+	if l.StreamTimeout <= 0 {
+		l.StreamTimeout = d.StreamTimeout
+	}
+	if l.SendTimeout <= 0 {
+		l.SendTimeout = d.SendTimeout
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = d.MaxConnections
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	return l
 }
 
 // Server is a ready-to-serve gRPC server.
 type Server struct {
-	grpc   *grpc.Server
-	health *health.Server
+	grpc     *grpc.Server
+	health   *health.Server
+	maxConns int
 }
 
 // New builds the server: the four hotline.v1 services, health (every
 // service SERVING) and reflection, behind the interceptor chain
-// metrics -> logging -> auth -> panic recovery.
+// metrics -> logging -> deadline -> auth -> panic recovery.
+//
+// Health needs no token (load balancers and probes call it). Reflection
+// needs a staff token of any role: the API's shape is no secret (it is in
+// the repository), but nothing beyond health answers someone who holds no
+// token. grpcurl sends its -H headers with its reflection requests too:
+//
+//	grpcurl -H "authorization: Bearer $HOTLINE_TOKEN" -plaintext 127.0.0.1:7443 list
 func New(cfg Config) (*Server, error) {
 	if cfg.Service == nil || cfg.Verifier == nil {
 		return nil, errors.New("grpcserver: Config.Service and Config.Verifier are required")
@@ -66,18 +131,25 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	unary, stream := chains(log, cfg.Verifier, m)
+	lim := cfg.Limits.withDefaults()
+	unary, stream := chains(log, cfg.Verifier, m, lim)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(1 << 20),
+		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		// Clients may ping to keep a connection through a load balancer,
+		// but not more than once every 30 s, nor with no call open: a
+		// client that does is sent GOAWAY. An idle connection is closed.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: lim.IdleTimeout, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		// Reused handler goroutines: a fresh goroutine per call grows its
 		// stack on every issue (about 6% of the issue path's CPU).
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 	}, cfg.ServerOptions...)
 	gs := grpc.NewServer(opts...)
 
-	h := &handlers{svc: cfg.Service, log: log}
+	h := &handlers{svc: cfg.Service, log: log, sendTimeout: lim.SendTimeout}
 	hotlinev1.RegisterDeviceServiceServer(gs, deviceServer{handlers: h})
 	hotlinev1.RegisterRecoveryServiceServer(gs, recoveryServer{handlers: h})
 	hotlinev1.RegisterAuditServiceServer(gs, auditServer{handlers: h})
@@ -91,11 +163,14 @@ func New(cfg Config) (*Server, error) {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs}, nil
+	return &Server{grpc: gs, health: hs, maxConns: lim.MaxConnections}, nil
 }
 
-// Serve accepts connections on l until Stop or GracefulStop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+// Serve accepts connections on l, at most Limits.MaxConnections at once,
+// until Stop or GracefulStop.
+func (s *Server) Serve(l net.Listener) error {
+	return s.grpc.Serve(netutil.LimitListener(l, s.maxConns))
+}
 
 // GRPC returns the underlying *grpc.Server.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }

@@ -177,8 +177,12 @@ func Init(dir string) (*Keyring, error) {
 	return k, nil
 }
 
-// Open loads the keyring in dir, refusing one that others can read.
-func Open(dir string) (*Keyring, error) {
+// Open loads the keyring in dir, refusing one that others can read, and a
+// factory's master-keys-only folder (ExportMasters): a server needs its
+// signing keys.
+func Open(dir string) (*Keyring, error) { return open(dir, false) }
+
+func open(dir string, mastersOnlyOK bool) (*Keyring, error) {
 	path := filepath.Join(dir, FileName)
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -208,7 +212,8 @@ func Open(dir string) (*Keyring, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("keyring: %s is not a keyring file: %v", path, err)
 	}
-	if f.Type != fileType || f.Version != 1 {
+	mastersOnly := f.Type == mastersFileType && mastersOnlyOK && len(f.Signing) == 0
+	if (f.Type != fileType && !mastersOnly) || f.Version != 1 {
 		return nil, fmt.Errorf("keyring: %s: type %q version %d: expected %q version 1", path, f.Type, f.Version, fileType)
 	}
 	k := &Keyring{dir: dir, now: time.Now}
@@ -243,7 +248,7 @@ func Open(dir string) (*Keyring, error) {
 		return nil, fmt.Errorf("keyring: %s has no master key", path)
 	}
 	for _, p := range []string{PurposeGrant, PurposeStaff, PurposeAudit} {
-		if _, ok := k.current(p); !ok {
+		if _, ok := k.current(p); !ok && !mastersOnly {
 			return nil, fmt.Errorf("keyring: %s has no active %s key", path, p)
 		}
 	}
@@ -281,10 +286,13 @@ func (k *Keyring) addMaster() (MasterKey, error) {
 }
 
 func (k *Keyring) addSigning(purpose string) (SigningKey, error) {
+	// One more than the highest number of purpose so far: a kid is never
+	// reused, not even one revoked (RevokeStaff).
 	n := 1
 	for _, s := range k.signing {
-		if s.Purpose == purpose {
-			n++
+		var m int
+		if _, err := fmt.Sscanf(s.KID, purpose+"-%d", &m); err == nil && s.Purpose == purpose && m >= n {
+			n = m + 1
 		}
 	}
 	seed := make([]byte, ed25519.SeedSize)

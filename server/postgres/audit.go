@@ -97,6 +97,9 @@ func auditWhere(f server.AuditFilter) (where string, args []any, note []string) 
 	if !f.To.IsZero() {
 		add("at < ?", f.To, "to", f.To.UTC().Format(time.RFC3339Nano))
 	}
+	if f.HideAuditorReads {
+		conds = append(conds, "NOT (role = 'auditor' AND action LIKE 'audit.%')")
+	}
 	if !f.AfterTime.IsZero() || f.AfterID != 0 {
 		args = append(args, f.AfterTime, f.AfterID)
 		conds = append(conds, fmt.Sprintf("(at, id) < ($%d, $%d)", len(args)-1, len(args)))
@@ -156,6 +159,10 @@ SELECT %s FROM page ORDER BY at DESC, id DESC`,
 	return out, nil
 }
 
+// exportRetry is when a client refused for want of an export slot is told
+// to try again.
+const exportRetry = 10 * time.Second
+
 // ExportAudit records the export (ActionAuditExport, its detail the
 // filters) and commits it, then calls fn with every event matching f,
 // oldest first by (time, id), as the rows arrive: memory stays constant
@@ -164,11 +171,22 @@ SELECT %s FROM page ORDER BY at DESC, id DESC`,
 // export is on record even when it is cut short (and lists its own record
 // when that matches the filters).
 //
+// At most ExportConns of the pool's connections export at once; an export
+// beyond those is EUnavailable at once, before it is recorded, so that
+// exports left unread never starve the issue path of connections.
+//
 // The export's event is committed on its own rather than in the reading
 // transaction: an export may stream for longer than the sealer's grace
 // period, and an event committed that late would be reported as inserted
 // after the fact.
 func (db *DB) ExportAudit(ctx context.Context, a server.Actor, f server.AuditFilter, fn func(server.AuditEvent) error) error {
+	select {
+	case db.exports <- struct{}{}:
+		defer func() { <-db.exports }()
+	default:
+		return &server.Error{Code: server.EUnavailable, RetryAfter: time.Now().Add(exportRetry).UTC(),
+			Message: fmt.Sprintf("%d audit exports are running, as many as this server runs at once; retry when one has finished", cap(db.exports))}
+	}
 	f.AfterTime, f.AfterID = time.Time{}, 0
 	where, args, note := auditWhere(f)
 	e := event(a, server.ActionAuditExport, server.OutcomeSuccess, "")

@@ -21,11 +21,13 @@ import (
 //  2. runs one merge statement, INSERT ... SELECT ... WHERE NOT EXISTS (a
 //     device with the serial or the device id): the new devices;
 //  3. only when rows were left out, reads those that differ from the
-//     registry and classifies them in Go: a different model, firmware or
-//     owner contact is a conflict (or, with Update, one UPDATE of model,
-//     firmware and owner contact for all of them: never holds, sequence
-//     numbers or key generation, never a device on hold); a device id
-//     registered under another serial is a conflict; the rest unchanged;
+//     registry (with Update, also those that give an owner contact) and
+//     asks server.JudgeImportRow about each: a conflict, unchanged, or
+//     written by one UPDATE of model, firmware and owner contact for all
+//     of them (never holds, sequence numbers or key generation, never a
+//     device on hold), each written device and each contact change
+//     audited; a device id registered under another serial is a
+//     conflict; the rest unchanged;
 //  4. records the batch in device_import_batches and commits.
 //
 // So a batch lands whole or not at all, a re-run of the same file finds
@@ -179,9 +181,11 @@ const optimisticSQL = `INSERT INTO devices (serial, device_id, model, production
 // classifySQL runs only when insertSQL left rows out (a re-import, or a
 // file overlapping the registry). It sees the batch's own inserts, which
 // are identical to their rows, so it returns only the staged rows that
-// differ from the device holding their serial (d) and those whose device
-// id is registered under another serial (o); every other row that was not
-// inserted is unchanged.
+// differ from the device holding their serial (d), those whose device id
+// is registered under another serial (o) and, with $1 (an update), every
+// registered row that gives an owner contact (the caller skips the
+// batch's own inserts among those); every other row that was not inserted
+// is unchanged.
 const classifySQL = `SELECT s.line, s.serial, s.model, s.firmware, s.owner_contact,
 	d.serial IS NOT NULL, COALESCE(d.model, ''), COALESCE(d.firmware, ''), COALESCE(d.owner_contact, ''),
 	d.hold_reason IS NOT NULL, COALESCE(o.serial, '')
@@ -189,6 +193,7 @@ FROM import_stage s
 LEFT JOIN devices d ON d.serial = s.serial
 LEFT JOIN devices o ON d.serial IS NULL AND o.device_id = s.device_id
 WHERE d.serial IS NULL OR (d.model, d.firmware, d.owner_contact) IS DISTINCT FROM (s.model, s.firmware, s.owner_contact)
+	OR ($1::boolean AND s.owner_contact <> '')
 ORDER BY s.line`
 
 // importLock is the transaction-level advisory lock every import batch
@@ -219,11 +224,12 @@ func (s *stageSource) Values() ([]any, error) {
 	return s.vals[:], nil
 }
 
+// conflict is a staged row that was not inserted and may not be
+// unchanged, with what the import does with it.
 type conflict struct {
 	line                    int
 	serial, model, fw, cont string
-	reason                  string
-	held, updatable         bool
+	verdict                 server.ImportVerdict
 }
 
 func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string, rows []server.ImportDevice, keyGen int, update, optimistic bool, rep *server.ImportReport) error {
@@ -267,121 +273,134 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string,
 			return err
 		}
 	}
-	tag, err := tx.Exec(ctx, insertSQL, keyGen)
-	if err != nil {
-		return err
+	inserted := map[string]bool{}
+	if update {
+		// Registered rows that give a contact are all written, so the
+		// batch's own inserts must be told apart from them.
+		r, err := tx.Query(ctx, insertSQL+" RETURNING serial", keyGen)
+		if err != nil {
+			return err
+		}
+		got, err := pgx.CollectRows(r, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, s := range got {
+			inserted[s] = true
+		}
+		rep.Inserted = len(got)
+	} else {
+		tag, err := tx.Exec(ctx, insertSQL, keyGen)
+		if err != nil {
+			return err
+		}
+		rep.Inserted = int(tag.RowsAffected())
 	}
-	rep.Inserted = int(tag.RowsAffected())
-	var conflicts []conflict
+	var judged []conflict
 	if rep.Inserted < len(rows) {
-		res, err := tx.Query(ctx, classifySQL)
+		res, err := tx.Query(ctx, classifySQL, update)
 		if err != nil {
 			return err
 		}
 		for res.Next() {
 			var (
-				c                           conflict
-				found                       bool
-				regModel, regFW, regContact string
-				other                       string
+				c     conflict
+				found bool
+				reg   server.RegisteredRow
+				other string
 			)
-			if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &regModel, &regFW, &regContact, &c.held, &other); err != nil {
+			if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &reg.Model, &reg.Firmware, &reg.OwnerContact, &reg.Held, &other); err != nil {
 				res.Close()
 				return err
 			}
 			switch {
+			case found && inserted[c.serial]:
+				continue
 			case found:
-				c.reason = differences(regModel, regFW, regContact, c.model, c.fw, c.cont)
-				if c.reason == "" { // the same contact, written differently
-					continue
-				}
-				c.updatable = true
+				c.verdict = server.JudgeImportRow(reg, c.line, c.model, c.fw, c.cont, update)
 			case other != "":
-				c.reason = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
+				c.verdict.Conflict = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
 			default:
 				res.Close()
 				return errRaced
 			}
-			conflicts = append(conflicts, c)
+			judged = append(judged, c)
 		}
 		if err := res.Err(); err != nil {
 			return err
 		}
-		rep.Unchanged = len(rows) - rep.Inserted - len(conflicts)
 	}
-
-	updated := map[string]bool{}
-	if update {
-		var s, m, f, o []string
-		for _, c := range conflicts {
-			if c.updatable && !c.held {
-				s, m, f, o = append(s, c.serial), append(m, c.model), append(f, c.fw), append(o, c.cont)
-			}
-		}
-		if len(s) > 0 {
-			ur, err := tx.Query(ctx, updateSQL, s, m, f, o)
-			if err != nil {
-				return err
-			}
-			got, err := pgx.CollectRows(ur, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			for _, s := range got {
-				updated[s] = true
-			}
-		}
+	updated, err := writeUpdates(ctx, tx, judged)
+	if err != nil {
+		return err
 	}
-	for _, c := range conflicts {
-		if updated[c.serial] {
+	for _, c := range judged {
+		v := c.verdict
+		switch {
+		case updated[c.serial]:
 			rep.Updated++
 			// Overwriting a registered device (its owner contact above all)
 			// is audited per device, so that `audit query --serial` shows it.
 			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, c.serial)
-			e.RequestID, e.Detail = importID, fmt.Sprintf("line %d: %.900s", c.line, c.reason)
+			e.RequestID, e.Detail = importID, v.Detail
 			if err := insertEvent(ctx, tx, e); err != nil {
 				return err
 			}
+			if v.ContactChange {
+				e := event(a, server.ActionContactChange, server.OutcomeSuccess, c.serial)
+				e.RequestID, e.Detail = importID, v.ContactDetail
+				if err := insertEvent(ctx, tx, e); err != nil {
+					return err
+				}
+			}
+			continue
+		case v.Write:
+			v.Conflict = "not updated: the device was put on hold meanwhile"
+		}
+		if v.Detail != "" {
+			// A contact that differs and was left alone: for auditors.
+			e := event(a, server.ActionImportUpdate, server.OutcomeRefused, c.serial)
+			e.RequestID, e.Detail = importID, v.Detail
+			if err := insertEvent(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		if v.Conflict == "" {
+			rep.Unchanged++
 			continue
 		}
-		reason := c.reason
-		switch {
-		case !c.updatable:
-		case c.held:
-			reason += "; the device is on hold, so it was not updated (release it first)"
-		case !update:
-			reason += "; not updated (import with update to overwrite)"
-		default:
-			reason += "; not updated: the device was put on hold meanwhile"
-		}
 		rep.Conflicts++
-		rep.AddError(server.RowError{Line: c.line, Serial: c.serial, Kind: server.RowConflict, Reason: reason})
+		rep.AddError(server.RowError{Line: c.line, Serial: c.serial, Kind: server.RowConflict, Reason: v.Conflict})
 	}
+	rep.Unchanged += len(rows) - rep.Inserted - len(judged)
 	return nil
 }
 
-// differences says how a registered device differs from a row, "" when
-// it does not. Contacts compare as CheckOwner does (e-mail case-folded,
-// phone numbers by their digits); the registered one is shown masked.
-func differences(regModel, regFW, regContact, model, fw, contact string) string {
-	var d []string
-	if regModel != model {
-		d = append(d, fmt.Sprintf("model %s is registered, the file says %s", regModel, model))
-	}
-	if regFW != fw {
-		d = append(d, fmt.Sprintf("firmware %q is registered, the file says %q", regFW, fw))
-	}
-	if server.ContactMatchKey(regContact) != server.ContactMatchKey(contact) {
-		switch {
-		case regContact == "":
-			d = append(d, "no owner contact is registered, the file gives one")
-		case contact == "":
-			d = append(d, fmt.Sprintf("owner contact %s is registered, the file gives none", server.MaskContact(regContact)))
-		default:
-			d = append(d, fmt.Sprintf("owner contact %s is registered, the file gives another", server.MaskContact(regContact)))
+// writeUpdates runs updateSQL for the rows judged to be written and
+// returns the serials it wrote (a device put on hold meanwhile is not).
+func writeUpdates(ctx context.Context, tx pgx.Tx, judged []conflict) (map[string]bool, error) {
+	updated := map[string]bool{}
+	var s, m, f, o []string
+	for _, c := range judged {
+		if c.verdict.Write {
+			s, m, f, o = append(s, c.serial), append(m, c.model), append(f, c.fw), append(o, c.cont)
 		}
 	}
-	return strings.Join(d, "; ")
+	if len(s) == 0 {
+		return updated, nil
+	}
+	ur, err := tx.Query(ctx, updateSQL, s, m, f, o)
+	if err != nil {
+		return nil, err
+	}
+	got, err := pgx.CollectRows(ur, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range got {
+		updated[s] = true
+	}
+	return updated, nil
 }
 
 // FinishImport writes import importID's one audit event (ActionImport,

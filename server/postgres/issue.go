@@ -35,7 +35,8 @@ const (
 	// device's previous issuance: issue times follow sequence numbers. The
 	// last column says whether this actor's owner check of this device
 	// succeeded within the hour: an issuance claiming OWNER_CONTACT_MATCHED
-	// without one is flagged for auditors ("owner_check=none").
+	// without one is flagged for auditors ("owner_check=none"). The
+	// last is when the device's owner contact last changed.
 	issueCountsSQL = `WITH t AS (
 			SELECT greatest(clock_timestamp(), (SELECT last_issued_at FROM devices WHERE serial = $1)) AS now
 		)
@@ -49,7 +50,9 @@ const (
 			(SELECT id::text FROM owner_challenges WHERE serial = $1 AND actor = $3 AND verified_at IS NOT NULL
 				AND used_by IS NULL ORDER BY verified_at DESC LIMIT 1),
 			(SELECT max(verified_at) FROM owner_challenges WHERE serial = $1 AND actor = $3 AND verified_at IS NOT NULL
-				AND used_by IS NULL)
+				AND used_by IS NULL),
+			(SELECT at FROM audit_events WHERE serial = $1 AND action = 'device.contact_change' AND outcome = 'success'
+				ORDER BY at DESC, id DESC LIMIT 1)
 		FROM t`
 	// 5. The sequence number.
 	// (Go knows it from the locked read; bench/issue.sql RETURNs it.)
@@ -191,8 +194,8 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 	)
 	devErr := br.QueryRow().Scan(&holdReason, &holdBy, &holdSince, &f.LastSequence, &lastAt, &f.KeyGeneration, &f.OwnerContact)
 	var codeID *string
-	var codeAt *time.Time
-	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked, &f.OwnerMisses, &codeID, &codeAt)
+	var codeAt, contactAt *time.Time
+	cntErr := br.QueryRow().Scan(&f.Now, &f.DeviceCount, &f.AgentCount, &f.OwnerChecked, &f.OwnerMisses, &codeID, &codeAt, &contactAt)
 	if codeID != nil && codeAt != nil {
 		f.OwnerCodeID, f.OwnerCodeVerifiedAt = *codeID, codeAt.UTC()
 	}
@@ -219,6 +222,9 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 	}
 	if lastAt != nil {
 		f.LastIssuedAt = lastAt.UTC()
+	}
+	if contactAt != nil {
+		f.ContactChangedAt = contactAt.UTC()
 	}
 	f.Now = f.Now.UTC()
 	f.InWindow = func(scope server.LimitScope, n int) (time.Time, error) {

@@ -246,7 +246,7 @@ func TestIssue(t *testing.T) {
 			t.Errorf("Issue = %+v", iss)
 		}
 		ev := lastEvent(t, db, s)
-		if ev.Outcome != server.OutcomeSuccess || ev.Reason != req.OverrideReason || ev.Detail != "seq=3 override limit=per-device count=2/2" {
+		if ev.Outcome != server.OutcomeSuccess || ev.Reason != req.OverrideReason || ev.Detail != "seq=3 override limit=per-device count=2/2 alert=device_burst" {
 			t.Errorf("event %+v", ev)
 		}
 	})

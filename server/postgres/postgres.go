@@ -34,7 +34,15 @@ import (
 // one database keep every invariant.
 type DB struct {
 	pool *pgxpool.Pool
+	// exports holds a token per audit export streaming now: at most
+	// cap(exports) of the pool's connections serve long streams, and the
+	// rest are always there for the issue path.
+	exports chan struct{}
 }
+
+// ExportConns is how many of a pool's connections audit exports may hold
+// at once: a quarter, at least one. The others serve everything else.
+func ExportConns(maxConns int32) int { return max(1, int(maxConns)/4) }
 
 var _ server.Store = (*DB)(nil)
 
@@ -59,7 +67,7 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
-	return &DB{pool: pool}, nil
+	return &DB{pool: pool, exports: make(chan struct{}, ExportConns(cfg.MaxConns))}, nil
 }
 
 // Close closes every connection of the pool.

@@ -71,8 +71,13 @@ type Config struct {
 	InsecurePlaintext bool
 	// StaffJWKS is a JWK set file of staff-token issuer keys to trust;
 	// empty trusts the keyring's own development issuer (its staff keys,
-	// reloaded with it).
+	// reloaded with it), which only TrustKeyringStaff allows: whoever holds
+	// the keyring then mints staff tokens of any role.
 	StaffJWKS string
+	// TrustKeyringStaff allows an empty StaffJWKS (development, tests);
+	// DevStaff says it is a development server, so that trusting the
+	// keyring is not warned about.
+	TrustKeyringStaff, DevStaff bool
 	// Limits are the issuance limits.
 	Limits server.Limits
 	// ShutdownTimeout bounds Run's graceful stop before connections are cut.
@@ -257,6 +262,13 @@ func (s *Server) staffVerifier() (grpcserver.Verifier, error) {
 			return nil, fmt.Errorf("staff JWK set: %w", err)
 		}
 		return server.NewStaffVerifierJWKS(b)
+	}
+	if !s.cfg.TrustKeyringStaff {
+		return nil, errors.New("no --staff-jwks: give the JWK set of the staff identity provider (HOTLINE_STAFF_JWKS); " +
+			"trusting the keyring's development staff issuer (anyone holding the keyring mints tokens of any role) needs --dev or --trust-keyring-staff-issuer")
+	}
+	if !s.cfg.DevStaff {
+		s.cfg.Logger.Warn("trusting the keyring's development staff issuer: whoever holds the keyring can mint staff tokens of any role; use --staff-jwks in production")
 	}
 	s.staff = &staffVerifier{}
 	if err := s.staff.load(s.Keyring.Keyring()); err != nil {

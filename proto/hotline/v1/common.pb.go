@@ -327,6 +327,16 @@ const (
 	// owner-email-code method without a verified, unspent code by the same
 	// agent.
 	ErrorReason_ERROR_REASON_OWNER_CODE_NOT_VERIFIED ErrorReason = 29
+	// ERROR_REASON_CONTACT_RECENTLY_CHANGED: the device's owner contact
+	// changed recently; only a supervisor giving an override reason may issue
+	// (metadata "retry_at": when an agent may again).
+	ErrorReason_ERROR_REASON_CONTACT_RECENTLY_CHANGED ErrorReason = 30
+	// ERROR_REASON_DEVICE_CAP: the device's absolute issuance cap is reached;
+	// no override passes it (metadata as ERROR_REASON_LIMIT_PER_DEVICE).
+	ErrorReason_ERROR_REASON_DEVICE_CAP ErrorReason = 31
+	// ERROR_REASON_ISSUANCE_EXPIRED: a retry of an issuance that has expired
+	// since; issue a new one with a new request id.
+	ErrorReason_ERROR_REASON_ISSUANCE_EXPIRED ErrorReason = 32
 )
 
 // Enum value maps for ErrorReason.
@@ -362,6 +372,9 @@ var (
 		27: "ERROR_REASON_NO_OWNER_CODE",
 		28: "ERROR_REASON_OWNER_CODE_MISMATCH",
 		29: "ERROR_REASON_OWNER_CODE_NOT_VERIFIED",
+		30: "ERROR_REASON_CONTACT_RECENTLY_CHANGED",
+		31: "ERROR_REASON_DEVICE_CAP",
+		32: "ERROR_REASON_ISSUANCE_EXPIRED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -394,6 +407,9 @@ var (
 		"ERROR_REASON_NO_OWNER_CODE":            27,
 		"ERROR_REASON_OWNER_CODE_MISMATCH":      28,
 		"ERROR_REASON_OWNER_CODE_NOT_VERIFIED":  29,
+		"ERROR_REASON_CONTACT_RECENTLY_CHANGED": 30,
+		"ERROR_REASON_DEVICE_CAP":               31,
+		"ERROR_REASON_ISSUANCE_EXPIRED":         32,
 	}
 )
 
@@ -447,7 +463,7 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x02*\x9c\b\n" +
+	"\x0fOUTCOME_REFUSED\x10\x02*\x87\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12!\n" +
@@ -479,7 +495,10 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"\x1cERROR_REASON_CODES_PER_AGENT\x10\x1a\x12\x1e\n" +
 	"\x1aERROR_REASON_NO_OWNER_CODE\x10\x1b\x12$\n" +
 	" ERROR_REASON_OWNER_CODE_MISMATCH\x10\x1c\x12(\n" +
-	"$ERROR_REASON_OWNER_CODE_NOT_VERIFIED\x10\x1dB:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"$ERROR_REASON_OWNER_CODE_NOT_VERIFIED\x10\x1d\x12)\n" +
+	"%ERROR_REASON_CONTACT_RECENTLY_CHANGED\x10\x1e\x12\x1b\n" +
+	"\x17ERROR_REASON_DEVICE_CAP\x10\x1f\x12!\n" +
+	"\x1dERROR_REASON_ISSUANCE_EXPIRED\x10 B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_common_proto_rawDescOnce sync.Once

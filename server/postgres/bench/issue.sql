@@ -50,7 +50,10 @@ SELECT t.now AS now,
         AND actor = 'bench-agent-' || :agent AND verified_at IS NOT NULL AND used_by IS NULL
         ORDER BY verified_at DESC LIMIT 1) AS owner_code,
     (SELECT max(verified_at) FROM owner_challenges WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
-        AND actor = 'bench-agent-' || :agent AND verified_at IS NOT NULL AND used_by IS NULL) AS owner_code_at
+        AND actor = 'bench-agent-' || :agent AND verified_at IS NOT NULL AND used_by IS NULL) AS owner_code_at,
+    (SELECT at FROM audit_events WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0')
+        AND action = 'device.contact_change' AND outcome = 'success'
+        ORDER BY at DESC, id DESC LIMIT 1) AS contact_changed_at
 FROM t \gset
 -- 5. The sequence number.
 UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::timestamptz
