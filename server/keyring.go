@@ -24,4 +24,10 @@ type Keyring interface {
 	// GrantJWKS returns the JWK set of every grant-verification key still
 	// trusted: what KeyService publishes and what DVR firmware ships.
 	GrantJWKS() ([]byte, error)
+	// IssuanceMAC returns the 32-byte proof that the service made an
+	// issuance: HMAC-SHA256 over msg (IssuanceMACMessage) under a key
+	// derived from the master key of that generation, the issuance's own.
+	// The database never holds the key, so a row written there by hand
+	// carries no valid proof.
+	IssuanceMAC(generation int, msg []byte) ([]byte, error)
 }

@@ -50,7 +50,16 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	lim := s.Limits.WithDefaults()
 	kid, _ := s.Keyring.GrantSigner()
 	iss, err := s.Store.Issue(ctx, a, req, lim, func(f IssueFacts) (IssueDecision, error) {
-		return DecideIssue(f, kid)
+		if f.Existing != nil {
+			if err := s.checkIssuanceMAC(*f.Existing); err != nil {
+				return refuseUnproven(f, err), nil
+			}
+		}
+		d, err := DecideIssue(f, kid)
+		if err == nil && d.Refusal == nil && !d.Replay {
+			d.Issuance.MAC, err = s.issuanceMAC(d.Issuance)
+		}
+		return d, err
 	})
 	if err != nil {
 		return Issued{}, err
@@ -269,6 +278,9 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 // mint derives the voice code and the grant of a stored issuance. Both are
 // deterministic in the issuance's fields.
 func (s *Service) mint(iss Issuance) (Issued, error) {
+	if err := s.checkIssuanceMAC(iss); err != nil {
+		return Issued{}, err
+	}
 	k, err := s.Keyring.DeviceKey(iss.Serial, iss.KeyGeneration)
 	if err != nil {
 		return Issued{}, fmt.Errorf("device key of generation %d: %w", iss.KeyGeneration, err)

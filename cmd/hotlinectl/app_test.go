@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,6 +42,11 @@ func (k *keyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, error)
 }
 func (k *keyring) GrantSigner() (string, ed25519.PrivateKey)      { return "g1", k.signer }
 func (k *keyring) GrantKey(kid string) (ed25519.PrivateKey, bool) { return k.signer, kid == "g1" }
+func (k *keyring) IssuanceMAC(gen int, msg []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, bytes.Repeat([]byte{byte(gen)}, 32))
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
 func (k *keyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"g1": k.signer.Public().(ed25519.PublicKey)})
 }

@@ -6,9 +6,12 @@ package grpcserver_test
 // fixed key material.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -67,6 +70,11 @@ func (k *testKeyring) DeviceKey(serial string, gen int) (voicecode.DeviceKey, er
 func (k *testKeyring) GrantSigner() (string, ed25519.PrivateKey) { return "grant-test-1", k.signer }
 func (k *testKeyring) GrantKey(kid string) (ed25519.PrivateKey, bool) {
 	return k.signer, kid == "grant-test-1"
+}
+func (k *testKeyring) IssuanceMAC(gen int, msg []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, bytes.Repeat([]byte{byte(gen)}, 32))
+	h.Write(msg)
+	return h.Sum(nil), nil
 }
 func (k *testKeyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"grant-test-1": k.signer.Public().(ed25519.PublicKey)})

@@ -10,7 +10,10 @@ package keyring
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -368,6 +371,29 @@ func (k *Keyring) DeviceKey(serial string, generation int) (voicecode.DeviceKey,
 		}
 	}
 	return voicecode.DeviceKey{}, fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
+}
+
+// issuanceMACInfo is the HKDF info of the issuance MAC key, apart from
+// every device key's ("hotline/device-key/v1" || 0 || serial).
+const issuanceMACInfo = "hotline/issuance-mac/v1"
+
+// IssuanceMAC implements server.Keyring: HMAC-SHA256(K, msg) with
+// K = HKDF-SHA256(master[generation], info "hotline/issuance-mac/v1").
+// The key lives exactly as long as the master key whose device keys the
+// issuances of that generation are minted under.
+func (k *Keyring) IssuanceMAC(generation int, msg []byte) ([]byte, error) {
+	for _, m := range k.masters {
+		if m.Generation == generation {
+			key, err := hkdf.Key(sha256.New, m.Key, nil, issuanceMACInfo, sha256.Size)
+			if err != nil {
+				return nil, fmt.Errorf("keyring: issuance MAC key: %v", err)
+			}
+			h := hmac.New(sha256.New, key)
+			h.Write(msg)
+			return h.Sum(nil), nil
+		}
+	}
+	return nil, fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
 }
 
 // GrantSigner implements server.Keyring.

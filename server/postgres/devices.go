@@ -274,16 +274,20 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 
 // issuanceColumns are what scanIssuance reads.
 const issuanceColumns = `id::text, request_id, serial, sequence, key_generation, signing_kid,
-	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason`
+	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, proof`
 
 func scanIssuance(row pgx.Row) (server.Issuance, error) {
 	var (
 		iss    server.Issuance
 		role   string
 		method int16
+		mac    []byte
 	)
 	err := row.Scan(&iss.ID, &iss.RequestID, &iss.Serial, &iss.Sequence, &iss.KeyGeneration, &iss.SigningKeyID,
-		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason)
+		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason, &mac)
+	if len(mac) == len(iss.MAC) { // NULL (no proof) stays all zero
+		iss.MAC = [server.IssuanceMACSize]byte(mac)
+	}
 	iss.ActorRole, iss.Method = server.Role(role), server.VerificationMethod(method)
 	iss.IssuedAt, iss.ExpiresAt = iss.IssuedAt.UTC(), iss.ExpiresAt.UTC()
 	return iss, err

@@ -50,8 +50,8 @@ const (
 		WHERE serial = $1`
 	// 6. The issuance: the fields the code was made from, never the code.
 	issueInsertSQL = `INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
-			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, proof)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 	// 7. Its audit event: insertEventSQL.
 )
 
@@ -114,7 +114,7 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		b := &pgx.Batch{}
 		b.Queue(issueBumpSQL, iss.Serial, iss.IssuedAt)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
-			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason)
+			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason, iss.MAC[:])
 		b.Queue(insertEventSQL, eventArgs(&d.Event)...)
 		b.Queue("COMMIT")
 		br := tx.SendBatch(ctx, b)
