@@ -59,6 +59,12 @@ type Main struct {
 	ShutdownTimeout time.Duration
 	// SealEvery is how often the audit sealer runs.
 	SealEvery time.Duration
+	// AuditWitness is a folder outside the database where the sealer
+	// publishes every checkpoint (audit.DirWitness); empty publishes none.
+	AuditWitness string
+	// AuditDatabaseURL is the sealer's own login (a member of
+	// hotline_sealer); empty seals through DatabaseURL.
+	AuditDatabaseURL string
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
 
@@ -113,6 +119,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
+	fs.StringVar(&m.AuditWitness, "audit-witness", os.Getenv("HOTLINE_AUDIT_WITNESS"), "folder outside the database where every signed audit checkpoint is appended (env HOTLINE_AUDIT_WITNESS)")
+	fs.StringVar(&m.AuditDatabaseURL, "audit-database-url", os.Getenv("HOTLINE_AUDIT_DATABASE_URL"), "the audit sealer's own PostgreSQL login, a member of "+audit.SealerRole+" (env HOTLINE_AUDIT_DATABASE_URL; default --database-url)")
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -229,9 +237,14 @@ func (m *Main) Run(ctx context.Context) error {
 	svc := server.NewService(m.db, kr)
 	// Verify and checkpoints trust every audit key ever used: the log they
 	// signed does not expire with a rotation.
-	svc.AuditLog = &audit.Log{DB: m.db.Pool(), Trusted: func() map[string]ed25519.PublicKey {
+	trustedAudit := func() map[string]ed25519.PublicKey {
 		return kr.PublicKeys(keyring.PurposeAudit, time.Now(), audit.TrustForever)
-	}}
+	}
+	var witness audit.Witness
+	if m.AuditWitness != "" {
+		witness = audit.DirWitness{Dir: m.AuditWitness}
+	}
+	svc.AuditLog = &audit.Log{DB: m.db.Pool(), Trusted: trustedAudit, Witness: witness}
 	svc.Limits = m.Limits
 	svc.Logger = m.Logger
 
@@ -281,8 +294,17 @@ Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is
 	sealCtx, stopSealer := context.WithCancel(context.Background())
 	defer stopSealer()
 	auditKID, auditKey := kr.AuditSigner()
-	sealer := audit.NewSealer(m.db.Pool(), auditKID, auditKey)
-	sealer.Logger = m.Logger
+	sealDB := audit.DB(m.db.Pool())
+	if m.AuditDatabaseURL != "" {
+		sealPool, err := pgxpool.New(ctx, m.AuditDatabaseURL)
+		if err != nil {
+			return fmt.Errorf("audit database URL: %w", err)
+		}
+		defer sealPool.Close()
+		sealDB = sealPool
+	}
+	sealer := audit.NewSealer(sealDB, auditKID, auditKey)
+	sealer.Logger, sealer.Witness, sealer.Trusted = m.Logger, witness, trustedAudit
 	sealerDone := make(chan struct{})
 	go func() {
 		defer close(sealerDone)
