@@ -83,10 +83,10 @@ type Sealer struct {
 	Trusted func() map[string]ed25519.PublicKey
 
 	mu        sync.Mutex
-	swept     bool       // a full sweep completed
-	seen      Checkpoint // the newest (size, head) this sealer saw committed
-	lastRun   time.Time  // database time of this sealer's last completed run
-	lastSweep time.Time  // database time of its last completed sweep
+	swept     bool        // a full sweep completed
+	seen      Checkpoint  // the newest (size, head) this sealer saw committed
+	lastRun   time.Time   // database time of this sealer's last completed run
+	lastSweep time.Time   // database time of its last completed sweep
 	published *Checkpoint // the witness's last checkpoint, once read
 	reported  string      // the last rewrite recorded as an event
 	future    int64       // the last future-dated event logged
@@ -116,7 +116,7 @@ const (
 		WHERE e.at >= $4 AND e.at <= $3 AND e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT $2`
 	// The first event dated after what the sealer may seal ($1).
-	sealFutureSQL = `SELECT id, at FROM audit_events WHERE at > $1 ORDER BY at, id LIMIT 1`
+	sealFutureSQL    = `SELECT id, at FROM audit_events WHERE at > $1 ORDER BY at, id LIMIT 1`
 	sealRewrittenSQL = `INSERT INTO audit_events (actor, role, action, outcome, detail)
 		VALUES ('` + SealerActor + `', 'system', '` + ActionChainRewritten + `', 'refused', $1)`
 	sealCheckpointSQL = `INSERT INTO audit_checkpoints (size, head, at, kid, signature) VALUES ($1, $2, $3, $4, $5)`
