@@ -90,7 +90,7 @@ func refuseUnproven(f IssueFacts, cause error) IssueDecision {
 		Event: AuditEvent{Actor: a.Subject, Role: a.Role, ClientAddr: a.ClientAddr, Action: ActionIssue, Outcome: OutcomeRefused,
 			Serial: req.Serial, Ticket: req.Ticket, Method: req.Method, Reason: req.OverrideReason, RequestID: req.RequestID,
 			IssuanceID: f.Existing.ID, Detail: fmt.Sprintf("issuance_unproven seq=%d", f.Existing.Sequence)},
-		Refusal: &Error{Code: EConflict, Reason: ReasonConflict, Field: "request_id", Err: cause,
+		Refusal: &Error{Code: EConflict, Reason: ReasonRequestIDReused, Field: "request_id", Err: cause,
 			Message: "the issuance stored under this request id was not made by this service (its proof does not verify): " +
 				"it was reported to the auditors; use a new request id"},
 	}

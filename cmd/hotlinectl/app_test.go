@@ -51,8 +51,9 @@ func (k *keyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"g1": k.signer.Public().(ed25519.PublicKey)})
 }
 
-// serve starts a server and returns its address and a token issuer.
-func serve(t *testing.T) (string, *server.StaffIssuer) {
+// serve starts a server, adjusted by opts, and returns its address and a
+// token issuer.
+func serve(t *testing.T, opts ...func(*server.Service)) (string, *server.StaffIssuer) {
 	t.Helper()
 	db, err := postgres.Open(context.Background(), testURL)
 	if err != nil {
@@ -69,6 +70,9 @@ func serve(t *testing.T) (string, *server.StaffIssuer) {
 	svc.AuditLog = &audit.Log{DB: db.Pool(), Trusted: func() map[string]ed25519.PublicKey {
 		return map[string]ed25519.PublicKey{auditKID: auditKey.Public().(ed25519.PublicKey)}
 	}}
+	for _, o := range opts {
+		o(svc)
+	}
 	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
