@@ -60,6 +60,22 @@ type MasterKey struct {
 	Generation int
 	Created    time.Time
 	Key        Secret
+	// macKey caches the issuance MAC key derived from Key.
+	macKey Secret
+}
+
+// issuanceMACKey returns m's issuance MAC key, deriving and caching it
+// when m has none yet (Open and addMaster call it before the keyring is
+// shared, so it is only read afterwards).
+func (m *MasterKey) issuanceMACKey() (Secret, error) {
+	if m.macKey == nil {
+		key, err := hkdf.Key(sha256.New, m.Key, nil, issuanceMACInfo, sha256.Size)
+		if err != nil {
+			return nil, fmt.Errorf("keyring: issuance MAC key: %v", err)
+		}
+		m.macKey = key
+	}
+	return m.macKey, nil
 }
 
 // SigningKey is an Ed25519 key with its kid and lifecycle.
@@ -218,7 +234,11 @@ func Open(dir string) (*Keyring, error) {
 			return nil, fmt.Errorf("keyring: %s holds master generation %d twice", path, m.Generation)
 		}
 		gens[m.Generation] = true
-		k.masters = append(k.masters, MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)})
+		mk := MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)}
+		if _, err := mk.issuanceMACKey(); err != nil {
+			return nil, err
+		}
+		k.masters = append(k.masters, mk)
 	}
 	sort.Slice(k.masters, func(i, j int) bool { return k.masters[i].Generation < k.masters[j].Generation })
 	for _, s := range f.Signing {
@@ -273,6 +293,9 @@ func (k *Keyring) addMaster() (MasterKey, error) {
 		return MasterKey{}, err
 	}
 	m := MasterKey{Generation: gen, Created: k.now().UTC(), Key: b}
+	if _, err := m.issuanceMACKey(); err != nil {
+		return MasterKey{}, err
+	}
 	k.masters = append(k.masters, m)
 	return m, nil
 }
@@ -382,11 +405,15 @@ const issuanceMACInfo = "hotline/issuance-mac/v1"
 // The key lives exactly as long as the master key whose device keys the
 // issuances of that generation are minted under.
 func (k *Keyring) IssuanceMAC(generation int, msg []byte) ([]byte, error) {
-	for _, m := range k.masters {
-		if m.Generation == generation {
-			key, err := hkdf.Key(sha256.New, m.Key, nil, issuanceMACInfo, sha256.Size)
-			if err != nil {
-				return nil, fmt.Errorf("keyring: issuance MAC key: %v", err)
+	for i := range k.masters {
+		if m := &k.masters[i]; m.Generation == generation {
+			key := m.macKey
+			if key == nil { // a MasterKey built outside Open and Init: derive, never write
+				c := *m
+				var err error
+				if key, err = c.issuanceMACKey(); err != nil {
+					return nil, err
+				}
 			}
 			h := hmac.New(sha256.New, key)
 			h.Write(msg)
