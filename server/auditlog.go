@@ -72,11 +72,11 @@ type AuditCheckpoint struct {
 	KID  string
 }
 
-// AuditProblem is the first thing a verification found wrong.
+// AuditProblem is one thing a verification found wrong.
 type AuditProblem struct {
 	// Kind is server/audit's ProblemKind: "changed", "reordered",
 	// "removed", "inserted", "checkpoint", "unsigned", "truncated",
-	// "rewritten".
+	// "rewritten", "stale", "future", "unaudited".
 	Kind string
 	// Seq is the chain position concerned, EventID the audit event; 0 if none.
 	Seq, EventID int64
@@ -96,6 +96,14 @@ type AuditReport struct {
 	Head string
 	// Problem is the first problem found; nil when the log verified.
 	Problem *AuditProblem
+	// Problems is every problem found (Problem first), at most
+	// server/audit's MaxProblems; ProblemsTruncated is true when there
+	// were more.
+	Problems          []AuditProblem
+	ProblemsTruncated bool
+	// Witnessed is true when the chain continues the last checkpoint
+	// published outside the database (the sealer's witness).
+	Witnessed bool
 	// Elapsed is how long the verification took.
 	Elapsed time.Duration
 }

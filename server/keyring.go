@@ -28,4 +28,10 @@ type Keyring interface {
 	// canonical serial (OwnerCodeDigits digits) under a key derived from
 	// the master key of that generation: the code is never stored.
 	OwnerCode(generation int, codeID, serial string) (string, error)
+	// IssuanceMAC returns the 32-byte proof that the service made an
+	// issuance: HMAC-SHA256 over msg (IssuanceMACMessage) under a key
+	// derived from the master key of that generation, the issuance's own.
+	// The database never holds the key, so a row written there by hand
+	// carries no valid proof.
+	IssuanceMAC(generation int, msg []byte) ([]byte, error)
 }

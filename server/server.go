@@ -315,6 +315,10 @@ type Issuance struct {
 	OverrideReason string
 	// RequestCode is the request code the voice code is bound to, or "".
 	RequestCode string
+	// MAC is the service's proof that it made this issuance (Keyring's
+	// IssuanceMAC over IssuanceMACMessage): no code is derived from an
+	// issuance whose MAC does not verify. All zero when there is none.
+	MAC [IssuanceMACSize]byte
 }
 
 // Outcome is an audit event's result. Stored: append only.

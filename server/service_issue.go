@@ -55,9 +55,17 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	kid, _ := s.Keyring.GrantSigner()
 	var decided AuditEvent
 	iss, err := s.Store.Issue(ctx, a, req, lim, func(f IssueFacts) (IssueDecision, error) {
+		if f.Existing != nil {
+			if err := s.checkIssuanceMAC(*f.Existing); err != nil {
+				return refuseUnproven(f, err), nil
+			}
+		}
 		d, err := DecideIssue(f, kid)
 		if err == nil {
 			d = decideOwnerRoute(s.Verify, f, d)
+		}
+		if err == nil && d.Refusal == nil && !d.Replay {
+			d.Issuance.MAC, err = s.issuanceMAC(d.Issuance)
 		}
 		decided = d.Event
 		return d, err
@@ -370,6 +378,9 @@ func (s *Service) checkIssue(a Actor, req *IssueRequest) *Error {
 // mint derives the voice code and the grant of a stored issuance. Both are
 // deterministic in the issuance's fields.
 func (s *Service) mint(iss Issuance) (Issued, error) {
+	if err := s.checkIssuanceMAC(iss); err != nil {
+		return Issued{}, err
+	}
 	k, err := s.Keyring.DeviceKey(iss.Serial, iss.KeyGeneration)
 	if err != nil {
 		return Issued{}, fmt.Errorf("device key of generation %d: %w", iss.KeyGeneration, err)

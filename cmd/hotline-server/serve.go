@@ -12,6 +12,7 @@ import (
 
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/audit"
 	"github.com/dvrhotline/hotline/server/console"
 	"github.com/dvrhotline/hotline/server/mail"
 	"github.com/dvrhotline/hotline/server/postgres"
@@ -51,6 +52,12 @@ type Main struct {
 	// KeyringPoll is how often the keyring file is checked for a change
 	// (a rotation) to reload; 0 reloads only on SIGHUP.
 	KeyringPoll time.Duration
+	// AuditWitness is a folder outside the database where the sealer
+	// publishes every checkpoint (audit.DirWitness); empty publishes none.
+	AuditWitness string
+	// AuditDatabaseURL is the sealer's own login (a member of
+	// hotline_sealer); empty seals through DatabaseURL.
+	AuditDatabaseURL string
 	// Logger is the structured log (JSON on stderr by default).
 	Logger *slog.Logger
 	// Console configures the support console; an empty Console.Listen
@@ -121,6 +128,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.KeyringPoll, "keyring-poll", m.KeyringPoll, "how often the keyring file is checked for a rotation to load; 0: only on SIGHUP (env HOTLINE_KEYRING_POLL)")
 	m.Console.RegisterFlags(fs)
 	m.Mail.RegisterFlags(fs)
+	fs.StringVar(&m.AuditWitness, "audit-witness", os.Getenv("HOTLINE_AUDIT_WITNESS"), "folder outside the database where every signed audit checkpoint is appended (env HOTLINE_AUDIT_WITNESS)")
+	fs.StringVar(&m.AuditDatabaseURL, "audit-database-url", os.Getenv("HOTLINE_AUDIT_DATABASE_URL"), "the audit sealer's own PostgreSQL login, a member of "+audit.SealerRole+" (env HOTLINE_AUDIT_DATABASE_URL; default --database-url)")
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
@@ -147,7 +156,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Listen: m.Listen, MetricsListen: m.MetricsListen,
 		TLSCert: m.TLSCert, TLSKey: m.TLSKey, InsecurePlaintext: m.InsecurePlaintext,
 		StaffJWKS: m.StaffJWKS, TrustKeyringStaff: m.Dev || m.TrustKeyringStaff, DevStaff: m.Dev, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
-		SealEvery: m.SealEvery, KeyringPoll: m.KeyringPoll, Logger: m.Logger,
+		SealEvery: m.SealEvery, AuditWitness: m.AuditWitness, AuditDatabaseURL: m.AuditDatabaseURL, KeyringPoll: m.KeyringPoll, Logger: m.Logger,
 	})
 	if err != nil {
 		return err

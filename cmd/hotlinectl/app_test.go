@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	hkeyring "github.com/dvrhotline/hotline/server/keyring"
@@ -44,12 +46,18 @@ func (k *keyring) GrantKey(kid string) (ed25519.PrivateKey, bool) { return k.sig
 func (k *keyring) OwnerCode(gen int, id, serial string) (string, error) {
 	return hkeyring.DeriveOwnerCode(bytes.Repeat([]byte{byte(gen)}, 32), id, serial)
 }
+func (k *keyring) IssuanceMAC(gen int, msg []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, bytes.Repeat([]byte{byte(gen)}, 32))
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
 func (k *keyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"g1": k.signer.Public().(ed25519.PublicKey)})
 }
 
-// serve starts a server and returns its address and a token issuer.
-func serve(t *testing.T) (string, *server.StaffIssuer) {
+// serve starts a server, adjusted by opts, and returns its address and a
+// token issuer.
+func serve(t *testing.T, opts ...func(*server.Service)) (string, *server.StaffIssuer) {
 	t.Helper()
 	db, err := postgres.Open(context.Background(), testURL)
 	if err != nil {
@@ -66,6 +74,9 @@ func serve(t *testing.T) (string, *server.StaffIssuer) {
 	svc.AuditLog = &audit.Log{DB: db.Pool(), Trusted: func() map[string]ed25519.PublicKey {
 		return map[string]ed25519.PublicKey{auditKID: auditKey.Public().(ed25519.PublicKey)}
 	}}
+	for _, o := range opts {
+		o(svc)
+	}
 	srv, err := grpcserver.New(grpcserver.Config{Service: svc, Verifier: verifier, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

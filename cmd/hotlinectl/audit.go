@@ -298,6 +298,15 @@ func auditVerify(fs *flag.FlagSet) func(*cmd, []string) error {
 				w.Printf("first bad event\t%s\n", idOrDash(p.GetEventId()))
 				w.Printf("at seq\t%s\n", idOrDash(p.GetSeq()))
 				w.Printf("problem\t%s\n", p.GetMessage())
+				for _, p := range resp.GetProblems()[min(1, len(resp.GetProblems())):] {
+					w.Printf("also\t%s%s: %s\n", p.GetKind(), problemWhere(p), p.GetMessage())
+				}
+				if resp.GetProblemsTruncated() {
+					w.Printf("also\tmore problems than the %d shown\n", len(resp.GetProblems()))
+				}
+			}
+			if resp.GetWitnessCheckpointVerified() {
+				fmt.Fprintln(w, "witness\tthe chain continues the last checkpoint published outside the database")
 			}
 			w.Printf("events\t%d (%d sealed, %d not sealed yet)\n", resp.GetEvents(), resp.GetSealed(), resp.GetUnsealed())
 			w.Printf("checkpoints\t%d signed checkpoints verified\n", resp.GetCheckpointsVerified())
@@ -320,6 +329,21 @@ func auditVerify(fs *flag.FlagSet) func(*cmd, []string) error {
 		}
 		return nil
 	}
+}
+
+// problemWhere is " (event N, seq M)" for what p names.
+func problemWhere(p *hotlinev1.VerifyProblem) string {
+	var parts []string
+	if p.GetEventId() != 0 {
+		parts = append(parts, fmt.Sprintf("event %d", p.GetEventId()))
+	}
+	if p.GetSeq() != 0 {
+		parts = append(parts, fmt.Sprintf("seq %d", p.GetSeq()))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func idOrDash(n int64) string {

@@ -24,6 +24,21 @@
 // checkpoints to audit_checkpoints, all three insert-only (migration
 // 00002): a trigger refuses every UPDATE, DELETE and TRUNCATE for every
 // role, and the service role has no UPDATE, DELETE or TRUNCATE grant.
+// Only the sealer's role (SealerRole, migration 00010) inserts seals and
+// checkpoints, and no role but the owner gives an event its time: the
+// column's DEFAULT, the database's clock, always applies.
+//
+// # The witness
+//
+// The sealer appends every checkpoint it signs to a Witness outside the
+// database (DirWitness: a JSON-lines file in a folder the database's
+// owner cannot write, hotline-server serve --audit-witness), and before
+// every batch checks that the chain still continues the witness's last
+// checkpoint. A chain that does not (events deleted with their seals and
+// checkpoints, a history re-sealed) is never extended: the sealer records
+// an ActionChainRewritten event and signs nothing more, whether it was
+// running when it happened or was started afterwards; Verify, given the
+// witness (Log.Witness), reports the truncation or the rewrite.
 //
 // # What it detects, and against whom
 //
@@ -43,12 +58,30 @@
 //   - unsigned: seals that no signed checkpoint covers (the sealer signs a
 //     checkpoint in the same transaction as every batch);
 //   - truncated / rewritten: the chain is shorter than, or differs at the
-//     size of, a checkpoint held outside the database.
+//     size of, a checkpoint held outside the database (given to verify, or
+//     the witness's last);
+//   - future: an event dated after the database's clock, or after the
+//     checkpoint that sealed it: its time was forged (the sealer leaves
+//     such an event unsealed until its time, so it never makes a genuine
+//     later event look inserted);
+//   - unaudited: an issuance without the recovery.issue success event of
+//     the same id, serial, actor and sequence: it was written outside the
+//     service (which also refuses to derive a code from it: its proof,
+//     server.IssuanceMACMessage, does not verify);
+//   - stale: events wait for a seal longer than the grace period (no
+//     sealer is running).
+//
+// Verify reports every problem it finds, in the order found, up to
+// MaxProblems: one problem does not hide another.
 //
 // An owner who drops every seal and checkpoint, rewrites events and lets
 // the sealer re-seal the forged history gets a chain that verifies
-// against the database alone; only a checkpoint kept elsewhere (hotlinectl
-// audit checkpoint, stored with the auditors) catches it. An event inserted
+// against the database alone; only a checkpoint kept elsewhere (the
+// witness, or hotlinectl audit checkpoint stored with the auditors)
+// catches it, and a sealer with a witness refuses to do the re-sealing.
+// Events committed after the witness's last checkpoint and before the
+// next one is published (one sealing batch) are protected by the
+// database alone. An event inserted
 // with the current time is indistinguishable from one the service wrote:
 // the log proves what was in it when it was sealed, not that the writer
 // was honest.

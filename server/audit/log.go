@@ -32,6 +32,9 @@ type Log struct {
 	Trusted func() map[string]ed25519.PublicKey
 	// Grace is Verify's grace period (DefaultGrace if 0).
 	Grace time.Duration
+	// Witness, when set, is where the sealer publishes its checkpoints:
+	// Verify also checks the chain against its last one.
+	Witness Witness
 }
 
 // TrustForever is the grace after retirement to give the keyring's
@@ -66,6 +69,15 @@ func (l *Log) Verify(ctx context.Context, external []byte) (server.AuditReport, 
 	if l.Grace > 0 {
 		opts = append(opts, WithGrace(l.Grace))
 	}
+	if l.Witness != nil {
+		w, ok, err := l.Witness.Last(ctx, trusted)
+		if err != nil {
+			return server.AuditReport{}, err
+		}
+		if ok {
+			opts = append(opts, WithPublished(w))
+		}
+	}
 	r, err := Verify(ctx, l.DB, trusted, ext, opts...)
 	if err != nil {
 		return server.AuditReport{}, err
@@ -73,9 +85,13 @@ func (l *Log) Verify(ctx context.Context, external []byte) (server.AuditReport, 
 	out := server.AuditReport{
 		Events: r.Events, Sealed: r.Sealed, Unsealed: r.Unsealed, Checkpoints: int64(r.Checkpoints),
 		External: r.External, Head: r.Head.String(), Elapsed: r.Elapsed,
+		ProblemsTruncated: r.Truncated, Witnessed: r.Published,
 	}
-	if p := r.FirstProblem; p != nil {
-		out.Problem = &server.AuditProblem{Kind: string(p.Kind), Seq: p.Seq, EventID: p.EventID, Message: p.Message}
+	for _, p := range r.Problems {
+		out.Problems = append(out.Problems, server.AuditProblem{Kind: string(p.Kind), Seq: p.Seq, EventID: p.EventID, Message: p.Message})
+	}
+	if len(out.Problems) > 0 {
+		out.Problem = &out.Problems[0]
 	}
 	return out, nil
 }

@@ -25,6 +25,17 @@ import (
 // CREATE ROLE hotline_service NOLOGIN before the first migrate.
 const ServiceRole = "hotline_service"
 
+// SealerRole is the database role the sealer writes seals and checkpoints
+// as (migration 00010): the only role besides the owner that may insert
+// them. The sealer runs SET LOCAL ROLE hotline_sealer in each of its
+// transactions, so its login must be a member; give it a login of its own
+// (hotline-server serve --audit-database-url), and the service's login
+// cannot write a seal:
+//
+//	CREATE ROLE hotline_seal LOGIN PASSWORD '…' NOINHERIT;
+//	GRANT hotline_sealer TO hotline_seal;
+const SealerRole = "hotline_sealer"
+
 // SetRoleSQL switches a connection to ServiceRole.
 const SetRoleSQL = "SET ROLE " + ServiceRole
 
@@ -47,15 +58,25 @@ type Querier interface {
 // auditTables are the insert-only tables.
 var auditTables = []string{"audit_events", "audit_seals", "audit_checkpoints"}
 
-// checkRoleSQL lists the forbidden privileges current_user holds on the
-// audit tables. An owner or a superuser holds them all.
-const checkRoleSQL = `SELECT current_user::text, coalesce(string_agg(p || ' on ' || t, ', ' ORDER BY t, p), '')
-FROM unnest($1::text[]) AS t, unnest(array['UPDATE', 'DELETE', 'TRUNCATE']) AS p
-WHERE has_table_privilege(current_user, t, p)`
+// checkRoleSQL lists the forbidden privileges current_user holds: any
+// change of an audit table, writing a seal or a checkpoint (the sealer's
+// alone), or giving an event its time. An owner or a superuser holds them
+// all.
+const checkRoleSQL = `SELECT current_user::text, coalesce(string_agg(p, ', ' ORDER BY p), '') FROM (
+	SELECT p || ' on ' || t AS p
+	FROM unnest($1::text[]) AS t, unnest(array['UPDATE', 'DELETE', 'TRUNCATE']) AS p
+	WHERE has_table_privilege(current_user, t, p)
+	UNION ALL
+	SELECT 'INSERT on ' || t FROM unnest(array['audit_seals', 'audit_checkpoints']) AS t
+	WHERE has_table_privilege(current_user, t, 'INSERT')
+	UNION ALL
+	SELECT 'INSERT of audit_events.at' WHERE has_column_privilege(current_user, 'audit_events', 'at', 'INSERT')
+) forbidden`
 
 // CheckServiceRole returns an error when the role q runs as (current_user)
-// may UPDATE, DELETE or TRUNCATE any audit table: the server refuses to
-// start then, since its role could erase the evidence.
+// may UPDATE, DELETE or TRUNCATE any audit table, write seals or
+// checkpoints, or date an event itself: the server refuses to start then,
+// since its role could erase or forge the evidence.
 func CheckServiceRole(ctx context.Context, q Querier) error {
 	var user, held string
 	if err := q.QueryRow(ctx, checkRoleSQL, auditTables).Scan(&user, &held); err != nil {

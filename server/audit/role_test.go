@@ -17,7 +17,7 @@ import (
 )
 
 // TestServiceRoleCannotModifyTheLog: as hotline_service the server can
-// append and read events, seals and checkpoints, and cannot UPDATE,
+// append and read events and read seals and checkpoints, and cannot UPDATE,
 // DELETE or TRUNCATE any of them; CheckServiceRole passes for it and
 // fails for the owner. Even the owner meets the trigger.
 func TestServiceRoleCannotModifyTheLog(t *testing.T) {

@@ -33,9 +33,27 @@ const DefaultBatch = 5000
 const DefaultGrace = 5 * time.Minute
 
 // ErrRewritten is returned by the sealer when the chain in the database is
-// not an extension of a head it saw before: someone removed or replaced
-// seals. The sealer then refuses to sign anything.
+// not an extension of a head it saw before or of the witness's last
+// checkpoint: someone removed or replaced seals. The sealer then refuses
+// to sign anything, and records what it found as an ActionChainRewritten
+// event.
 var ErrRewritten = errors.New("audit: the sealed chain was rewritten")
+
+// ActionChainRewritten is the audit event the sealer writes when it finds
+// the chain rewritten (actor SealerActor, outcome refused, the detail says
+// what it found). It stays unsealed: the sealer extends no rewritten
+// chain.
+const ActionChainRewritten = "audit.chain_rewritten"
+
+// SealerActor is the actor of the events the sealer writes itself.
+const SealerActor = "hotline-sealer"
+
+// MaxClockSkew is how far after the sealer's clock an event's time may be
+// and still be sealed: events take their time from the database's clock
+// (migration 00010), so one dated later was given a forged time, and the
+// sealer leaves it unsealed until its time comes (Verify reports it
+// meanwhile as ProblemFuture).
+const MaxClockSkew = time.Minute
 
 // Sealer links committed audit events into the hash chain and signs a
 // checkpoint of every new head. Run one in every replica: an advisory lock
@@ -56,12 +74,22 @@ type Sealer struct {
 	Lookback time.Duration
 	// Logger receives Run's errors (slog.Default() if nil).
 	Logger *slog.Logger
+	// Witness, when set, receives every checkpoint the sealer signs, and
+	// the sealer refuses to extend a chain that does not continue its last
+	// one.
+	Witness Witness
+	// Trusted returns the audit public keys a witness's checkpoint may be
+	// signed with (retired ones included); nil trusts the sealer's own key.
+	Trusted func() map[string]ed25519.PublicKey
 
 	mu        sync.Mutex
-	swept     bool       // a full sweep completed
-	seen      Checkpoint // the newest (size, head) this sealer saw committed
-	lastRun   time.Time  // database time of this sealer's last completed run
-	lastSweep time.Time  // database time of its last completed sweep
+	swept     bool        // a full sweep completed
+	seen      Checkpoint  // the newest (size, head) this sealer saw committed
+	lastRun   time.Time   // database time of this sealer's last completed run
+	lastSweep time.Time   // database time of its last completed sweep
+	published *Checkpoint // the witness's last checkpoint, once read
+	reported  string      // the last rewrite recorded as an event
+	future    int64       // the last future-dated event logged
 }
 
 // NewSealer returns a sealer over db signing with the audit key (kid, key),
@@ -72,6 +100,7 @@ func NewSealer(db DB, kid string, key ed25519.PrivateKey) *Sealer {
 
 // The sealer's statements.
 const (
+	sealRoleSQL = `SET LOCAL ROLE ` + SealerRole
 	sealLockSQL = `SELECT pg_try_advisory_xact_lock($1), now()`
 	sealHeadSQL = `SELECT s.seq, s.hash, c.size, c.head
 		FROM (SELECT seq, hash FROM audit_seals ORDER BY seq DESC LIMIT 1) s
@@ -81,11 +110,15 @@ const (
 	// the last Lookback (audit_events_at index). Both are planned with their
 	// parameters (an unnamed statement, QueryExecModeDescribeExec) so the right index is chosen.
 	sealSweepSQL = `SELECT ` + eventColumns + ` FROM audit_events e
-		WHERE e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		WHERE e.id > $1 AND e.at <= $3 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT $2`
 	sealWindowSQL = `SELECT ` + eventColumns + ` FROM audit_events e
-		WHERE e.at >= $3 AND e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		WHERE e.at >= $4 AND e.at <= $3 AND e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT $2`
+	// The first event dated after what the sealer may seal ($1).
+	sealFutureSQL    = `SELECT id, at FROM audit_events WHERE at > $1 ORDER BY at, id LIMIT 1`
+	sealRewrittenSQL = `INSERT INTO audit_events (actor, role, action, outcome, detail)
+		VALUES ('` + SealerActor + `', 'system', '` + ActionChainRewritten + `', 'refused', $1)`
 	sealCheckpointSQL = `INSERT INTO audit_checkpoints (size, head, at, kid, signature) VALUES ($1, $2, $3, $4, $5)`
 )
 
@@ -135,6 +168,9 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		locked bool
 		now    time.Time
 	)
+	if _, err := tx.Exec(ctx, sealRoleSQL); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: %s (is the login a member of %s?): %w", sealRoleSQL, SealerRole, err)
+	}
 	if err := tx.QueryRow(ctx, sealLockSQL, SealerLockKey).Scan(&locked, &now); err != nil {
 		return 0, false, fmt.Errorf("audit: seal: lock: %w", err)
 	}
@@ -163,7 +199,7 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	switch {
 	case size == 0 && cpSize == nil:
 	case cpSize == nil || *cpSize != size || Hash(cpHd) != head:
-		return 0, false, fmt.Errorf("%w: the newest seal (seq %d) is not the newest checkpoint's head; run verify", ErrRewritten, size)
+		return 0, false, s.rewritten(ctx, "the newest seal (seq %d) is not the newest checkpoint's head", size)
 	}
 	if s.seen.Size > 0 {
 		var h []byte
@@ -172,9 +208,14 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 			return 0, false, fmt.Errorf("audit: seal: %w", err)
 		}
 		if len(h) != len(Hash{}) || Hash(h) != s.seen.Head {
-			return 0, false, fmt.Errorf("%w: seal %d no longer has the head %s this sealer saw; run verify", ErrRewritten, s.seen.Size, s.seen.Head)
+			return 0, false, s.rewritten(ctx, "seal %d no longer has the head %s this sealer saw", s.seen.Size, s.seen.Head)
 		}
 	}
+	if err := s.continuesWitness(ctx, tx, size, cpSize); err != nil {
+		return 0, false, err
+	}
+	latestAt := now.Add(MaxClockSkew)
+	s.logFuture(ctx, tx, latestAt)
 	if !run.started {
 		run.started = true
 		run.sweep = !s.swept || now.Sub(s.lastRun) > lookback/2 || now.Sub(s.lastSweep) > 10*lookback
@@ -183,9 +224,9 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 
 	var rows pgx.Rows
 	if run.sweep {
-		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, run.after, batch)
+		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, run.after, batch, latestAt)
 	} else {
-		rows, err = tx.Query(ctx, sealWindowSQL, pgx.QueryExecModeDescribeExec, run.after, batch, run.since)
+		rows, err = tx.Query(ctx, sealWindowSQL, pgx.QueryExecModeDescribeExec, run.after, batch, latestAt, run.since)
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
@@ -230,11 +271,126 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		return 0, false, fmt.Errorf("audit: seal: commit: %w", err)
 	}
 	s.seen = cp
+	if err := s.publish(ctx, cp); err != nil {
+		return len(seals), false, err
+	}
 	more = len(seals) == batch
 	if !more {
 		s.finished(run, now)
 	}
 	return len(seals), more, nil
+}
+
+// rewritten records a rewrite the sealer found, as an ActionChainRewritten
+// event (once per finding per sealer: it retries every run), and returns
+// it as an ErrRewritten.
+func (s *Sealer) rewritten(ctx context.Context, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	err := fmt.Errorf("%w: %s; the sealer signs nothing until an auditor has run verify and the chain is repaired", ErrRewritten, msg)
+	if s.reported == msg {
+		return err
+	}
+	tx, terr := s.db.BeginTx(ctx, pgx.TxOptions{})
+	if terr != nil {
+		return errors.Join(err, fmt.Errorf("audit: recording the rewrite: %w", terr))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, terr = tx.Exec(ctx, sealRoleSQL); terr == nil {
+		if _, terr = tx.Exec(ctx, sealRewrittenSQL, msg); terr == nil {
+			terr = tx.Commit(ctx)
+		}
+	}
+	if terr != nil {
+		return errors.Join(err, fmt.Errorf("audit: recording the rewrite: %w", terr))
+	}
+	s.reported = msg
+	return err
+}
+
+// trusted is the audit keys a witness's checkpoint may be signed with.
+func (s *Sealer) trusted() map[string]ed25519.PublicKey {
+	if s.Trusted != nil {
+		return s.Trusted()
+	}
+	return map[string]ed25519.PublicKey{s.kid: s.key.Public().(ed25519.PublicKey)}
+}
+
+// continuesWitness checks that the chain in tx (size seals; the newest
+// checkpoint's size cpSize) continues the witness's last checkpoint, and
+// publishes the newest stored checkpoint when the witness lags behind it
+// (a publication lost to a crash, or another replica's sealer).
+func (s *Sealer) continuesWitness(ctx context.Context, tx pgx.Tx, size int64, cpSize *int64) error {
+	if s.Witness == nil {
+		return nil
+	}
+	if s.published == nil {
+		c, ok, err := s.Witness.Last(ctx, s.trusted())
+		if err != nil {
+			return fmt.Errorf("audit: seal: the witness: %w", err)
+		}
+		if ok {
+			s.published = &c
+		} else {
+			s.published = &Checkpoint{}
+		}
+	}
+	w := s.published
+	if w.Size > size {
+		return s.rewritten(ctx, "the chain has %d seals but the witness's checkpoint of %s covers %d: the tail was removed",
+			size, w.Time.Format(checkpointTime), w.Size)
+	}
+	if w.Size > 0 {
+		var h []byte
+		if err := tx.QueryRow(ctx, sealSeenSQL, w.Size).Scan(&h); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("audit: seal: %w", err)
+		}
+		if len(h) != len(Hash{}) || Hash(h) != w.Head {
+			return s.rewritten(ctx, "seal %d does not have the head %s of the witness's checkpoint of %s: history before it was rewritten",
+				w.Size, w.Head, w.Time.Format(checkpointTime))
+		}
+	}
+	if cpSize != nil && *cpSize > w.Size {
+		c, ok, err := Latest(ctx, tx)
+		if err != nil || !ok {
+			return fmt.Errorf("audit: seal: the newest checkpoint: %v", err)
+		}
+		if err := c.Verify(s.trusted()); err != nil {
+			return s.rewritten(ctx, "the newest stored checkpoint (size %d) does not verify: %v", c.Size, err)
+		}
+		return s.publish(ctx, c)
+	}
+	return nil
+}
+
+// publish hands c to the witness.
+func (s *Sealer) publish(ctx context.Context, c Checkpoint) error {
+	if s.Witness == nil {
+		return nil
+	}
+	if err := s.Witness.Publish(ctx, c); err != nil {
+		return fmt.Errorf("audit: seal: publishing checkpoint %d: %w", c.Size, err)
+	}
+	s.published = &c
+	return nil
+}
+
+// logFuture logs, once per event, an event dated after latest: its time
+// was forged, and it stays unsealed until then.
+func (s *Sealer) logFuture(ctx context.Context, tx pgx.Tx, latest time.Time) {
+	var (
+		id int64
+		at time.Time
+	)
+	if err := tx.QueryRow(ctx, sealFutureSQL, latest).Scan(&id, &at); err != nil || id == s.future {
+		return
+	}
+	s.future = id
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("audit sealer: an event is dated after the database's clock: its time was forged; it is not sealed before then",
+		"event", id, "at", at.UTC().Format(checkpointTime))
 }
 
 // finished records a completed run (database time now).

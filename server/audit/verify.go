@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,9 +30,19 @@ const (
 	// seal, newer than every sealed one: no sealer is running, so they are
 	// not yet protected.
 	ProblemStale ProblemKind = "stale"
+	// ProblemFuture: an event is dated after the database's clock (or
+	// after the checkpoint that sealed it): its time was forged.
+	ProblemFuture ProblemKind = "future"
+	// ProblemUnaudited: an issuance has no recovery.issue success event
+	// with its id, serial, actor and sequence: it was written outside the
+	// service.
+	ProblemUnaudited ProblemKind = "unaudited"
 )
 
-// Problem is the first thing Verify found wrong.
+// MaxProblems bounds the problems one Verify reports.
+const MaxProblems = 100
+
+// Problem is one thing Verify found wrong.
 type Problem struct {
 	Kind ProblemKind
 	// Seq is the seal (chain position) concerned, 0 if none.
@@ -68,8 +79,15 @@ type Report struct {
 	External    bool
 	// Head is the recomputed head h_Sealed.
 	Head Hash
-	// FirstProblem is nil when the log verified.
+	// FirstProblem is nil when the log verified; otherwise Problems[0].
 	FirstProblem *Problem
+	// Problems is every problem found, in the order found, at most
+	// MaxProblems; Truncated is true when more were found.
+	Problems  []*Problem
+	Truncated bool
+	// Published is true when the witness's last checkpoint (WithPublished)
+	// matched the chain.
+	Published bool
 	// Elapsed is how long the verification took.
 	Elapsed time.Duration
 }
@@ -90,18 +108,32 @@ type Option func(*verifier)
 // happened later, without being reported as inserted.
 func WithGrace(d time.Duration) Option { return func(v *verifier) { v.grace = d } }
 
+// WithPublished also checks the chain against c, the last checkpoint a
+// Witness kept (its signature is checked like an external checkpoint's).
+func WithPublished(c Checkpoint) Option { return func(v *verifier) { v.published = &c } }
+
 type verifier struct {
-	grace    time.Duration
-	trusted  map[string]ed25519.PublicKey
-	external *Checkpoint
-	report   Report
+	grace     time.Duration
+	trusted   map[string]ed25519.PublicKey
+	external  *Checkpoint
+	published *Checkpoint
+	report    Report
 }
 
-// problem records p unless an earlier one was found.
-func (v *verifier) problem(kind ProblemKind, seq, eventID int64, format string, args ...any) {
-	if v.report.FirstProblem == nil {
-		v.report.FirstProblem = &Problem{Kind: kind, Seq: seq, EventID: eventID, Message: fmt.Sprintf(format, args...)}
+// problem records a problem, up to MaxProblems, and returns it (nil past
+// the cap).
+func (v *verifier) problem(kind ProblemKind, seq, eventID int64, format string, args ...any) *Problem {
+	r := &v.report
+	if len(r.Problems) >= MaxProblems {
+		r.Truncated = true
+		return nil
 	}
+	p := &Problem{Kind: kind, Seq: seq, EventID: eventID, Message: fmt.Sprintf(format, args...)}
+	r.Problems = append(r.Problems, p)
+	if r.FirstProblem == nil {
+		r.FirstProblem = p
+	}
+	return p
 }
 
 // storedCheckpoint is a checkpoint row and whether its signature verified.
@@ -124,6 +156,17 @@ const (
 			AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
 		ORDER BY e.id LIMIT 1`
 	verifySealsSQL = `SELECT seq, event_id, hash FROM audit_seals ORDER BY seq`
+	// Unsealed events dated more than $2 after the database clock.
+	verifyFutureSQL = `SELECT e.id, e.at FROM audit_events e
+		WHERE e.at > now() + $2::interval AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		ORDER BY e.id LIMIT $1`
+	// Issuances without their success event (same id, serial, actor and
+	// sequence, the detail's first word "seq=N").
+	verifyIssuancesSQL = `SELECT i.id::text, i.serial, i.sequence, i.actor FROM issuances i
+		WHERE NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.issuance_id = i.id
+			AND e.action = 'recovery.issue' AND e.outcome = 'success' AND e.serial = i.serial AND e.actor = i.actor
+			AND split_part(e.detail, ' ', 1) = 'seq=' || i.sequence)
+		ORDER BY i.issued_at, i.id LIMIT $1`
 	// verifyPlanSQL makes the chain walk a nested loop: seals in seq order
 	// from their primary key, each event fetched by its id. Rows then flow
 	// from the first one, so PostgreSQL reads while Go hashes, in constant
@@ -148,6 +191,11 @@ func Verify(ctx context.Context, db DB, trusted map[string]ed25519.PublicKey, ex
 	if external != nil {
 		if err := external.Verify(trusted); err != nil {
 			return Report{}, fmt.Errorf("audit: the external checkpoint: %w", err)
+		}
+	}
+	if v.published != nil {
+		if err := v.published.Verify(trusted); err != nil {
+			return Report{}, fmt.Errorf("audit: the witness's checkpoint: %w", err)
 		}
 	}
 	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -189,16 +237,23 @@ func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
 			"the external checkpoint of %s covers %d seals but the chain has only %d: the tail was removed",
 			v.external.Time.Format(checkpointTime), v.external.Size, n)
 	}
+	if w := v.published; w != nil && w.Size > n {
+		v.problem(ProblemTruncated, w.Size, 0,
+			"the witness's checkpoint of %s covers %d seals but the chain has only %d: the tail was removed (with its stored checkpoints)",
+			w.Time.Format(checkpointTime), w.Size, n)
+	}
 	var signed int64
 	if len(cps) > 0 {
 		signed = cps[len(cps)-1].Size
 	}
 	if n > signed {
-		v.problem(ProblemUnsigned, signed+1, 0,
-			"seals %d to %d are covered by no signed checkpoint (the sealer signs one with every batch): they were added or rewritten outside the sealer",
-			signed+1, n)
-		if p := r.FirstProblem; p.Kind == ProblemUnsigned && signed+1 == n {
-			p.Message = fmt.Sprintf("seal %d is covered by no signed checkpoint (the sealer signs one with every batch): it was added or rewritten outside the sealer", n)
+		if signed+1 == n {
+			v.problem(ProblemUnsigned, n, 0,
+				"seal %d is covered by no signed checkpoint (the sealer signs one with every batch): it was added or rewritten outside the sealer", n)
+		} else {
+			v.problem(ProblemUnsigned, signed+1, 0,
+				"seals %d to %d are covered by no signed checkpoint (the sealer signs one with every batch): they were added or rewritten outside the sealer",
+				signed+1, n)
 		}
 	}
 	// Events no seal links.
@@ -208,44 +263,97 @@ func (v *verifier) run(ctx context.Context, tx pgx.Tx) error {
 	r.Unsealed = r.Events - chain.present
 	if r.Unsealed > 0 && chain.maxAt != minMicros {
 		latest := pgTime(chain.maxAt)
-		id, at, found, err := v.oldestUnsealed(ctx, tx, &latest)
-		if err != nil {
-			return err
-		}
-		if found {
+		if err := v.unsealed(ctx, tx, &latest, func(id int64, at time.Time) {
 			v.problem(ProblemInserted, 0, id,
 				"event %d of %s is not sealed although events of more than %s later are: it was inserted after the fact",
 				id, at.UTC().Format(checkpointTime), v.grace)
+		}); err != nil {
+			return err
 		}
+	}
+	if r.Unsealed > 0 {
+		if err := v.rows(ctx, tx, verifyFutureSQL, func(id int64, at time.Time) {
+			v.problem(ProblemFuture, 0, id,
+				"event %d is dated %s, after the database's clock: its time was forged (the sealer leaves it unsealed until then)",
+				id, at.UTC().Format(checkpointTime))
+		}, MaxProblems, MaxClockSkew); err != nil {
+			return err
+		}
+	}
+	if err := v.issuances(ctx, tx); err != nil {
+		return err
 	}
 	// Events that no sealer picked up although they are old (by the
 	// database clock): the log is not being sealed, so they are not yet
 	// protected. Reported only when nothing worse was found.
 	if r.Unsealed > 0 && r.FirstProblem == nil {
-		id, at, found, err := v.oldestUnsealed(ctx, tx, nil)
-		if err != nil {
+		found := false
+		if err := v.unsealed(ctx, tx, nil, func(id int64, at time.Time) {
+			if !found {
+				found = true
+				v.problem(ProblemStale, 0, id,
+					"event %d of %s has waited more than %s for its seal: no sealer is running (are the servers up, with the audit key?)",
+					id, at.UTC().Format(checkpointTime), v.grace)
+			}
+		}); err != nil {
 			return err
 		}
-		if found {
-			v.problem(ProblemStale, 0, id,
-				"event %d of %s has waited more than %s for its seal: no sealer is running (are the servers up, with the audit key?)",
-				id, at.UTC().Format(checkpointTime), v.grace)
-		}
 	}
-	if p := r.FirstProblem; p != nil && p.Kind == ProblemChanged {
-		return v.diagnose(ctx, tx, chain.badLeaf)
+	if chain.changed != nil {
+		return v.diagnose(ctx, tx, chain.changed, chain.badLeaf)
 	}
 	return nil
 }
 
-// oldestUnsealed returns the first unsealed event older than the grace
-// period before latest (before the database clock when latest is nil).
-func (v *verifier) oldestUnsealed(ctx context.Context, tx pgx.Tx, latest *time.Time) (id int64, at time.Time, found bool, err error) {
-	err = tx.QueryRow(ctx, verifyUnsealedSQL, latest, v.grace).Scan(&id, &at)
-	if err == pgx.ErrNoRows {
-		return 0, time.Time{}, false, nil
+// unsealed calls fn with the unsealed events older than the grace period
+// before latest (before the database clock when latest is nil), in id
+// order, as many as may still be reported.
+func (v *verifier) unsealed(ctx context.Context, tx pgx.Tx, latest *time.Time, fn func(id int64, at time.Time)) error {
+	q := strings.Replace(verifyUnsealedSQL, "LIMIT 1", "LIMIT $3", 1)
+	return v.rows(ctx, tx, q, fn, latest, v.grace, MaxProblems-len(v.report.Problems)+1)
+}
+
+// rows runs q, which returns (id, at) rows, calling fn with each.
+func (v *verifier) rows(ctx context.Context, tx pgx.Tx, q string, fn func(id int64, at time.Time), args ...any) error {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return err
 	}
-	return id, at, err == nil, err
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id int64
+			at time.Time
+		)
+		if err := rows.Scan(&id, &at); err != nil {
+			return err
+		}
+		fn(id, at)
+	}
+	return rows.Err()
+}
+
+// issuances reports the issuances that have no success event of their
+// own: rows written into issuances outside the service.
+func (v *verifier) issuances(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, verifyIssuancesSQL, MaxProblems-len(v.report.Problems)+1)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, serial, actor string
+			seq               int64
+		)
+		if err := rows.Scan(&id, &serial, &seq, &actor); err != nil {
+			return err
+		}
+		v.problem(ProblemUnaudited, 0, 0,
+			"issuance %s (serial %s, sequence %d, actor %s) has no recovery.issue success event with the same id, serial, actor and sequence: it was written outside the service",
+			id, serial, seq, actor)
+	}
+	return rows.Err()
 }
 
 // checkpoints reads the stored checkpoints and checks their signatures.
@@ -276,9 +384,10 @@ const minMicros = -1 << 63
 
 // chainState is what the chain walk leaves for the later checks.
 type chainState struct {
-	present int64  // seals whose event exists
-	maxAt   int64  // the latest event time among sealed events (PostgreSQL micros)
-	badLeaf []byte // 0x00 || encoding of the event at the first hash mismatch
+	present int64    // seals whose event exists
+	maxAt   int64    // the latest event time among sealed events (PostgreSQL micros)
+	changed *Problem // the first hash mismatch
+	badLeaf []byte   // 0x00 || encoding of the event there
 }
 
 // chain walks the seals in order, recomputing the chain, and checks each
@@ -297,6 +406,7 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 		n     int64
 		ci    int // the next checkpoint to check
 		grace = v.grace.Microseconds()
+		skew  = MaxClockSkew.Microseconds()
 	)
 	for rows.Next() {
 		vals := rows.RawValues()
@@ -325,20 +435,28 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 			leaf := lf.leaf(ev)
 			h = Next(h, leaf, seq)
 			if string(h[:]) != string(stored) {
-				if v.report.FirstProblem == nil {
-					st.badLeaf = append([]byte(nil), lf.buf...)
-				}
-				v.problem(ProblemChanged, seq, sealedID,
+				p := v.problem(ProblemChanged, seq, sealedID,
 					"event %d differs from what was sealed at seq %d: a field was changed", sealedID, seq)
+				if st.changed == nil && p != nil {
+					st.changed, st.badLeaf = p, append([]byte(nil), lf.buf...)
+				}
 				copy(h[:], stored)
 			}
 			at := int64(binary.BigEndian.Uint64(ev[colAt]))
-			if st.maxAt != minMicros && at < st.maxAt-grace {
-				v.problem(ProblemInserted, seq, sealedID,
-					"event %d (%s) was sealed after events of more than %s later: it was inserted after the fact",
-					sealedID, pgTime(at).Format(checkpointTime), v.grace)
+			// The checkpoint that covers this seal was signed when it was
+			// sealed: an event dated after it could not have been seen.
+			if ci < len(cps) && cps[ci].sigErr == nil && at > cps[ci].Time.UnixMicro()-pgEpochMicros+skew {
+				v.problem(ProblemFuture, seq, sealedID,
+					"event %d is dated %s but was sealed by the checkpoint of %s: its time was forged",
+					sealedID, pgTime(at).Format(checkpointTime), cps[ci].Time.Format(checkpointTime))
+			} else {
+				if st.maxAt != minMicros && at < st.maxAt-grace {
+					v.problem(ProblemInserted, seq, sealedID,
+						"event %d (%s) was sealed after events of more than %s later: it was inserted after the fact",
+						sealedID, pgTime(at).Format(checkpointTime), v.grace)
+				}
+				st.maxAt = max(st.maxAt, at)
 			}
-			st.maxAt = max(st.maxAt, at)
 		}
 		for ; ci < len(cps) && cps[ci].Size <= seq; ci++ {
 			c := &cps[ci]
@@ -364,6 +482,15 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 				r.External = true
 			}
 		}
+		if w := v.published; w != nil && w.Size == seq {
+			if w.Head != h {
+				v.problem(ProblemRewritten, seq, 0,
+					"the witness's checkpoint of %s has head %s at size %d but the chain's head there is %s: history before it was rewritten",
+					w.Time.Format(checkpointTime), w.Head, seq, h)
+			} else {
+				r.Published = true
+			}
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return st, err
@@ -380,8 +507,7 @@ const idOffset = 1 + 1 + 1 + 4
 // carries the content that was sealed at another position (with its own
 // id or with that position's), the events were reordered or their
 // contents swapped. It costs a pass over the seals, on failure only.
-func (v *verifier) diagnose(ctx context.Context, tx pgx.Tx, enc []byte) error {
-	p := v.report.FirstProblem
+func (v *verifier) diagnose(ctx context.Context, tx pgx.Tx, p *Problem, enc []byte) error {
 	rows, err := tx.Query(ctx, verifySealsSQL)
 	if err != nil {
 		return err

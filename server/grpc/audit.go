@@ -217,5 +217,9 @@ func (s auditServer) VerifyLog(ctx context.Context, r *hotlinev1.VerifyLogReques
 	if p := rep.Problem; p != nil {
 		resp.FirstProblem = &hotlinev1.VerifyProblem{Kind: p.Kind, Seq: p.Seq, EventId: p.EventID, Message: p.Message}
 	}
+	for _, p := range rep.Problems {
+		resp.Problems = append(resp.Problems, &hotlinev1.VerifyProblem{Kind: p.Kind, Seq: p.Seq, EventId: p.EventID, Message: p.Message})
+	}
+	resp.ProblemsTruncated, resp.WitnessCheckpointVerified = rep.ProblemsTruncated, rep.Witnessed
 	return resp, nil
 }

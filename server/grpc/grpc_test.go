@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"github.com/dvrhotline/hotline/server/keyring"
@@ -72,6 +74,11 @@ func (k *testKeyring) GrantKey(kid string) (ed25519.PrivateKey, bool) {
 }
 func (k *testKeyring) OwnerCode(gen int, id, serial string) (string, error) {
 	return keyring.DeriveOwnerCode(bytes.Repeat([]byte{byte(gen)}, 32), id, serial)
+}
+func (k *testKeyring) IssuanceMAC(gen int, msg []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, bytes.Repeat([]byte{byte(gen)}, 32))
+	h.Write(msg)
+	return h.Sum(nil), nil
 }
 func (k *testKeyring) GrantJWKS() ([]byte, error) {
 	return grant.MarshalJWKS(map[string]ed25519.PublicKey{"grant-test-1": k.signer.Public().(ed25519.PublicKey)})

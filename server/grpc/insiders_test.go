@@ -12,6 +12,7 @@ import (
 
 	hotlinev1 "github.com/dvrhotline/hotline/proto/hotline/v1"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/postgres"
 )
 
 // What staff inside the support centre could do with their own roles, each
@@ -187,14 +188,31 @@ func TestReplayOfAnExpiredIssuanceIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A day passes: the owner moves the issuance back 25 hours.
-	owner, err := pgx.Connect(context.Background(), testURL)
+	// A day passes: the issuance is moved back 25 hours, with the proof the
+	// service would have given it then (so that only its age differs).
+	ctx := context.Background()
+	owner, err := pgx.Connect(ctx, testURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer owner.Close(context.Background())
-	if _, err := owner.Exec(context.Background(), `UPDATE issuances SET issued_at = issued_at - interval '25 hours',
-		expires_at = expires_at - interval '25 hours' WHERE id = $1`, first.GetIssuanceId()); err != nil {
+	defer owner.Close(ctx)
+	db, err := postgres.Open(ctx, testURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	list, err := db.Issuances(ctx, server.Actor{Subject: "test", Role: server.RoleSupervisor}, sn, 0, 1)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("stored issuance: %v, %v", list, err)
+	}
+	old := list[0]
+	old.IssuedAt, old.ExpiresAt = old.IssuedAt.Add(-25*time.Hour), old.ExpiresAt.Add(-25*time.Hour)
+	proof, err := e.keyring.IssuanceMAC(old.KeyGeneration, server.IssuanceMACMessage(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Exec(ctx, `UPDATE issuances SET issued_at = $2, expires_at = $3, proof = $4 WHERE id = $1`,
+		first.GetIssuanceId(), old.IssuedAt, old.ExpiresAt, proof); err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.recovery.IssueTemporaryPassword(agent, req)

@@ -63,6 +63,22 @@ type MasterKey struct {
 	Generation int
 	Created    time.Time
 	Key        Secret
+	// macKey caches the issuance MAC key derived from Key.
+	macKey Secret
+}
+
+// issuanceMACKey returns m's issuance MAC key, deriving and caching it
+// when m has none yet (Open and addMaster call it before the keyring is
+// shared, so it is only read afterwards).
+func (m *MasterKey) issuanceMACKey() (Secret, error) {
+	if m.macKey == nil {
+		key, err := hkdf.Key(sha256.New, m.Key, nil, issuanceMACInfo, sha256.Size)
+		if err != nil {
+			return nil, fmt.Errorf("keyring: issuance MAC key: %v", err)
+		}
+		m.macKey = key
+	}
+	return m.macKey, nil
 }
 
 // SigningKey is an Ed25519 key with its kid and lifecycle.
@@ -226,7 +242,11 @@ func open(dir string, mastersOnlyOK bool) (*Keyring, error) {
 			return nil, fmt.Errorf("keyring: %s holds master generation %d twice", path, m.Generation)
 		}
 		gens[m.Generation] = true
-		k.masters = append(k.masters, MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)})
+		mk := MasterKey{Generation: m.Generation, Created: m.Created, Key: Secret(m.Key)}
+		if _, err := mk.issuanceMACKey(); err != nil {
+			return nil, err
+		}
+		k.masters = append(k.masters, mk)
 	}
 	sort.Slice(k.masters, func(i, j int) bool { return k.masters[i].Generation < k.masters[j].Generation })
 	for _, s := range f.Signing {
@@ -281,6 +301,9 @@ func (k *Keyring) addMaster() (MasterKey, error) {
 		return MasterKey{}, err
 	}
 	m := MasterKey{Generation: gen, Created: k.now().UTC(), Key: b}
+	if _, err := m.issuanceMACKey(); err != nil {
+		return MasterKey{}, err
+	}
 	k.masters = append(k.masters, m)
 	return m, nil
 }
@@ -382,6 +405,33 @@ func (k *Keyring) DeviceKey(serial string, generation int) (voicecode.DeviceKey,
 		}
 	}
 	return voicecode.DeviceKey{}, fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
+}
+
+// issuanceMACInfo is the HKDF info of the issuance MAC key, apart from
+// every device key's ("hotline/device-key/v1" || 0 || serial).
+const issuanceMACInfo = "hotline/issuance-mac/v1"
+
+// IssuanceMAC implements server.Keyring: HMAC-SHA256(K, msg) with
+// K = HKDF-SHA256(master[generation], info "hotline/issuance-mac/v1").
+// The key lives exactly as long as the master key whose device keys the
+// issuances of that generation are minted under.
+func (k *Keyring) IssuanceMAC(generation int, msg []byte) ([]byte, error) {
+	for i := range k.masters {
+		if m := &k.masters[i]; m.Generation == generation {
+			key := m.macKey
+			if key == nil { // a MasterKey built outside Open and Init: derive, never write
+				c := *m
+				var err error
+				if key, err = c.issuanceMACKey(); err != nil {
+					return nil, err
+				}
+			}
+			h := hmac.New(sha256.New, key)
+			h.Write(msg)
+			return h.Sum(nil), nil
+		}
+	}
+	return nil, fmt.Errorf("keyring: no master key of generation %d (held: %v)", generation, k.Generations())
 }
 
 // GrantSigner implements server.Keyring.

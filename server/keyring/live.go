@@ -150,6 +150,11 @@ func (l *Live) OwnerCode(generation int, codeID, serial string) (string, error) 
 	return l.Keyring().OwnerCode(generation, codeID, serial)
 }
 
+// IssuanceMAC implements server.Keyring.
+func (l *Live) IssuanceMAC(generation int, msg []byte) ([]byte, error) {
+	return l.Keyring().IssuanceMAC(generation, msg)
+}
+
 // GrantSigner implements server.Keyring.
 func (l *Live) GrantSigner() (string, ed25519.PrivateKey) { return l.Keyring().GrantSigner() }
 

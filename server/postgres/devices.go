@@ -204,7 +204,7 @@ func (db *DB) SetHold(ctx context.Context, a server.Actor, s string, h *server.H
 
 // issuanceColumns are what scanIssuance reads.
 const issuanceColumns = `id::text, request_id, serial, sequence, key_generation, signing_kid,
-	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce`
+	issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce, proof`
 
 func scanIssuance(row pgx.Row) (server.Issuance, error) {
 	var (
@@ -212,11 +212,15 @@ func scanIssuance(row pgx.Row) (server.Issuance, error) {
 		role   string
 		method int16
 		nonce  *int64
+		mac    []byte
 	)
 	err := row.Scan(&iss.ID, &iss.RequestID, &iss.Serial, &iss.Sequence, &iss.KeyGeneration, &iss.SigningKeyID,
-		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason, &nonce)
+		&iss.IssuedAt, &iss.ExpiresAt, &iss.Actor, &role, &iss.Ticket, &method, &iss.MethodNote, &iss.OverrideReason, &nonce, &mac)
 	if nonce != nil {
 		iss.RequestCode = voicecode.FormatRequestCode(uint64(*nonce))
+	}
+	if len(mac) == len(iss.MAC) { // NULL (no proof) stays all zero
+		iss.MAC = [server.IssuanceMACSize]byte(mac)
 	}
 	iss.ActorRole, iss.Method = server.Role(role), server.VerificationMethod(method)
 	iss.IssuedAt, iss.ExpiresAt = iss.IssuedAt.UTC(), iss.ExpiresAt.UTC()

@@ -60,8 +60,8 @@ const (
 		WHERE serial = $1`
 	// 6. The issuance: the fields the code was made from, never the code.
 	issueInsertSQL = `INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
-			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
+			issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce, proof)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`
 	// 7. Its audit event: insertEventSQL.
 )
 
@@ -125,7 +125,7 @@ func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest
 		b.Queue(issueBumpSQL, iss.Serial, iss.IssuedAt)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
 			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason,
-			requestNonce(iss.RequestCode))
+			requestNonce(iss.RequestCode), iss.MAC[:])
 		b.Queue(insertEventSQL, eventArgs(&d.Event)...)
 		queueOwnerRoute(b, d)
 		b.Queue("COMMIT")

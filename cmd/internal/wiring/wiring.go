@@ -87,6 +87,12 @@ type Config struct {
 	// KeyringPoll is how often the keyring file is checked for a change;
 	// 0 reloads only on SIGHUP.
 	KeyringPoll time.Duration
+	// AuditWitness is a folder outside the database where the sealer
+	// publishes every checkpoint (audit.DirWitness); empty publishes none.
+	AuditWitness string
+	// AuditDatabaseURL is the sealer's own login (a member of
+	// audit.SealerRole); empty seals through DatabaseURL.
+	AuditDatabaseURL string
 	// Logger is the structured log (required; NewLogger makes the
 	// server's).
 	Logger *slog.Logger
@@ -101,7 +107,8 @@ type Server struct {
 	// Service is the domain service the gRPC handlers call.
 	Service *server.Service
 	// Sealer links committed audit events into the signed chain.
-	Sealer *audit.Sealer
+	Sealer   *audit.Sealer
+	sealPool *pgxpool.Pool
 	// Registry holds the server's Prometheus metrics.
 	Registry *prometheus.Registry
 
@@ -177,9 +184,14 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	svc := server.NewService(s.DB, s.Keyring)
 	// Verify and checkpoints trust every audit key ever used: the log they
 	// signed does not expire with a rotation.
-	svc.AuditLog = &audit.Log{DB: s.DB.Pool(), Trusted: func() map[string]ed25519.PublicKey {
+	trustedAudit := func() map[string]ed25519.PublicKey {
 		return s.Keyring.PublicKeys(keyring.PurposeAudit, time.Now(), audit.TrustForever)
-	}}
+	}
+	var witness audit.Witness
+	if cfg.AuditWitness != "" {
+		witness = audit.DirWitness{Dir: cfg.AuditWitness}
+	}
+	svc.AuditLog = &audit.Log{DB: s.DB.Pool(), Trusted: trustedAudit, Witness: witness}
 	svc.Limits = cfg.Limits
 	svc.Logger = log
 	s.Service = svc
@@ -187,8 +199,15 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// The sealer signs with the audit key in use when the server starts; a
 	// rotated audit key signs from the next start (both stay trusted).
 	auditKID, auditKey := s.Keyring.AuditSigner()
-	s.Sealer = audit.NewSealer(s.DB.Pool(), auditKID, auditKey)
-	s.Sealer.Logger = log
+	sealDB := audit.DB(s.DB.Pool())
+	if cfg.AuditDatabaseURL != "" {
+		if s.sealPool, err = pgxpool.New(ctx, cfg.AuditDatabaseURL); err != nil {
+			return nil, fmt.Errorf("audit database URL: %w", err)
+		}
+		sealDB = s.sealPool
+	}
+	s.Sealer = audit.NewSealer(sealDB, auditKID, auditKey)
+	s.Sealer.Logger, s.Sealer.Witness, s.Sealer.Trusted = log, witness, trustedAudit
 
 	s.Registry = prometheus.NewRegistry()
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -344,6 +363,9 @@ func (s *Server) Close() {
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
+	}
+	if s.sealPool != nil {
+		s.sealPool.Close()
 	}
 	if s.DB != nil {
 		s.DB.Close()

@@ -1062,9 +1062,16 @@ type VerifyLogResponse struct {
 	// The first problem; unset when ok.
 	FirstProblem *VerifyProblem `protobuf:"bytes,8,opt,name=first_problem,json=firstProblem,proto3" json:"first_problem,omitempty"`
 	// How long verification took, in milliseconds.
-	ElapsedMs     int64 `protobuf:"varint,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ElapsedMs int64 `protobuf:"varint,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	// Every problem found, first_problem first, at most 100.
+	Problems []*VerifyProblem `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	// True when more problems were found than problems holds.
+	ProblemsTruncated bool `protobuf:"varint,11,opt,name=problems_truncated,json=problemsTruncated,proto3" json:"problems_truncated,omitempty"`
+	// True when the chain continues the last checkpoint the sealer
+	// published outside the database (its witness).
+	WitnessCheckpointVerified bool `protobuf:"varint,12,opt,name=witness_checkpoint_verified,json=witnessCheckpointVerified,proto3" json:"witness_checkpoint_verified,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *VerifyLogResponse) Reset() {
@@ -1160,12 +1167,33 @@ func (x *VerifyLogResponse) GetElapsedMs() int64 {
 	return 0
 }
 
-// VerifyProblem is the first thing found wrong with the log.
+func (x *VerifyLogResponse) GetProblems() []*VerifyProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *VerifyLogResponse) GetProblemsTruncated() bool {
+	if x != nil {
+		return x.ProblemsTruncated
+	}
+	return false
+}
+
+func (x *VerifyLogResponse) GetWitnessCheckpointVerified() bool {
+	if x != nil {
+		return x.WitnessCheckpointVerified
+	}
+	return false
+}
+
+// VerifyProblem is one thing found wrong with the log.
 type VerifyProblem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What is wrong: "changed", "reordered", "removed", "inserted",
-	// "checkpoint", "unsigned", "truncated", "rewritten" (server/audit's
-	// ProblemKind; more may be added).
+	// "checkpoint", "unsigned", "truncated", "rewritten", "stale", "future",
+	// "unaudited" (server/audit's ProblemKind; more may be added).
 	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	// The chain position concerned, 0 if none.
 	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -1324,7 +1352,7 @@ const file_hotline_v1_audit_proto_rawDesc = "" +
 	"\x10VerifyLogRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\tR\n" +
-	"checkpoint\"\xd7\x02\n" +
+	"checkpoint\"\xfd\x03\n" +
 	"\x11VerifyLogResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x03R\x06events\x12\x16\n" +
@@ -1335,7 +1363,11 @@ const file_hotline_v1_audit_proto_rawDesc = "" +
 	"\x04head\x18\a \x01(\tR\x04head\x12>\n" +
 	"\rfirst_problem\x18\b \x01(\v2\x19.hotline.v1.VerifyProblemR\ffirstProblem\x12\x1d\n" +
 	"\n" +
-	"elapsed_ms\x18\t \x01(\x03R\telapsedMs\"j\n" +
+	"elapsed_ms\x18\t \x01(\x03R\telapsedMs\x125\n" +
+	"\bproblems\x18\n" +
+	" \x03(\v2\x19.hotline.v1.VerifyProblemR\bproblems\x12-\n" +
+	"\x12problems_truncated\x18\v \x01(\bR\x11problemsTruncated\x12>\n" +
+	"\x1bwitness_checkpoint_verified\x18\f \x01(\bR\x19witnessCheckpointVerified\"j\n" +
 	"\rVerifyProblem\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x19\n" +
@@ -1406,21 +1438,22 @@ var file_hotline_v1_audit_proto_depIdxs = []int32{
 	15, // 20: hotline.v1.RepeatedDevice.last_time:type_name -> google.protobuf.Timestamp
 	15, // 21: hotline.v1.GetCheckpointResponse.time:type_name -> google.protobuf.Timestamp
 	14, // 22: hotline.v1.VerifyLogResponse.first_problem:type_name -> hotline.v1.VerifyProblem
-	1,  // 23: hotline.v1.AuditService.QueryEvents:input_type -> hotline.v1.QueryEventsRequest
-	3,  // 24: hotline.v1.AuditService.ExportEvents:input_type -> hotline.v1.ExportEventsRequest
-	5,  // 25: hotline.v1.AuditService.Summarize:input_type -> hotline.v1.SummarizeRequest
-	10, // 26: hotline.v1.AuditService.GetCheckpoint:input_type -> hotline.v1.GetCheckpointRequest
-	12, // 27: hotline.v1.AuditService.VerifyLog:input_type -> hotline.v1.VerifyLogRequest
-	2,  // 28: hotline.v1.AuditService.QueryEvents:output_type -> hotline.v1.QueryEventsResponse
-	4,  // 29: hotline.v1.AuditService.ExportEvents:output_type -> hotline.v1.ExportEventsResponse
-	6,  // 30: hotline.v1.AuditService.Summarize:output_type -> hotline.v1.SummarizeResponse
-	11, // 31: hotline.v1.AuditService.GetCheckpoint:output_type -> hotline.v1.GetCheckpointResponse
-	13, // 32: hotline.v1.AuditService.VerifyLog:output_type -> hotline.v1.VerifyLogResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 23: hotline.v1.VerifyLogResponse.problems:type_name -> hotline.v1.VerifyProblem
+	1,  // 24: hotline.v1.AuditService.QueryEvents:input_type -> hotline.v1.QueryEventsRequest
+	3,  // 25: hotline.v1.AuditService.ExportEvents:input_type -> hotline.v1.ExportEventsRequest
+	5,  // 26: hotline.v1.AuditService.Summarize:input_type -> hotline.v1.SummarizeRequest
+	10, // 27: hotline.v1.AuditService.GetCheckpoint:input_type -> hotline.v1.GetCheckpointRequest
+	12, // 28: hotline.v1.AuditService.VerifyLog:input_type -> hotline.v1.VerifyLogRequest
+	2,  // 29: hotline.v1.AuditService.QueryEvents:output_type -> hotline.v1.QueryEventsResponse
+	4,  // 30: hotline.v1.AuditService.ExportEvents:output_type -> hotline.v1.ExportEventsResponse
+	6,  // 31: hotline.v1.AuditService.Summarize:output_type -> hotline.v1.SummarizeResponse
+	11, // 32: hotline.v1.AuditService.GetCheckpoint:output_type -> hotline.v1.GetCheckpointResponse
+	13, // 33: hotline.v1.AuditService.VerifyLog:output_type -> hotline.v1.VerifyLogResponse
+	29, // [29:34] is the sub-list for method output_type
+	24, // [24:29] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hotline_v1_audit_proto_init() }

@@ -60,9 +60,10 @@ UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::tim
     WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0') RETURNING last_sequence AS seq \gset
 -- 6. The issuance (the id is chosen by the service; here by the database).
 INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
-        issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason)
+        issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, proof)
     VALUES (gen_random_uuid(), 'bench-' || :req, 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0'), :seq, 1, 'bench-kid',
-        :now::timestamptz, :now::timestamptz + interval '24 hours', 'bench-agent-' || :agent, 'agent', 'BENCH-1', 1, '', '')
+        :now::timestamptz, :now::timestamptz + interval '24 hours', 'bench-agent-' || :agent, 'agent', 'BENCH-1', 1, '', '',
+        sha256(:req::text::bytea))
     RETURNING id::text AS id \gset
 -- 7. Its audit event.
 INSERT INTO audit_events (actor, role, client_addr, action, outcome, serial, ticket, method, reason, request_id, issuance_id, detail)
