@@ -42,6 +42,9 @@ type Main struct {
 	Listen string
 	// MetricsListen serves Prometheus metrics on /metrics; empty disables.
 	MetricsListen string
+	// HealthListen serves gRPC health alone, in plaintext, for probes;
+	// empty disables.
+	HealthListen string
 	// TLSCert and TLSKey enable TLS; required off loopback unless
 	// InsecurePlaintext.
 	TLSCert, TLSKey string
@@ -103,6 +106,7 @@ func (m *Main) ParseFlags(args []string) error {
 	c.register(fs)
 	fs.StringVar(&m.Listen, "listen", m.Listen, "gRPC listen address (env HOTLINE_LISTEN)")
 	fs.StringVar(&m.MetricsListen, "metrics-listen", os.Getenv("HOTLINE_METRICS_LISTEN"), "Prometheus /metrics address, e.g. 127.0.0.1:9464 (env HOTLINE_METRICS_LISTEN)")
+	fs.StringVar(&m.HealthListen, "health-listen", os.Getenv("HOTLINE_HEALTH_LISTEN"), "plaintext gRPC health-only address for probes, e.g. :8081 (env HOTLINE_HEALTH_LISTEN)")
 	fs.StringVar(&m.TLSCert, "tls-cert", os.Getenv("HOTLINE_TLS_CERT"), "TLS certificate (PEM) (env HOTLINE_TLS_CERT)")
 	fs.StringVar(&m.TLSKey, "tls-key", os.Getenv("HOTLINE_TLS_KEY"), "TLS private key (PEM) (env HOTLINE_TLS_KEY)")
 	fs.BoolVar(&m.InsecurePlaintext, "insecure-plaintext", os.Getenv("HOTLINE_INSECURE_PLAINTEXT") == "1", "allow plaintext gRPC on a non-loopback address")
@@ -253,6 +257,13 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.HealthListen != "" {
+		hl, err := net.Listen("tcp", m.HealthListen)
+		if err != nil {
+			return fmt.Errorf("health: %w", err)
+		}
+		go m.grpc.ServeHealth(hl)
+	}
 	if m.MetricsListen != "" {
 		ml, err := net.Listen("tcp", m.MetricsListen)
 		if err != nil {
@@ -282,6 +293,7 @@ Roles: agent, supervisor, auditor, provisioner. grpcurl works too (reflection is
 	auditKID, auditKey := kr.AuditSigner()
 	sealer := audit.NewSealer(m.db.Pool(), auditKID, auditKey)
 	sealer.Logger = m.Logger
+	go m.grpc.WatchDatabase(sealCtx, m.db.Ping, time.Second)
 	sealerDone := make(chan struct{})
 	go func() {
 		defer close(sealerDone)

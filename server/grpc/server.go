@@ -14,6 +14,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -44,12 +45,17 @@ type Config struct {
 	// ServerOptions are added to the gRPC server's, e.g.
 	// grpc.Creds(credentials.NewTLS(cfg)) for a non-loopback listener.
 	ServerOptions []grpc.ServerOption
+	// CallTimeout bounds every unary call, and so every database call and
+	// pool acquire it makes, when the client asks for no deadline or a
+	// later one (DefaultCallTimeout if 0).
+	CallTimeout time.Duration
 }
 
 // Server is a ready-to-serve gRPC server.
 type Server struct {
-	grpc   *grpc.Server
-	health *health.Server
+	grpc       *grpc.Server
+	health     *health.Server
+	healthOnly *grpc.Server // ServeHealth's plaintext server
 }
 
 // New builds the server: the four hotline.v1 services, health (every
@@ -68,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	unary, stream := chains(log, cfg.Verifier, m)
+	unary = append([]grpc.UnaryServerInterceptor{callTimeout(cfg.CallTimeout)}, unary...)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -89,9 +96,12 @@ func New(cfg Config) (*Server, error) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs}, nil
+	ho := grpc.NewServer()
+	healthpb.RegisterHealthServer(ho, hs)
+	return &Server{grpc: gs, health: hs, healthOnly: ho}, nil
 }
 
 // Serve accepts connections on l until Stop or GracefulStop.
@@ -104,6 +114,7 @@ func (s *Server) GRPC() *grpc.Server { return s.grpc }
 // letting in-flight calls finish; when ctx ends first it stops at once.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	defer s.healthOnly.Stop()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -118,7 +129,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 // Stop closes every connection at once.
-func (s *Server) Stop() { s.grpc.Stop() }
+func (s *Server) Stop() {
+	s.grpc.Stop()
+	s.healthOnly.Stop()
+}
 
 // IsLoopback reports whether addr ("host:port", or a host alone) names a
 // loopback host: the one rule by which the server refuses to listen, and

@@ -10,14 +10,25 @@
 // service layer's to record, with DB.Audit.
 //
 // Errors are *server.Error: pgx.ErrNoRows is ENotFound, a unique violation
-// EConflict, a foreign-key or check violation EInvalid naming the field,
-// and anything else EInternal wrapping the cause.
+// EConflict, a foreign-key or check violation EInvalid naming the field, a
+// lost or refused connection (a restart, a failover, a read-only server)
+// EUnavailable, and anything else EInternal wrapping the cause.
+//
+// Open and OpenConfig bound what a broken database can hold up (see
+// Configure): connecting times out, dead TCP peers are noticed by
+// keepalives, a transaction left idle by a vanished client is ended by
+// the server, and a connection that reported a shutdown or a read-only
+// server is closed instead of being handed out again.
 package postgres
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,8 +57,10 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	return OpenConfig(ctx, cfg)
 }
 
-// OpenConfig is Open with a pool configuration built by the caller.
+// OpenConfig is Open with a pool configuration built by the caller; it
+// applies Configure's bounds first.
 func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
+	Configure(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
@@ -67,6 +80,88 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// The bounds Configure applies when the configuration leaves them unset.
+const (
+	// DefaultConnectTimeout bounds establishing one connection (each host
+	// of a multi-host URL in turn): connect_timeout.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleInTransactionTimeout is the server's
+	// idle_in_transaction_session_timeout for the pool's sessions: a
+	// transaction whose client vanished (a killed replica, a partition)
+	// releases its row and advisory locks after this long.
+	DefaultIdleInTransactionTimeout = 30 * time.Second
+	// DefaultClientCheckInterval is client_connection_check_interval: a
+	// query whose client went away (its context ended) stops within this.
+	DefaultClientCheckInterval = 2 * time.Second
+	// DefaultHealthCheckPeriod is how often idle connections are checked.
+	DefaultHealthCheckPeriod = 5 * time.Second
+	// keepAlive: a silent TCP peer is declared dead after about 10+3*5 s.
+	keepAliveIdle, keepAliveInterval, keepAliveCount = 10 * time.Second, 5 * time.Second, 3
+)
+
+// Configure sets the pool's failure bounds where cfg (from the URL) left
+// them unset: DefaultConnectTimeout, TCP keepalives, the session timeouts
+// above (as runtime parameters; the URL's options=-c... or a runtime
+// parameter of the same name wins), DefaultHealthCheckPeriod when shorter
+// than the pool's, and a PostgreSQL error handler that closes the
+// connection on a FATAL error, an administrator or crash shutdown
+// (57P01, 57P02), a server still starting (57P03), a connection-class
+// error (08...) and a write refused by a read-only server (25006: the
+// host is, or became, a standby). With target_session_attrs=read-write in
+// a multi-host URL, the pool then reconnects to the new primary.
+// OpenConfig calls it; it is idempotent.
+func Configure(cfg *pgxpool.Config) {
+	cc := cfg.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = DefaultConnectTimeout
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true,
+		Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount}}
+	cc.DialFunc = d.DialContext
+	for k, v := range map[string]time.Duration{
+		"idle_in_transaction_session_timeout": DefaultIdleInTransactionTimeout,
+		"client_connection_check_interval":    DefaultClientCheckInterval,
+	} {
+		if _, set := cc.RuntimeParams[k]; !set {
+			cc.RuntimeParams[k] = fmt.Sprintf("%dms", v.Milliseconds())
+		}
+	}
+	if cfg.HealthCheckPeriod <= 0 || cfg.HealthCheckPeriod > DefaultHealthCheckPeriod {
+		cfg.HealthCheckPeriod = DefaultHealthCheckPeriod
+	}
+	cc.OnPgError = func(_ *pgconn.PgConn, pe *pgconn.PgError) bool {
+		return !closesConnection(pe)
+	}
+}
+
+// closesConnection reports whether a connection that received pe must not
+// be used again.
+func closesConnection(pe *pgconn.PgError) bool {
+	switch {
+	case strings.EqualFold(pe.Severity, "FATAL"), strings.EqualFold(pe.Severity, "PANIC"):
+		return true
+	case pe.Code == "25006", strings.HasPrefix(pe.Code, "57P"), strings.HasPrefix(pe.Code, "08"):
+		return true
+	}
+	return false
+}
+
+// unreachable reports whether err says the database could not be reached
+// or dropped the connection: a restart, a failover, a partition, a standby
+// refusing a write. What was asked may or may not have been done; callers
+// retry only what is safe to repeat (idempotent by request id, or
+// pgconn.SafeToRetry: nothing was sent).
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return closesConnection(pe) || pe.Code == "53300" // too_many_connections
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return pgconn.SafeToRetry(err) || errors.As(err, &ce) || errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
 
 // fieldOf maps constraint names to the request field at fault and a
 // sentence a support agent can act on. Constraints not listed here still
@@ -106,6 +201,13 @@ func translate(err error, what string) error {
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &server.Error{Code: server.ENotFound, Message: "not found while " + what, Err: err}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return server.Internal(err, what) // answered Canceled or DeadlineExceeded
+	}
+	if unreachable(err) {
+		return &server.Error{Code: server.EUnavailable, Message: "the database was unreachable while " + what +
+			" (restarting or failing over); try again: a retry with the same request id is answered exactly once", Err: err}
 	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
