@@ -142,20 +142,13 @@ func (c *cluster) start() {
 	}
 }
 
-// restart is `pg_ctl restart -m mode` (fast: sessions are terminated with
-// 57P01; immediate: the server crashes and recovers from the WAL).
-func (c *cluster) restart(mode string) {
+// stop is `pg_ctl stop -m mode` (fast: sessions are terminated with
+// 57P01; immediate: the server crashes, and recovers from the WAL when
+// started again).
+func (c *cluster) stop(mode string) {
 	c.t.Helper()
-	if err := c.pgCtl("restart", "-m", mode); err != nil {
+	if err := c.pgCtl("stop", "-m", mode); err != nil {
 		c.t.Fatalf("%s: %v\n%s", c.name, err, c.logTail())
-	}
-}
-
-// stopImmediate kills the server as a crash would.
-func (c *cluster) stopImmediate() {
-	c.t.Helper()
-	if err := c.pgCtl("stop", "-m", "immediate"); err != nil {
-		c.t.Fatalf("%s: %v", c.name, err)
 	}
 }
 
@@ -199,8 +192,15 @@ func (c *cluster) standby(name string) *cluster {
 		"-D", s.data(), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"); err != nil {
 		c.t.Fatal(err)
 	}
-	s.appendConf(fmt.Sprintf("port = %d\nunix_socket_directories = '%s'\nprimary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'\n",
-		s.port, s.dir, c.port, name))
+	s.appendConf(fmt.Sprintf("port = %d\nunix_socket_directories = '%s'\n", s.port, s.dir))
+	// After -R's primary_conninfo in postgresql.auto.conf, which wins over
+	// postgresql.conf: the last setting in the file counts.
+	f, err := os.OpenFile(filepath.Join(s.data(), "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fmt.Fprintf(f, "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'\n", c.port, name)
+	f.Close()
 	c.t.Cleanup(s.kill)
 	s.start()
 	c.exec("postgres", fmt.Sprintf("ALTER SYSTEM SET synchronous_standby_names = '%s'", name))

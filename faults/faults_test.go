@@ -42,7 +42,9 @@ func createDatabase(c *cluster) { c.exec("postgres", "CREATE DATABASE hotline") 
 
 // TestFaultPostgresRestart: PostgreSQL restarted under load, fast (every
 // session terminated with 57P01, then a clean start) and immediate (a
-// crash, then WAL recovery). Recovery is timed from the restart command.
+// crash, then WAL recovery). Recovery is timed from the moment the server
+// is down, so it includes PostgreSQL's start; health must say NOT_SERVING
+// meanwhile.
 func TestFaultPostgresRestart(t *testing.T) {
 	c := newCluster(t, "restart")
 	createDatabase(c)
@@ -51,9 +53,12 @@ func TestFaultPostgresRestart(t *testing.T) {
 	for _, mode := range []string{"fast", "immediate"} {
 		t.Run(mode, func(t *testing.T) {
 			e.t = t
-			e.runFault("postgres restart "+mode, defaultPlan(2*time.Second), func() time.Time {
-				at := time.Now()
-				c.restart(mode)
+			p := defaultPlan(2 * time.Second)
+			p.notServing = true
+			e.runFault("postgres restart "+mode, p, func() time.Time {
+				c.stop(mode)
+				at := time.Now() // down: recovery counts from here, the start included
+				c.start()
 				return at
 			})
 		})
@@ -74,8 +79,8 @@ func TestFaultReplicaSIGKILL(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		inFlight := victim.inFlight.Load()
-		at := time.Now()
 		victim.sigkill()
+		at := time.Now()
 		t.Logf("killed replica 0 with %d calls in flight", inFlight)
 		time.Sleep(time.Second)
 		victim.start()
@@ -88,7 +93,7 @@ func TestFaultReplicaSIGKILL(t *testing.T) {
 // promoted. The replicas connect with a multi-host URL and
 // target_session_attrs=read-write, so they find the new primary on their
 // own; the sealer continues the chain there. Recovery is timed from the
-// crash.
+// crash, so it includes the promotion.
 func TestFaultFailover(t *testing.T) {
 	primary := newCluster(t, "primary")
 	createDatabase(primary)
@@ -99,8 +104,8 @@ func TestFaultFailover(t *testing.T) {
 	current.Store(primary)
 	e := newEnv(t, url, func() string { return current.Load().url("hotline") }, 2)
 	e.runFault("failover to sync standby", defaultPlan(10*time.Second), func() time.Time {
-		at := time.Now()
-		primary.stopImmediate()
+		primary.stop("immediate")
+		at := time.Now() // the primary is gone: recovery counts from here, the promotion included
 		standby.promote()
 		current.Store(standby)
 		t.Logf("primary crashed and standby promoted in %s", time.Since(at).Round(time.Millisecond))
@@ -183,7 +188,9 @@ func TestFaultNetwork(t *testing.T) {
 	})
 	t.Run("blackhole", func(t *testing.T) {
 		e.t = t
-		e.runFault("network black hole", defaultPlan(5*time.Second), func() time.Time {
+		p := defaultPlan(5 * time.Second)
+		p.notServing = true
+		e.runFault("network black hole", p, func() time.Time {
 			remove := px.toxic("timeout", `{"timeout":0}`)
 			time.Sleep(hold(4*time.Second, 12*time.Second))
 			remove()
@@ -203,6 +210,7 @@ func TestFaultPoolExhausted(t *testing.T) {
 	direct := c.url("hotline")
 	e := newEnv(t, direct+"&pool_max_conns=3", func() string { return direct }, 2)
 	p := defaultPlan(2 * time.Second)
+	p.alwaysServing = true // a busy pool is not a database that is down
 	e.runFault("pool exhausted", p, func() time.Time {
 		ctx := context.Background()
 		conn, err := pgx.Connect(ctx, direct)

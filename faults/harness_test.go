@@ -38,15 +38,18 @@ type plan struct {
 	attempt  time.Duration // one attempt's deadline
 	budget   time.Duration // one request's retries stop after this
 	recovery time.Duration // goal: first success within this after the fault began
+
+	notServing    bool // readiness must say NOT_SERVING during the fault
+	alwaysServing bool // readiness must never say NOT_SERVING
 }
 
 // defaultPlan is the short plan under `make test`, the long one under `make chaos`.
 func defaultPlan(recovery time.Duration) plan {
 	if chaos {
-		return plan{clients: 8, warmup: 5 * time.Second, after: 20 * time.Second, maxOps: 5000,
+		return plan{clients: 8, warmup: 5 * time.Second, after: 20 * time.Second, maxOps: 20000,
 			attempt: 2 * time.Second, budget: 45 * time.Second, recovery: recovery}
 	}
-	return plan{clients: 4, warmup: 1500 * time.Millisecond, after: 3 * time.Second, maxOps: 400,
+	return plan{clients: 4, warmup: 1500 * time.Millisecond, after: 3 * time.Second, maxOps: 2000,
 		attempt: 2 * time.Second, budget: 30 * time.Second, recovery: recovery}
 }
 
@@ -272,6 +275,12 @@ func (e *env) runFault(name string, p plan, inject func() time.Time) result {
 	close(stopWatch)
 	watchWG.Wait()
 	res.NotServing = time.Duration(notServing.Load())
+	if p.notServing && res.NotServing == 0 {
+		t.Errorf("%s: no replica reported NOT_SERVING while the database was unreachable", name)
+	}
+	if p.alwaysServing && res.NotServing > 0 {
+		t.Errorf("%s: a replica reported NOT_SERVING for %s, though the database was reachable", name, res.NotServing)
+	}
 	for _, r := range e.replicas {
 		if _, ok := r.waitStatus(healthpb.HealthCheckResponse_SERVING, 30*time.Second); !ok {
 			t.Errorf("replica %d is not SERVING 30s after the fault ended:\n%s", r.i, r.logTail())

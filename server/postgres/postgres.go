@@ -28,6 +28,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,6 +43,9 @@ import (
 // one database keep every invariant.
 type DB struct {
 	pool *pgxpool.Pool
+
+	pingMu   sync.Mutex
+	pingConn *pgx.Conn // Ping's own connection, outside the pool
 }
 
 var _ server.Store = (*DB)(nil)
@@ -72,14 +76,52 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
 	return &DB{pool: pool}, nil
 }
 
-// Close closes every connection of the pool.
-func (db *DB) Close() { db.pool.Close() }
+// Close closes every connection of the pool, and Ping's.
+func (db *DB) Close() {
+	db.pool.Close()
+	db.pingMu.Lock()
+	defer db.pingMu.Unlock()
+	if db.pingConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		db.pingConn.Close(ctx)
+		cancel()
+		db.pingConn = nil
+	}
+}
 
 // Pool returns the underlying pool, for health checks and metrics.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+// pingSQL is Ping's question: may this server take writes?
+const pingSQL = `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool`
+
+// Ping checks that the database answers and takes writes (it is not a
+// standby, nor read-only), on a connection of its own: a pool whose
+// connections are all busy with slow calls is not a database that is
+// down. It is the readiness check.
+func (db *DB) Ping(ctx context.Context) error {
+	db.pingMu.Lock()
+	defer db.pingMu.Unlock()
+	if db.pingConn == nil || db.pingConn.IsClosed() {
+		c, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig)
+		if err != nil {
+			return err
+		}
+		db.pingConn = c
+	}
+	var readOnly bool
+	err := db.pingConn.QueryRow(ctx, pingSQL).Scan(&readOnly)
+	if err == nil && readOnly {
+		err = errors.New("postgres: the database is read-only (a standby, or transaction_read_only)")
+	}
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		db.pingConn.Close(cctx)
+		cancel()
+		db.pingConn = nil
+	}
+	return err
+}
 
 // The bounds Configure applies when the configuration leaves them unset.
 const (
