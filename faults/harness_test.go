@@ -164,12 +164,12 @@ func (e *env) runFault(name string, p plan, inject func() time.Time) result {
 	run := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(name, " ", "-"), time.Now().UnixNano(), e.runs.Add(1))
 	stop := make(chan struct{})
 	var (
-		mu            sync.Mutex
-		ops           []*op
-		different     atomic.Int64
-		retries       atomic.Int64
-		wg            sync.WaitGroup
-		n             = len(e.replicas)
+		mu        sync.Mutex
+		ops       []*op
+		different atomic.Int64
+		retries   atomic.Int64
+		wg        sync.WaitGroup
+		n         = len(e.replicas)
 	)
 	for c := range p.clients {
 		ctx := e.as(fmt.Sprintf("%s-agent-%d", run, c), server.RoleAgent)
