@@ -113,6 +113,34 @@ func TestFaultFailover(t *testing.T) {
 	})
 }
 
+// TestFaultSwitchoverReadOnlyPrimary: the old primary stays up but turns
+// read-only (as a demoted primary does) while its synchronous standby is
+// promoted. The replicas' pooled connections to the old primary now get
+// 25006 (read-only transaction) on every write: they must be closed, not
+// handed out again, so that the pool reconnects and
+// target_session_attrs=read-write takes it to the new primary. Recovery
+// is timed from the moment the old primary turned read-only.
+func TestFaultSwitchoverReadOnlyPrimary(t *testing.T) {
+	old := newCluster(t, "oldprimary")
+	createDatabase(old)
+	standby := old.standby("standby1")
+	url := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/hotline?sslmode=disable&target_session_attrs=read-write",
+		old.port, standby.port)
+	var current atomic.Pointer[cluster]
+	current.Store(old)
+	e := newEnv(t, url, func() string { return current.Load().url("hotline") }, 2)
+	p := defaultPlan(10 * time.Second)
+	p.notServing = true
+	e.runFault("switchover, old read-only", p, func() time.Time {
+		old.exec("postgres", "ALTER SYSTEM SET default_transaction_read_only = on")
+		old.exec("postgres", "SELECT pg_reload_conf()")
+		at := time.Now()
+		standby.promote()
+		current.Store(standby)
+		return at
+	})
+}
+
 // proxy is a toxiproxy TCP proxy in front of a cluster.
 type proxy struct {
 	t *testing.T

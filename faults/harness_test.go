@@ -161,7 +161,13 @@ var (
 func (e *env) runFault(name string, p plan, inject func() time.Time) result {
 	t := e.t
 	t.Helper()
-	run := fmt.Sprintf("%s-%d-%d", strings.ReplaceAll(name, " ", "-"), time.Now().UnixNano(), e.runs.Add(1))
+	slug := strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(name))
+	run := fmt.Sprintf("%s-%d-%d", slug, time.Now().UnixNano(), e.runs.Add(1))
 	stop := make(chan struct{})
 	var (
 		mu        sync.Mutex
