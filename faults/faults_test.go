@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("faults: skipped in -short mode (they build hotline-server and run PostgreSQL clusters)")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "hotline-faults-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
