@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -85,8 +86,14 @@ func newEnv(t *testing.T, serverURL string, direct func() string, n int, extra .
 	for i := range n {
 		e.replicas = append(e.replicas, startReplica(t, i, serverURL, e.krDir, extra...))
 	}
+	// Enough devices that none reaches 256 codes in one 10-minute slot
+	// (the voice code's sequence wrap) during a run.
+	devices := 32
+	if chaos {
+		devices = 256
+	}
 	prov := e.as("provisioner", server.RoleProvisioner)
-	for i := range 32 {
+	for i := range devices {
 		sn := fmt.Sprintf("JZ6OES#2017-08-01#3#DVR%013d", 7000000+i)
 		rctx, cancel := context.WithTimeout(prov, 10*time.Second)
 		_, err := e.replicas[0].devices.RegisterDevice(rctx, &hotlinev1.RegisterDeviceRequest{
@@ -123,15 +130,24 @@ type op struct {
 	tries   int
 }
 
-// definite reports whether a status says the request was refused and
-// nothing was issued. Unavailable, DeadlineExceeded, Internal, Unknown and
-// Canceled may follow a commit the client never heard of: Jepsen's
-// "unknown", retried with the same request id.
-func definite(c codes.Code) bool {
-	switch c {
+// definite reports whether an answer says the request was refused and
+// nothing was issued: a refusal's status code, or the service's own
+// SEQUENCE_WRAP (Unavailable with a retry time). Any other Unavailable,
+// DeadlineExceeded, Internal, Unknown and Canceled may follow a commit
+// the client never heard of: Jepsen's "unknown", retried with the same
+// request id.
+func definite(err error) bool {
+	st := status.Convert(err)
+	switch st.Code() {
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
 		codes.ResourceExhausted, codes.FailedPrecondition, codes.Unauthenticated, codes.OutOfRange, codes.Unimplemented:
 		return true
+	case codes.Unavailable:
+		for _, d := range st.Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == string(server.ReasonSequenceWrap) {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -203,7 +219,7 @@ func (e *env) runFault(name string, p plan, inject func() time.Time) result {
 						break
 					}
 					o.lastErr = err
-					if definite(status.Code(err)) {
+					if definite(err) {
 						o.failed = true
 						break
 					}
