@@ -250,3 +250,24 @@ bench-scale:
 	    -bench '^(BenchmarkVerify|BenchmarkAuditQuery)$$' -benchtime 1x -timeout 120m ./server/audit/ | \
 	  sed -u 's/^/bench-scale (audit, goals: verify >= 500000 events\/s, p99 < 5 ms): /' && \
 	  echo "bench-scale: took $$(( $$(date +%s) - start )) s"
+
+# ---- faults ----
+# The fault tests (server/faults/): concurrent issuing clients retrying by request
+# id against hotline-server processes while PostgreSQL restarts, fails over
+# to a synchronous standby, turns read-only, a replica is SIGKILLed, the
+# network degrades (toxiproxy) or the pool is exhausted. Every PostgreSQL
+# they fault is a cluster they create (initdb as the postgres user, free
+# loopback ports) and remove. `make test` runs the short versions
+# (about 1.5 minutes); `make chaos` the longer ones, and prints per fault:
+# requests sent, acknowledged, failed cleanly, unknown; acknowledged
+# issuances missing, issuances without their audit event, duplicate
+# sequences, sequence gaps, retries answered with another issuance; the
+# time to the first success after the fault, and verify's result.
+.PHONY: chaos
+
+## chaos: the fault tests, long runs (HOTLINE_CHAOS=1), with the table of figures
+chaos:
+	@url=$$(./deploy/dev/ensure-postgres.sh) && \
+	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_CHAOS=1 && \
+	  $(GO) test -count=1 -timeout 30m -v -run '^TestFault' ./server/faults/ 2>&1 | \
+	  grep -v -e '^=== ' -e 'refused: ' ; exit $${PIPESTATUS[0]}

@@ -29,6 +29,9 @@ type Main struct {
 	Listen string
 	// MetricsListen serves Prometheus metrics on /metrics; empty disables.
 	MetricsListen string
+	// HealthListen serves gRPC health alone, in plaintext, for probes;
+	// empty disables.
+	HealthListen string
 	// TLSCert and TLSKey enable TLS; required off loopback unless
 	// InsecurePlaintext.
 	TLSCert, TLSKey string
@@ -115,6 +118,7 @@ func (m *Main) ParseFlags(args []string) error {
 	c.register(fs)
 	fs.StringVar(&m.Listen, "listen", m.Listen, "gRPC listen address (env HOTLINE_LISTEN)")
 	fs.StringVar(&m.MetricsListen, "metrics-listen", os.Getenv("HOTLINE_METRICS_LISTEN"), "Prometheus /metrics address, e.g. 127.0.0.1:9464 (env HOTLINE_METRICS_LISTEN)")
+	fs.StringVar(&m.HealthListen, "health-listen", os.Getenv("HOTLINE_HEALTH_LISTEN"), "plaintext gRPC health-only address for probes, e.g. :8081 (env HOTLINE_HEALTH_LISTEN)")
 	fs.StringVar(&m.TLSCert, "tls-cert", os.Getenv("HOTLINE_TLS_CERT"), "TLS certificate (PEM) (env HOTLINE_TLS_CERT)")
 	fs.StringVar(&m.TLSKey, "tls-key", os.Getenv("HOTLINE_TLS_KEY"), "TLS private key (PEM) (env HOTLINE_TLS_KEY)")
 	fs.BoolVar(&m.InsecurePlaintext, "insecure-plaintext", os.Getenv("HOTLINE_INSECURE_PLAINTEXT") == "1", "allow plaintext gRPC on a non-loopback address")
@@ -153,7 +157,7 @@ func (m *Main) Run(ctx context.Context) error {
 	var err error
 	m.srv, err = wiring.Open(ctx, wiring.Config{
 		KeyringDir: m.Keyring, CreateKeyring: m.Dev, DatabaseURL: m.DatabaseURL,
-		Listen: m.Listen, MetricsListen: m.MetricsListen,
+		Listen: m.Listen, MetricsListen: m.MetricsListen, HealthListen: m.HealthListen,
 		TLSCert: m.TLSCert, TLSKey: m.TLSKey, InsecurePlaintext: m.InsecurePlaintext,
 		StaffJWKS: m.StaffJWKS, TrustKeyringStaff: m.Dev || m.TrustKeyringStaff, DevStaff: m.Dev, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
 		SealEvery: m.SealEvery, AuditWitness: m.AuditWitness, AuditDatabaseURL: m.AuditDatabaseURL, KeyringPoll: m.KeyringPoll, Logger: m.Logger,

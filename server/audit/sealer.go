@@ -32,6 +32,11 @@ const DefaultBatch = 5000
 // transaction may stay open after writing its event.
 const DefaultGrace = 5 * time.Minute
 
+// BatchTimeout bounds one sealing transaction: a sealer whose database
+// stopped answering (a partition, a failover) gives up the batch and
+// tries again on its next run, on a fresh connection.
+const BatchTimeout = 30 * time.Second
+
 // ErrRewritten is returned by the sealer when the chain in the database is
 // not an extension of a head it saw before or of the witness's last
 // checkpoint: someone removed or replaced seals. The sealer then refuses
@@ -158,11 +163,17 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	if lookback <= 0 {
 		lookback = DefaultGrace
 	}
+	ctx, cancel := context.WithTimeout(ctx, BatchTimeout)
+	defer cancel()
 	tx, err := s.db.BeginTx(ctx, pgx.TxOptions{}) // READ COMMITTED: each statement sees the latest commits
 	if err != nil {
 		return 0, false, fmt.Errorf("audit: seal: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer func() { // bounded too: a rollback over a dead connection would wait forever
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		tx.Rollback(rctx)
+		rcancel()
+	}()
 
 	var (
 		locked bool

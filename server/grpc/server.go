@@ -104,9 +104,10 @@ func (l Limits) withDefaults() Limits {
 
 // Server is a ready-to-serve gRPC server.
 type Server struct {
-	grpc     *grpc.Server
-	health   *health.Server
-	maxConns int
+	grpc       *grpc.Server
+	health     *health.Server
+	healthOnly *grpc.Server // ServeHealth's plaintext server
+	maxConns   int
 }
 
 // New builds the server: the four hotline.v1 services, health (every
@@ -161,9 +162,12 @@ func New(cfg Config) (*Server, error) {
 		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{grpc: gs, health: hs, maxConns: lim.MaxConnections}, nil
+	ho := grpc.NewServer()
+	healthpb.RegisterHealthServer(ho, hs)
+	return &Server{grpc: gs, health: hs, healthOnly: ho, maxConns: lim.MaxConnections}, nil
 }
 
 // Serve accepts connections on l, at most Limits.MaxConnections at once,
@@ -179,6 +183,7 @@ func (s *Server) GRPC() *grpc.Server { return s.grpc }
 // letting in-flight calls finish; when ctx ends first it stops at once.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.Shutdown()
+	defer s.healthOnly.Stop()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -193,4 +198,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 // Stop closes every connection at once.
-func (s *Server) Stop() { s.grpc.Stop() }
+func (s *Server) Stop() {
+	s.grpc.Stop()
+	s.healthOnly.Stop()
+}

@@ -65,13 +65,13 @@ const (
 	// 7. Its audit event: insertEventSQL.
 )
 
-// Issue runs the issuance transaction for req by a, counting in lim's
+// issueOnce runs the issuance transaction for req by a, counting in lim's
 // windows (zero fields take server.DefaultLimits'): it takes the actor's and
 // the device's locks, reads the server.IssueFacts, asks decide, and writes
 // what it decided in the same transaction (the event alone for a refusal or
 // a replay; the sequence bump, the issuance and its event otherwise).
 // Whether the request is allowed is decide's to say, never the store's.
-func (db *DB) Issue(ctx context.Context, a server.Actor, req server.IssueRequest, lim server.Limits,
+func (db *DB) issueOnce(ctx context.Context, a server.Actor, req server.IssueRequest, lim server.Limits,
 	decide func(server.IssueFacts) (server.IssueDecision, error)) (server.Issuance, error) {
 	if decide == nil {
 		return server.Issuance{}, server.Internal(errors.New("postgres: Issue without decide"), "issuing")

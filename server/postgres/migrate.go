@@ -2,12 +2,12 @@ package postgres
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver goose runs on
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib" // the database/sql driver goose runs on
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -47,11 +47,19 @@ func MigrationStatus(ctx context.Context, databaseURL string) (current, latest i
 	return current, latest, nil
 }
 
+// provider opens databaseURL for goose. The URL is parsed as Open parses
+// it, so that the pool_* settings the server's URL may carry are accepted
+// (and not sent to the server as unknown parameters), with the same
+// connect timeout.
 func provider(databaseURL string) (*goose.Provider, func(), error) {
-	sqlDB, err := sql.Open("pgx", databaseURL)
+	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("postgres: open for migration: %w", err)
+		return nil, nil, fmt.Errorf("postgres: parse database URL: %w", err)
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	sqlDB := stdlib.OpenDB(*cfg.ConnConfig)
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		sqlDB.Close()

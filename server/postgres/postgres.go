@@ -11,16 +11,27 @@
 //
 // Errors are *server.Error: pgx.ErrNoRows is ENotFound, a unique violation
 // EConflict (ReasonDeviceExists on a device's serial or id), a foreign-key
-// or check violation EInvalid naming the field, a busy or unreachable
-// database EUnavailable (ReasonDatabaseBusy), and anything else EInternal
-// wrapping the cause.
+// or check violation EInvalid naming the field, a busy database or a lost
+// or refused connection (a restart, a failover, a read-only server)
+// EUnavailable (ReasonDatabaseBusy), and anything else EInternal wrapping
+// the cause.
+//
+// Open and OpenConfig bound what a broken database can hold up (see
+// Configure): connecting times out, dead TCP peers are noticed by
+// keepalives, a transaction left idle by a vanished client is ended by
+// the server, and a connection that reported a shutdown or a read-only
+// server is closed instead of being handed out again.
 package postgres
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,6 +49,9 @@ type DB struct {
 	// cap(exports) of the pool's connections serve long streams, and the
 	// rest are always there for the issue path.
 	exports chan struct{}
+
+	pingMu   sync.Mutex
+	pingConn *pgx.Conn // Ping's own connection, outside the pool
 }
 
 // ExportConns is how many of a pool's connections audit exports may hold
@@ -57,8 +71,10 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	return OpenConfig(ctx, cfg)
 }
 
-// OpenConfig is Open with a pool configuration built by the caller.
+// OpenConfig is Open with a pool configuration built by the caller; it
+// applies Configure's bounds first.
 func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
+	Configure(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
@@ -70,14 +86,134 @@ func OpenConfig(ctx context.Context, cfg *pgxpool.Config) (*DB, error) {
 	return &DB{pool: pool, exports: make(chan struct{}, ExportConns(cfg.MaxConns))}, nil
 }
 
-// Close closes every connection of the pool.
-func (db *DB) Close() { db.pool.Close() }
+// Close closes every connection of the pool, and Ping's.
+func (db *DB) Close() {
+	db.pool.Close()
+	db.pingMu.Lock()
+	defer db.pingMu.Unlock()
+	if db.pingConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		db.pingConn.Close(ctx)
+		cancel()
+		db.pingConn = nil
+	}
+}
 
 // Pool returns the underlying pool, for health checks and metrics.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+// pingSQL is Ping's question: may this server take writes?
+const pingSQL = `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool`
+
+// Ping checks that the database answers and takes writes (it is not a
+// standby, nor read-only), on a connection of its own: a pool whose
+// connections are all busy with slow calls is not a database that is
+// down. It is the readiness check.
+func (db *DB) Ping(ctx context.Context) error {
+	db.pingMu.Lock()
+	defer db.pingMu.Unlock()
+	if db.pingConn == nil || db.pingConn.IsClosed() {
+		c, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig)
+		if err != nil {
+			return err
+		}
+		db.pingConn = c
+	}
+	var readOnly bool
+	err := db.pingConn.QueryRow(ctx, pingSQL).Scan(&readOnly)
+	if err == nil && readOnly {
+		err = errors.New("postgres: the database is read-only (a standby, or transaction_read_only)")
+	}
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		db.pingConn.Close(cctx)
+		cancel()
+		db.pingConn = nil
+	}
+	return err
+}
+
+// The bounds Configure applies when the configuration leaves them unset.
+const (
+	// DefaultConnectTimeout bounds establishing one connection (each host
+	// of a multi-host URL in turn): connect_timeout.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleInTransactionTimeout is the server's
+	// idle_in_transaction_session_timeout for the pool's sessions: a
+	// transaction whose client vanished (a killed replica, a partition)
+	// releases its row and advisory locks after this long.
+	DefaultIdleInTransactionTimeout = 30 * time.Second
+	// DefaultClientCheckInterval is client_connection_check_interval: a
+	// query whose client went away (its context ended) stops within this.
+	DefaultClientCheckInterval = 2 * time.Second
+	// DefaultHealthCheckPeriod is how often idle connections are checked.
+	DefaultHealthCheckPeriod = 5 * time.Second
+	// keepAlive: a silent TCP peer is declared dead after about 10+3*5 s.
+	keepAliveIdle, keepAliveInterval, keepAliveCount = 10 * time.Second, 5 * time.Second, 3
+)
+
+// Configure sets the pool's failure bounds where cfg (from the URL) left
+// them unset: DefaultConnectTimeout, TCP keepalives, the session timeouts
+// above (as runtime parameters; the URL's options=-c... or a runtime
+// parameter of the same name wins), DefaultHealthCheckPeriod when shorter
+// than the pool's, and a PostgreSQL error handler that closes the
+// connection on a FATAL error, an administrator or crash shutdown
+// (57P01, 57P02), a server still starting (57P03), a connection-class
+// error (08...) and a write refused by a read-only server (25006: the
+// host is, or became, a standby). With target_session_attrs=read-write in
+// a multi-host URL, the pool then reconnects to the new primary.
+// OpenConfig calls it; it is idempotent.
+func Configure(cfg *pgxpool.Config) {
+	cc := cfg.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = DefaultConnectTimeout
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true,
+		Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount}}
+	cc.DialFunc = d.DialContext
+	for k, v := range map[string]time.Duration{
+		"idle_in_transaction_session_timeout": DefaultIdleInTransactionTimeout,
+		"client_connection_check_interval":    DefaultClientCheckInterval,
+	} {
+		if _, set := cc.RuntimeParams[k]; !set {
+			cc.RuntimeParams[k] = fmt.Sprintf("%dms", v.Milliseconds())
+		}
+	}
+	if cfg.HealthCheckPeriod <= 0 || cfg.HealthCheckPeriod > DefaultHealthCheckPeriod {
+		cfg.HealthCheckPeriod = DefaultHealthCheckPeriod
+	}
+	cc.OnPgError = func(_ *pgconn.PgConn, pe *pgconn.PgError) bool {
+		return !closesConnection(pe)
+	}
+}
+
+// closesConnection reports whether a connection that received pe must not
+// be used again.
+func closesConnection(pe *pgconn.PgError) bool {
+	switch {
+	case strings.EqualFold(pe.Severity, "FATAL"), strings.EqualFold(pe.Severity, "PANIC"):
+		return true
+	case pe.Code == "25006", strings.HasPrefix(pe.Code, "57P"), strings.HasPrefix(pe.Code, "08"):
+		return true
+	}
+	return false
+}
+
+// unreachable reports whether err says the database could not be reached
+// or dropped the connection: a restart, a failover, a partition, a standby
+// refusing a write. What was asked may or may not have been done; callers
+// retry only what is safe to repeat (idempotent by request id, or
+// pgconn.SafeToRetry: nothing was sent).
+func unreachable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return closesConnection(pe) || pe.Code == "53300" // too_many_connections
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return pgconn.SafeToRetry(err) || errors.As(err, &ce) || errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
 
 // fieldOf maps constraint names to the request field at fault and a
 // sentence a support agent can act on. Constraints not listed here still
@@ -118,11 +254,15 @@ func translate(err error, what string) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return &server.Error{Code: server.ENotFound, Message: "not found while " + what, Err: err}
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return server.Internal(err, what) // answered Canceled or DeadlineExceeded
+	}
+	if unreachable(err) {
+		return &server.Error{Code: server.EUnavailable, Reason: server.ReasonDatabaseBusy, Message: "the database was unreachable while " + what +
+			" (restarting or failing over); try again: a retry with the same request id is answered exactly once", Err: err}
+	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
-		if unreachable(err) {
-			return busy(err, what)
-		}
 		return server.Internal(err, what)
 	}
 	f, known := fieldOf[pe.ConstraintName]
@@ -167,16 +307,4 @@ var conflictReasons = map[string]server.Reason{
 func busy(err error, what string) *server.Error {
 	return &server.Error{Code: server.EUnavailable, Reason: server.ReasonDatabaseBusy,
 		Message: "the database was busy while " + what + "; try again", Err: err}
-}
-
-// unreachable reports whether err says the database could not be reached
-// before the statement was sent: a failed connect, or an error pgconn
-// marks safe to retry (nothing was sent). A cancelled or expired context
-// is not: the caller gave up, and the transport answers for that.
-func unreachable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce) || pgconn.SafeToRetry(err)
 }

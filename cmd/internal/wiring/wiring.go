@@ -64,6 +64,9 @@ type Config struct {
 	Listen string
 	// MetricsListen serves Prometheus metrics on /metrics; empty disables.
 	MetricsListen string
+	// HealthListen serves gRPC health alone, in plaintext, for probes
+	// that cannot speak TLS (Kubernetes' grpc probe); empty disables.
+	HealthListen string
 	// TLSCert and TLSKey enable TLS; required off loopback unless
 	// InsecurePlaintext.
 	TLSCert, TLSKey string
@@ -122,6 +125,7 @@ type Server struct {
 	grpc     *grpcserver.Server
 	listener net.Listener
 	metricsL net.Listener
+	healthL  net.Listener
 	metrics  *http.Server
 }
 
@@ -228,6 +232,11 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, err
 	}
+	if cfg.HealthListen != "" {
+		if s.healthL, err = net.Listen("tcp", cfg.HealthListen); err != nil {
+			return nil, fmt.Errorf("health: %w", err)
+		}
+	}
 	if cfg.MetricsListen != "" {
 		if s.metricsL, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -302,8 +311,9 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 // TLS says whether the gRPC listener speaks TLS.
 func (s *Server) TLS() bool { return s.tls }
 
-// Run serves until ctx ends: gRPC, the metrics endpoint, the audit sealer
-// every Config.SealEvery and the keyring watcher (WatchKeyring). Then it
+// Run serves until ctx ends: gRPC, the metrics and health endpoints, the
+// audit sealer every Config.SealEvery, the keyring watcher (WatchKeyring)
+// and the database watcher that sets readiness (every second). Then it
 // stops gracefully within Config.ShutdownTimeout.
 func (s *Server) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
@@ -314,6 +324,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	wg.Go(func() { s.RunSealer(bg) })
 	wg.Go(func() { s.WatchKeyring(bg) })
+	wg.Go(func() { s.grpc.WatchDatabase(bg, s.DB.Ping, time.Second) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve() }()
@@ -335,6 +346,9 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve() error {
 	if s.metrics != nil {
 		go s.metrics.Serve(s.metricsL)
+	}
+	if s.healthL != nil {
+		go s.grpc.ServeHealth(s.healthL)
 	}
 	return s.grpc.Serve(s.listener)
 }
@@ -360,6 +374,9 @@ func (s *Server) Close() {
 	}
 	if s.metricsL != nil {
 		s.metricsL.Close()
+	}
+	if s.healthL != nil {
+		s.healthL.Close()
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
