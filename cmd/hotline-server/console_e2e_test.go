@@ -263,6 +263,42 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatalf("dvr-agent verify refused the code read off the page: %v\n%s", err, b)
 	}
 
+	// A DVR whose clock reads 2000-01-01 shows a request code; the agent
+	// types it on the issue form, and the code read off the page is
+	// accepted by that DVR, once, without its clock.
+	bound := demoDevices[1]
+	bdir := t.TempDir()
+	bKey, bState := filepath.Join(bdir, "device.key"), filepath.Join(bdir, "state")
+	os.WriteFile(bKey, out("hotline-server", "keys", "device-key", bound.Serial), 0o600)
+	os.Mkdir(bState, 0o700)
+	dvrArgs := func(cmd string, rest ...string) []string {
+		return append([]string{cmd, "--serial", bound.Serial, "--key-file", bKey, "--trust", trust, "--state", bState,
+			"--now", "2000-01-01T00:00:00Z", "--boot-id", "0f6e2a51-5c8e-4c4b-9d1e-000000000002", "--uptime", "90"}, rest...)
+	}
+	reqCode := strings.TrimSpace(string(out("dvr-agent", dvrArgs("request")...)))
+	bid := bound.Serial[strings.LastIndex(bound.Serial, "#")+1:]
+	e.run(ag, "bound: device page", chromedp.Navigate(e.url+"/devices/"+bid), chromedp.WaitVisible(chromedp.CSS("#request-code")),
+		chromedp.SendKeys(chromedp.CSS("#ticket"), "T-7"), chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)),
+		chromedp.SendKeys(chromedp.CSS("#request-code"), "12345-6789"), chromedp.Click(chromedp.CSS("#issue-button")),
+		chromedp.WaitVisible(chromedp.CSS("#request-code-error")))
+	if msg := e.text(ag, "#request-code-error"); !strings.Contains(msg, "request_code") || !strings.Contains(msg, "XXXXX-XXXXX") {
+		t.Fatalf("a malformed request code explained as %q", msg)
+	}
+	e.shot(ag, "13-request-code-refused")
+	e.run(ag, "bound: issue", chromedp.SetValue(chromedp.CSS("#request-code"), strings.ToLower(reqCode)),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#bound-note")))
+	boundCode := e.text(ag, "#voice-code")
+	if got := e.text(ag, "#bound-request"); got != reqCode {
+		t.Fatalf("the reveal says the code is bound to %q, want %s", got, reqCode)
+	}
+	e.shot(ag, "14-reveal-bound")
+	if b, err := exec.Command(filepath.Join(bin, "dvr-agent"), dvrArgs("verify", boundCode)...).CombinedOutput(); err != nil {
+		t.Fatalf("dvr-agent with its clock at 2000 refused the bound code read off the page (request %s): %v\n%s", reqCode, err, b)
+	}
+	if err := exec.Command(filepath.Join(bin, "dvr-agent"), dvrArgs("verify", boundCode)...).Run(); err == nil {
+		t.Fatal("dvr-agent accepted the bound code read off the page twice")
+	}
+
 	// An agent's hand-made POST to a supervisor's act is refused.
 	if st := e.post(ag, "/devices/"+id+"/hold", "reason=insider"); st != http.StatusForbidden {
 		t.Fatalf("an agent's POST to hold: %d, want 403", st)
