@@ -43,6 +43,9 @@ type Service struct {
 	// Optional: without it VerifyAudit and AuditCheckpoint are
 	// EPrecondition.
 	AuditLog AuditLog
+	// Approvals keeps the requests for a supervisor's approval. Optional:
+	// without it the approval acts are EPrecondition.
+	Approvals ApprovalStore
 
 	modelsMu sync.Mutex
 	models   map[string]Model
@@ -71,6 +74,12 @@ var permissions = map[Action][]Role{
 	ActionAuditSummary:    {RoleAuditor, RoleSupervisor},
 	ActionAuditCheckpoint: {RoleAuditor, RoleSupervisor},
 	ActionAuditVerify:     {RoleAuditor, RoleSupervisor},
+	// Asking for a supervisor's approval, and seeing the granted code;
+	// answering (who may answer which request: DecideApproval).
+	ActionApprovalRequest: {RoleAgent, RoleSupervisor},
+	ActionApprovalReveal:  {RoleAgent, RoleSupervisor},
+	ActionApprovalGrant:   {RoleSupervisor},
+	ActionApprovalDeny:    {RoleSupervisor},
 }
 
 // Allowed reports whether role may perform act.
