@@ -68,6 +68,9 @@ type deviceData struct {
 	Fresh     bool
 	Methods   []methodOption
 	LimitUsed bool
+	// AskProblem is set when Problem is the refusal of a request for a
+	// supervisor's approval (shown next to that form).
+	AskProblem bool
 }
 
 type methodOption struct {
@@ -172,6 +175,8 @@ type revealData struct {
 type shownData struct {
 	DeviceID string
 	Form     issueForm
+	// Back, when set, is the approval whose code was shown.
+	Back string
 }
 
 // issue issues a code for the form. The form's request id makes the act

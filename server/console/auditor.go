@@ -18,6 +18,7 @@ var auditActions = []server.Action{
 	server.ActionIssue, server.ActionIssueReplay, server.ActionLookup, server.ActionOwnerCheck, server.ActionHold, server.ActionRelease,
 	server.ActionListIssuances, server.ActionRegister, server.ActionImport, server.ActionAuditQuery, server.ActionAuditExport,
 	server.ActionAuditSummary, server.ActionAuditVerify, server.ActionAuditCheckpoint,
+	server.ActionApprovalRequest, server.ActionApprovalGrant, server.ActionApprovalDeny, server.ActionApprovalExpire, server.ActionApprovalReveal,
 }
 
 // auditFilterForm is the audit filter as typed.

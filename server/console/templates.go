@@ -9,7 +9,7 @@ import (
 )
 
 // pageNames are the page templates, each parsed with layout.html.
-var pageNames = []string{"home", "signin", "signedout", "error", "search", "device", "reveal", "shown", "fresh", "audit", "summary", "verify", "team"}
+var pageNames = []string{"home", "signin", "signedout", "error", "search", "device", "reveal", "shown", "fresh", "audit", "summary", "verify", "team", "approvals", "approval"}
 
 var methodNames = map[server.VerificationMethod]string{
 	server.VerifyOwnerContact: "owner contact", server.VerifyProofOfPurchase: "proof of purchase",
@@ -28,6 +28,7 @@ var funcs = template.FuncMap{
 	"method": func(m server.VerificationMethod) string { return methodNames[m] },
 	"join":   strings.Join,
 	"sub":    func(a, b int) int { return a - b },
+	"approvable": func(r server.Reason) bool { return server.Approvable(r) },
 	"isConsole": func(addr string) bool {
 		return strings.HasPrefix(addr, "console:")
 	},
