@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,8 +40,8 @@ func (c *Console) queueRows(r *http.Request, rq *request) ([]approvalRow, error)
 	now := c.cfg.Now()
 	rows := make([]approvalRow, len(aps))
 	for i, ap := range aps {
-		left := ap.ExpiresAt.Sub(now).Round(time.Minute)
-		rows[i] = approvalRow{Approval: ap, DeviceID: deviceIDOf(ap.Request.Serial), Left: max(left, 0).String()}
+		left := max(ap.ExpiresAt.Sub(now), 0)
+		rows[i] = approvalRow{Approval: ap, DeviceID: deviceIDOf(ap.Request.Serial), Left: strconv.Itoa(int(left.Round(time.Minute)/time.Minute)) + " min"}
 	}
 	return rows, nil
 }
