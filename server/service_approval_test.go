@@ -57,7 +57,9 @@ func TestDecideApproval(t *testing.T) {
 			mod:   func(ap *server.Approval) { ap.State, ap.DecidedBy = server.ApprovalGranted, supB.Subject },
 			issue: true, actions: []server.Action{server.ActionApprovalGrant}, detail: "retry_issue"},
 		{name: "refused/granted-and-issued-already", actor: supB, grant: true,
-			mod:  func(ap *server.Approval) { ap.State, ap.DecidedBy, ap.IssuanceID = server.ApprovalGranted, supB.Subject, "iss-1" },
+			mod: func(ap *server.Approval) {
+				ap.State, ap.DecidedBy, ap.IssuanceID = server.ApprovalGranted, supB.Subject, "iss-1"
+			},
 			code: server.EConflict, actions: []server.Action{server.ActionApprovalGrant}, detail: "already_granted"},
 		{name: "refused/already-expired", actor: supervisor, grant: true, mod: func(ap *server.Approval) { ap.State = server.ApprovalExpired },
 			code: server.EConflict, actions: []server.Action{server.ActionApprovalGrant}, detail: "already_expired"},

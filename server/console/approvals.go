@@ -179,9 +179,13 @@ func (c *Console) approvalReveal(w http.ResponseWriter, r *http.Request, rq *req
 }
 
 // grant and deny answer a request for approval from the queue.
-func (c *Console) grant(w http.ResponseWriter, r *http.Request, rq *request) { c.answer(w, r, rq, true) }
+func (c *Console) grant(w http.ResponseWriter, r *http.Request, rq *request) {
+	c.answer(w, r, rq, true)
+}
 
-func (c *Console) deny(w http.ResponseWriter, r *http.Request, rq *request) { c.answer(w, r, rq, false) }
+func (c *Console) deny(w http.ResponseWriter, r *http.Request, rq *request) {
+	c.answer(w, r, rq, false)
+}
 
 func (c *Console) answer(w http.ResponseWriter, r *http.Request, rq *request, grant bool) {
 	_, err := c.svc.AnswerApproval(r.Context(), rq.Actor, r.PathValue("aid"), grant, r.PostFormValue("comment"))

@@ -23,15 +23,12 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"date":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"iso":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"method": func(m server.VerificationMethod) string { return methodNames[m] },
-	"join":   strings.Join,
-	"sub":    func(a, b int) int { return a - b },
+	"date":       func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"method":     func(m server.VerificationMethod) string { return methodNames[m] },
+	"join":       strings.Join,
+	"sub":        func(a, b int) int { return a - b },
 	"approvable": func(r server.Reason) bool { return server.Approvable(r) },
-	"isConsole": func(addr string) bool {
-		return strings.HasPrefix(addr, "console:")
-	},
 }
 
 func parsePages() (map[string]*template.Template, error) {

@@ -7,13 +7,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/server"
 )
 
 var _ server.ApprovalStore = (*DB)(nil)
 
 // approvalColumns are what scanApproval reads.
-const approvalColumns = `id::text, requester, requester_role, request_id, serial, ticket, method, method_note, request_code,
+const approvalColumns = `id::text, requester, requester_role, request_id, serial, ticket, method, method_note, request_nonce,
 	blocked, reason, state, created_at, expires_at, COALESCE(decided_by, ''), decided_at, COALESCE(comment, ''),
 	COALESCE(issuance_id::text, '')`
 
@@ -24,14 +25,18 @@ func scanApproval(row pgx.Row, extra ...any) (server.Approval, error) {
 		role, blocked, state string
 		method               int16
 		decidedAt            *time.Time
+		nonce                *int64
 	)
 	err := row.Scan(append([]any{&ap.ID, &ap.Requester, &role, &ap.Request.RequestID, &ap.Request.Serial, &ap.Request.Ticket, &method,
-		&ap.Request.MethodNote, &ap.Request.RequestCode, &blocked, &ap.Reason, &state, &ap.CreatedAt, &ap.ExpiresAt,
+		&ap.Request.MethodNote, &nonce, &blocked, &ap.Reason, &state, &ap.CreatedAt, &ap.ExpiresAt,
 		&ap.DecidedBy, &decidedAt, &ap.Comment, &ap.IssuanceID}, extra...)...)
 	ap.RequesterRole, ap.Request.Method, ap.Blocked, ap.State = server.Role(role), server.VerificationMethod(method), server.Reason(blocked), server.ApprovalState(state)
 	ap.CreatedAt, ap.ExpiresAt = ap.CreatedAt.UTC(), ap.ExpiresAt.UTC()
 	if decidedAt != nil {
 		ap.DecidedAt = decidedAt.UTC()
+	}
+	if nonce != nil {
+		ap.Request.RequestCode = voicecode.FormatRequestCode(uint64(*nonce))
 	}
 	return ap, err
 }
@@ -54,11 +59,11 @@ func (db *DB) CreateApproval(ctx context.Context, ap server.Approval, ttl time.D
 		}
 		r := ap.Request
 		tag, err := tx.Exec(ctx, `INSERT INTO approvals (id, requester, requester_role, request_id, serial, ticket, method, method_note,
-			request_code, blocked, reason, expires_at)
+			request_nonce, blocked, reason, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
 			ON CONFLICT (requester, request_id) DO NOTHING`,
 			ap.ID, ap.Requester, string(ap.RequesterRole), r.RequestID, r.Serial, r.Ticket, int16(r.Method), r.MethodNote,
-			r.RequestCode, string(ap.Blocked), ap.Reason, ttl)
+			requestNonce(r.RequestCode), string(ap.Blocked), ap.Reason, ttl)
 		if err != nil {
 			return err
 		}

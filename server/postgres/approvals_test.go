@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dvrhotline/hotline/agent/voicecode"
 	"github.com/dvrhotline/hotline/server"
 )
 
@@ -26,6 +27,7 @@ func TestApprovalRound(t *testing.T) {
 	s := registerDevice(t, db, "owner@example.com")
 	asker := server.Actor{Subject: newName("sup-asks"), Role: server.RoleSupervisor}
 	ap, ev := newApproval(asker, s)
+	ap.Request.RequestCode = voicecode.FormatRequestCode(12345) // kept as its nonce, read back as the code
 	got, first, err := db.CreateApproval(ctx, ap, server.ApprovalTTL, ev)
 	if err != nil || !first || got.State != server.ApprovalPending || got.ExpiresAt.Sub(got.CreatedAt) != server.ApprovalTTL || got.Request != ap.Request {
 		t.Fatalf("CreateApproval: %+v %v %v", got, first, err)

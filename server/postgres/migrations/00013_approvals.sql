@@ -16,7 +16,9 @@ CREATE TABLE approvals (
     ticket         text NOT NULL CHECK (ticket <> ''),
     method         smallint NOT NULL CHECK (method BETWEEN 1 AND 4),
     method_note    text NOT NULL DEFAULT '',
-    request_code   text NOT NULL DEFAULT '',
+    -- The nonce of the DVR's request code the code is to be bound to
+    -- (as issuances.request_nonce); NULL: a time-based code.
+    request_nonce  bigint CHECK (request_nonce >= 0 AND request_nonce < 8796093022208),
     blocked        text NOT NULL CHECK (blocked IN ('LIMIT_PER_DEVICE', 'LIMIT_PER_AGENT')),
     reason         text NOT NULL CHECK (btrim(reason) <> ''),
     state          text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'granted', 'denied', 'expired')),
