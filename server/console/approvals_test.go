@@ -15,7 +15,7 @@ import (
 func TestApprovedCodeIsShownOnlyToTheRequesterOnce(t *testing.T) {
 	h := newHarness(t, Config{})
 	_, id := h.register("owner@example.com")
-	alice, mallory := h.signIn("alice", server.RoleAgent), h.signIn("mallory", server.RoleAgent)
+	alice, mallory := h.signIn("alice", server.RoleAgent), h.signIn("mallet", server.RoleAgent)
 	sue := h.signIn("sue", server.RoleSupervisor)
 	for range server.DefaultLimits.PerDevice {
 		h.do("POST", "/devices/"+id+"/issue", mallory, url.Values{"request_id": {server.NewUUID()}, "ticket": {"T-1"}, "method": {"2"}})
