@@ -90,11 +90,13 @@ type memStore struct {
 	issuances []server.Issuance     // in insert order
 	events    []server.AuditEvent   // in insert order
 	imports   map[string]*memImport
+	approvals []*server.Approval // in insert order
 }
 
 var (
-	_ server.Store       = (*memStore)(nil)
-	_ server.ImportStore = (*memStore)(nil)
+	_ server.Store         = (*memStore)(nil)
+	_ server.ImportStore   = (*memStore)(nil)
+	_ server.ApprovalStore = (*memStore)(nil)
 )
 
 // testModels is the catalogue the migrations seed, in part.
@@ -758,4 +760,136 @@ func (l *fakeAuditLog) LatestCheckpoint(ctx context.Context) (server.AuditCheckp
 		return l.LatestCheckpointFn(ctx)
 	}
 	return server.AuditCheckpoint{Text: "checkpoint", Size: 9, Head: "ab", KID: "audit-1"}, true, nil
+}
+
+// approval returns the stored approval id, nil when none, under mu.
+func (m *memStore) approval(id string) *server.Approval {
+	for _, ap := range m.approvals {
+		if ap.ID == id {
+			return ap
+		}
+	}
+	return nil
+}
+
+// CreateApproval implements server.ApprovalStore as server/postgres does:
+// one approval per requester and request id, the event in the same act.
+func (m *memStore) CreateApproval(ctx context.Context, ap server.Approval, ttl time.Duration, ev server.AuditEvent) (server.Approval, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, x := range m.approvals {
+		if x.Requester == ap.Requester && x.Request.RequestID == ap.Request.RequestID {
+			return *x, false, nil
+		}
+	}
+	if m.devices[ap.Request.Serial] == nil {
+		return server.Approval{}, false, notRegistered(ap.Request.Serial)
+	}
+	now := m.clock.Now().UTC()
+	ap.State, ap.CreatedAt, ap.ExpiresAt = server.ApprovalPending, now, now.Add(ttl)
+	m.approvals = append(m.approvals, &ap)
+	m.record(ev)
+	return ap, true, nil
+}
+
+// Approval implements server.ApprovalStore.
+func (m *memStore) Approval(ctx context.Context, id string) (server.Approval, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ap := m.approval(id); ap != nil {
+		return *ap, nil
+	}
+	return server.Approval{}, &server.Error{Code: server.ENotFound, Message: "no such approval"}
+}
+
+// PendingApprovals implements server.ApprovalStore.
+func (m *memStore) PendingApprovals(ctx context.Context, limit int) ([]server.Approval, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []server.Approval
+	for _, ap := range m.approvals {
+		if ap.State == server.ApprovalPending && len(out) < limit {
+			out = append(out, *ap)
+		}
+	}
+	return out, nil
+}
+
+// apply writes decision d about ap at now, under mu.
+func (m *memStore) apply(ap *server.Approval, d server.ApprovalDecision, now time.Time) {
+	for _, ev := range d.Events {
+		m.record(ev)
+	}
+	if d.State == "" {
+		return
+	}
+	ap.State = d.State
+	if d.DecidedBy != "" {
+		ap.DecidedBy, ap.DecidedAt, ap.Comment = d.DecidedBy, now, d.Comment
+	}
+}
+
+// DecideApproval implements server.ApprovalStore.
+func (m *memStore) DecideApproval(ctx context.Context, id string, decide func(server.Approval, time.Time) server.ApprovalDecision) (server.Approval, server.ApprovalDecision, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ap := m.approval(id)
+	if ap == nil {
+		return server.Approval{}, server.ApprovalDecision{}, &server.Error{Code: server.ENotFound, Message: "no such approval"}
+	}
+	now := m.clock.Now().UTC()
+	d := decide(*ap, now)
+	m.apply(ap, d, now)
+	return *ap, d, nil
+}
+
+// ExpireApprovals implements server.ApprovalStore.
+func (m *memStore) ExpireApprovals(ctx context.Context, decide func(server.Approval, time.Time) (server.ApprovalDecision, bool)) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now, n := m.clock.Now().UTC(), 0
+	for _, ap := range m.approvals {
+		if ap.State != server.ApprovalPending || now.Before(ap.ExpiresAt) {
+			continue
+		}
+		if d, ok := decide(*ap, now); ok {
+			m.apply(ap, d, now)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// LinkApprovalIssuance implements server.ApprovalStore.
+func (m *memStore) LinkApprovalIssuance(ctx context.Context, id, issuanceID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ap := m.approval(id)
+	if ap == nil || ap.State != server.ApprovalGranted || (ap.IssuanceID != "" && ap.IssuanceID != issuanceID) {
+		return server.Internal(fmt.Errorf("memstore: approval %s cannot take issuance %s", id, issuanceID), "linking an approval")
+	}
+	ap.IssuanceID = issuanceID
+	return nil
+}
+
+// ApprovedIssuance implements server.ApprovalStore.
+func (m *memStore) ApprovedIssuance(ctx context.Context, id string, decide func(server.Approval, *server.Issuance) (server.AuditEvent, *server.Error)) (server.Issuance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ap := m.approval(id)
+	if ap == nil {
+		return server.Issuance{}, &server.Error{Code: server.ENotFound, Message: "no such approval"}
+	}
+	var iss *server.Issuance
+	for i := range m.issuances {
+		if m.issuances[i].ID == ap.IssuanceID {
+			iss = &m.issuances[i]
+		}
+	}
+	ev, refusal := decide(*ap, iss)
+	m.record(ev)
+	if refusal != nil {
+		return server.Issuance{}, refusal
+	}
+	return *iss, nil
 }

@@ -374,6 +374,16 @@ const (
 	ActionMailAttempt Action = "mail.attempt"
 	// ActionMailStatus is a staff member reading delivery states.
 	ActionMailStatus Action = "mail.status"
+	// ActionApprovalRequest is a staff member asking a supervisor to issue
+	// a code the policy refused them; ActionApprovalGrant and
+	// ActionApprovalDeny a supervisor's answer, ActionApprovalExpire a
+	// request left unanswered for ApprovalTTL, ActionApprovalReveal the
+	// granted code shown to the requester.
+	ActionApprovalRequest Action = "recovery.approval_request"
+	ActionApprovalGrant   Action = "recovery.approval_grant"
+	ActionApprovalDeny    Action = "recovery.approval_deny"
+	ActionApprovalExpire  Action = "recovery.approval_expire"
+	ActionApprovalReveal  Action = "recovery.approval_reveal"
 )
 
 // AuditEvent is one entry of the append-only audit log.

@@ -51,6 +51,9 @@ type Service struct {
 	Verify VerifyLimits
 	// Outbox, when set, is woken as soon as a message is queued.
 	Outbox *Outbox
+	// Approvals keeps the requests for a supervisor's approval. Optional:
+	// without it the approval acts are EPrecondition.
+	Approvals ApprovalStore
 
 	modelsMu sync.Mutex
 	models   map[string]Model
@@ -85,6 +88,12 @@ var permissions = map[Action][]Role{
 	ActionAuditSummary:    {RoleAuditor, RoleSupervisor},
 	ActionAuditCheckpoint: {RoleAuditor, RoleSupervisor},
 	ActionAuditVerify:     {RoleAuditor, RoleSupervisor},
+	// Asking for a supervisor's approval, and seeing the granted code;
+	// answering (who may answer which request: DecideApproval).
+	ActionApprovalRequest: {RoleAgent, RoleSupervisor},
+	ActionApprovalReveal:  {RoleAgent, RoleSupervisor},
+	ActionApprovalGrant:   {RoleSupervisor},
+	ActionApprovalDeny:    {RoleSupervisor},
 }
 
 // Allowed reports whether role may perform act.

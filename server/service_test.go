@@ -67,6 +67,7 @@ func newEnv(tb testing.TB) *env {
 	st := newMemStore(c)
 	svc := server.NewService(st, kr)
 	svc.Now, svc.Logger, svc.Limits = c.Now, slog.New(slog.DiscardHandler), testLimits
+	svc.Approvals = st
 	return &env{ctx: context.Background(), clock: c, store: st, keys: kr, svc: svc}
 }
 

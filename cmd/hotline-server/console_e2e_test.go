@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,8 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
@@ -51,6 +56,8 @@ type consoleE2E struct {
 	logs     *lockedBuffer
 	m        *Main
 	op       *mockoidc.MockOIDC
+	idp      *maxAgeProvider
+	dbURL    string
 	svc      *server.Service
 	chromium string
 	url      string
@@ -58,9 +65,17 @@ type consoleE2E struct {
 
 func startConsoleE2E(t *testing.T) *consoleE2E {
 	t.Helper()
-	e := &consoleE2E{t: t, chromium: chromiumPath(t)}
-	op, err := mockoidc.Run()
+	e := &consoleE2E{t: t, chromium: chromiumPath(t), idp: &maxAgeProvider{lastAuth: map[string]time.Time{}}}
+	op, err := mockoidc.NewServer(nil)
 	if err != nil {
+		t.Fatal(err)
+	}
+	op.AddMiddleware(e.idp.middleware)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.Start(ln, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { op.Shutdown() })
@@ -73,7 +88,8 @@ func startConsoleE2E(t *testing.T) *consoleE2E {
 		t.Fatal(err)
 	}
 	m := NewMain(io.Discard, io.Discard)
-	if err := m.ParseFlags([]string{"--keyring", kdir, "--database-url", pgtest.NewDatabase(t, "console_e2e"), "--listen", "127.0.0.1:0",
+	e.dbURL = pgtest.NewDatabase(t, "console_e2e")
+	if err := m.ParseFlags([]string{"--keyring", kdir, "--database-url", e.dbURL, "--listen", "127.0.0.1:0",
 		"--limit-per-device", "1", "--trust-keyring-staff-issuer", "--console-listen", "127.0.0.1:0", "--console-oidc-issuer", cfg.Issuer,
 		"--console-oidc-client-id", cfg.ClientID, "--console-roles", "hl-agents=agent,hl-supervisors=supervisor,hl-auditors=auditor"}); err != nil {
 		t.Fatal(err)
@@ -150,7 +166,7 @@ func (e *consoleE2E) shot(ctx context.Context, name string) {
 // signIn goes through the OpenID code flow as subject in group.
 func (e *consoleE2E) signIn(ctx context.Context, subject, group string, shot bool) {
 	e.t.Helper()
-	e.op.QueueUser(&mockoidc.MockUser{Subject: subject, Email: subject + "@hotline.example", Groups: []string{group}})
+	e.queueUser(subject, group)
 	e.run(ctx, "open the console", chromedp.Navigate(e.url+"/"), chromedp.WaitVisible(chromedp.CSS("#oidc-sign-in")))
 	if shot {
 		e.shot(ctx, "01-sign-in")
@@ -263,6 +279,42 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatalf("dvr-agent verify refused the code read off the page: %v\n%s", err, b)
 	}
 
+	// A DVR whose clock reads 2000-01-01 shows a request code; the agent
+	// types it on the issue form, and the code read off the page is
+	// accepted by that DVR, once, without its clock.
+	bound := demoDevices[1]
+	bdir := t.TempDir()
+	bKey, bState := filepath.Join(bdir, "device.key"), filepath.Join(bdir, "state")
+	os.WriteFile(bKey, out("hotline-server", "keys", "device-key", bound.Serial), 0o600)
+	os.Mkdir(bState, 0o700)
+	dvrArgs := func(cmd string, rest ...string) []string {
+		return append([]string{cmd, "--serial", bound.Serial, "--key-file", bKey, "--trust", trust, "--state", bState,
+			"--now", "2000-01-01T00:00:00Z", "--boot-id", "0f6e2a51-5c8e-4c4b-9d1e-000000000002", "--uptime", "90"}, rest...)
+	}
+	reqCode := strings.TrimSpace(string(out("dvr-agent", dvrArgs("request")...)))
+	bid := bound.Serial[strings.LastIndex(bound.Serial, "#")+1:]
+	e.run(ag, "bound: device page", chromedp.Navigate(e.url+"/devices/"+bid), chromedp.WaitVisible(chromedp.CSS("#request-code")),
+		chromedp.SendKeys(chromedp.CSS("#ticket"), "T-7"), chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)),
+		chromedp.SendKeys(chromedp.CSS("#request-code"), "12345-6789"), chromedp.Click(chromedp.CSS("#issue-button")),
+		chromedp.WaitVisible(chromedp.CSS("#request-code-error")))
+	if msg := e.text(ag, "#request-code-error"); !strings.Contains(msg, "request_code") || !strings.Contains(msg, "XXXXX-XXXXX") {
+		t.Fatalf("a malformed request code explained as %q", msg)
+	}
+	e.shot(ag, "13-request-code-refused")
+	e.run(ag, "bound: issue", chromedp.SetValue(chromedp.CSS("#request-code"), strings.ToLower(reqCode)),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#bound-note")))
+	boundCode := e.text(ag, "#voice-code")
+	if got := e.text(ag, "#bound-request"); got != reqCode {
+		t.Fatalf("the reveal says the code is bound to %q, want %s", got, reqCode)
+	}
+	e.shot(ag, "14-reveal-bound")
+	if b, err := exec.Command(filepath.Join(bin, "dvr-agent"), dvrArgs("verify", boundCode)...).CombinedOutput(); err != nil {
+		t.Fatalf("dvr-agent with its clock at 2000 refused the bound code read off the page (request %s): %v\n%s", reqCode, err, b)
+	}
+	if err := exec.Command(filepath.Join(bin, "dvr-agent"), dvrArgs("verify", boundCode)...).Run(); err == nil {
+		t.Fatal("dvr-agent accepted the bound code read off the page twice")
+	}
+
 	// An agent's hand-made POST to a supervisor's act is refused.
 	if st := e.post(ag, "/devices/"+id+"/hold", "reason=insider"); st != http.StatusForbidden {
 		t.Fatalf("an agent's POST to hold: %d, want 403", st)
@@ -295,6 +347,70 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	if seq := e.text(sup, "#sequence"); seq != "2" {
 		t.Fatalf("override issued sequence %q, want 2", seq)
 	}
+
+	// Over the limit, the agent asks for approval; the request appears in
+	// the queue a supervisor already has open; the supervisor cannot
+	// approve a request of their own; a second supervisor approves, and
+	// the agent's page moves on to the code by itself.
+	e.run(sup, "open the queue", chromedp.Navigate(e.url+"/approvals"), chromedp.WaitVisible(chromedp.CSS("#queue-empty")))
+	e.run(ag, "agent over the limit", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#ticket")),
+		chromedp.SendKeys(chromedp.CSS("#ticket"), "T-3"), chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#ask-approval")))
+	e.run(ag, "ask for approval", chromedp.SendKeys(chromedp.CSS("#approval-reason"), "caller's shop cameras are down tonight"),
+		chromedp.Click(chromedp.CSS("#ask-button")), chromedp.WaitVisible(chromedp.CSS("#approval-waiting")))
+	agentAsk := value(e, ag, "approval page", chromedp.Location())
+	agentAID := agentAsk[strings.LastIndex(agentAsk, "/")+1:]
+	e.shot(ag, "15-approval-waiting")
+	e.run(sup, "the request appears in the open queue", chromedp.WaitVisible(chromedp.CSS("#approval-"+agentAID)))
+	if e.exists(sup, "#queue-empty") {
+		t.Fatal("the queue still says it is empty")
+	}
+	e.run(sup, "supervisor asks too", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#ticket")),
+		chromedp.SendKeys(chromedp.CSS("#ticket"), "T-4"), chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#ask-approval")),
+		chromedp.SendKeys(chromedp.CSS("#approval-reason"), "four eyes, please"), chromedp.Click(chromedp.CSS("#ask-button")),
+		chromedp.WaitVisible(chromedp.CSS("#approval-waiting")))
+	supAsk := value(e, sup, "approval page", chromedp.Location())
+	supAID := supAsk[strings.LastIndex(supAsk, "/")+1:]
+	e.run(sup, "queue", chromedp.Navigate(e.url+"/approvals"), chromedp.WaitVisible(chromedp.CSS("#approval-"+supAID)))
+	e.shot(sup, "16-approval-queue")
+	e.run(sup, "approve own request", chromedp.SendKeys(chromedp.CSS("#comment-"+supAID), "mine"),
+		chromedp.Click(chromedp.CSS("#approval-"+supAID+" button.primary")), chromedp.WaitVisible(chromedp.CSS("#problem-message")))
+	if msg := e.text(sup, "#problem-message"); !strings.Contains(msg, "another supervisor must answer") {
+		t.Fatalf("self-approval answered %q", msg)
+	}
+	sup2 := e.browser()
+	e.signIn(sup2, "dave", "hl-supervisors", false)
+	e.run(sup2, "approve", chromedp.Navigate(e.url+"/approvals"), chromedp.WaitVisible(chromedp.CSS("#approval-"+agentAID)),
+		chromedp.SendKeys(chromedp.CSS("#comment-"+agentAID), "known shop, ticket checked"),
+		chromedp.Click(chromedp.CSS("#approval-"+agentAID+" button.primary")), chromedp.WaitVisible(chromedp.CSS("#answered")))
+	if e.exists(sup2, "#voice-code") {
+		t.Fatal("the approving supervisor was shown the code")
+	}
+	e.run(ag, "the agent's page shows the code by itself", chromedp.WaitVisible(chromedp.CSS("#voice-code")))
+	approved := e.text(ag, "#voice-code")
+	e.shot(ag, "17-approval-reveal")
+	if b, err := exec.Command(filepath.Join(bin, "dvr-agent"), "verify", "--serial", serial, "--key-file", keyFile, "--trust", trust, "--state", state, approved).CombinedOutput(); err != nil {
+		t.Fatalf("dvr-agent refused the approved code read off the agent's page: %v\n%s", err, b)
+	}
+	e.run(ag, "reload the approved reveal", chromedp.Reload(), chromedp.WaitReady(chromedp.CSS("main")))
+	if e.exists(ag, "#voice-code") {
+		t.Fatal("reloading showed the approved code again")
+	}
+	evs, _, err := e.svc.QueryAudit(context.Background(), server.Actor{Subject: "test", Role: server.RoleAuditor}, server.AuditFilter{Serial: serial, Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[server.Action]string{}
+	for _, ev := range evs {
+		if strings.Contains(ev.Detail, "approval="+agentAID) {
+			seen[ev.Action] = ev.Actor
+		}
+	}
+	if seen[server.ActionApprovalRequest] != "alice" || seen[server.ActionApprovalGrant] != "dave" || seen[server.ActionApprovalReveal] != "alice" {
+		t.Fatalf("the approval's audit trail: %v", seen)
+	}
+
 	e.run(sup, "hold", chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#hold-reason")),
 		chromedp.SendKeys(chromedp.CSS("#hold-reason"), "reported stolen"), chromedp.Submit(chromedp.CSS("#hold-reason")),
 		chromedp.WaitVisible(chromedp.CSS("#hold-banner")))
@@ -361,9 +477,140 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatalf("the server log carries a code read off the page (or is not the server's log):\n%s", l)
 	}
 
+	// A sign-in older than the console's fresh-auth age reveals no code:
+	// the console sends the agent back to the provider with max_age=0;
+	// a provider that ignores it (auth_time still old) is refused, one that
+	// makes the agent type the password again lets the code be shown.
+	third := demoDevices[2].Serial
+	tid := third[strings.LastIndex(third, "#")+1:]
+	conn, err := pgx.Connect(context.Background(), e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE console_sessions SET auth_time = auth_time - interval '2 hours' WHERE subject = 'alice'`); err != nil {
+		t.Fatal(err)
+	}
+	e.idp.age("alice", 2*time.Hour)
+	issueThird := func(what string, wait string) {
+		e.run(ag, what, chromedp.Navigate(e.url+"/devices/"+tid), chromedp.WaitVisible(chromedp.CSS("#ticket")),
+			chromedp.SendKeys(chromedp.CSS("#ticket"), "T-5"), chromedp.Click(chromedp.CSS(`input[name=method][value="2"]`)),
+			chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS(wait)))
+	}
+	issueThird("issue with a stale sign-in", `main a.button[href*="fresh=1"]`)
+	if e.exists(ag, "#voice-code") {
+		t.Fatal("a stale sign-in revealed a code")
+	}
+	e.shot(ag, "18-fresh-sign-in")
+	e.idp.mu.Lock()
+	e.idp.ignoreMaxAge = true
+	e.idp.mu.Unlock()
+	e.queueUser("alice", "hl-agents")
+	e.run(ag, "fresh sign-in at a provider ignoring max_age", chromedp.Click(chromedp.CSS(`main a.button[href*="fresh=1"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#oidc-sign-in")), chromedp.Click(chromedp.CSS("#oidc-sign-in")), chromedp.WaitVisible(chromedp.CSS("#problem-message")))
+	if msg := e.text(ag, "#problem-message"); !strings.Contains(msg, "did not ask for your password again") {
+		t.Fatalf("a fresh sign-in with an old auth_time answered %q", msg)
+	}
+	e.idp.mu.Lock()
+	e.idp.ignoreMaxAge = false
+	e.idp.mu.Unlock()
+	e.queueUser("alice", "hl-agents")
+	e.run(ag, "fresh sign-in", chromedp.Navigate(e.url+"/sign-in?fresh=1&next=/devices/"+tid), chromedp.WaitVisible(chromedp.CSS("#oidc-sign-in")),
+		chromedp.Click(chromedp.CSS("#oidc-sign-in")), chromedp.WaitVisible(chromedp.CSS("#ticket")))
+	if maxAges, prompts := e.idp.requests(); maxAges[len(maxAges)-1] != "0" || prompts[len(prompts)-1] != "login" || maxAges[0] != "" {
+		t.Fatalf("authorization requests' max_age %q prompt %q: want none at the first sign-in, 0 and login at a fresh one", maxAges, prompts)
+	}
+	issueThird("issue after the fresh sign-in", "#voice-code")
+
 	// Narrow window: the device page still reads.
 	e.run(sup, "narrow", chromedp.EmulateViewport(390, 844), chromedp.Navigate(e.url+"/devices/"+id), chromedp.WaitVisible(chromedp.CSS("#hold-banner")))
 	e.shot(sup, "12-device-narrow")
+}
+
+// queueUser makes subject, in group, the next person to sign in at the
+// provider.
+func (e *consoleE2E) queueUser(subject, group string) {
+	e.op.QueueUser(&authUser{MockUser: &mockoidc.MockUser{Subject: subject, Email: subject + "@hotline.example", Groups: []string{group}}, p: e.idp})
+}
+
+// maxAgeProvider is the identity provider's side of max_age (OpenID
+// Connect Core 3.1.2.1), which mockoidc leaves out: it remembers when each
+// person last typed their password, makes them type it again when an
+// authorization request's max_age says that is too old, and says when in
+// the ID token's auth_time. With ignoreMaxAge it behaves as a provider
+// that drops the parameter.
+type maxAgeProvider struct {
+	mu           sync.Mutex
+	lastAuth     map[string]time.Time
+	maxAge       int // of the latest authorization request; -1 none
+	maxAges      []string
+	prompts      []string
+	ignoreMaxAge bool
+}
+
+func (p *maxAgeProvider) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == mockoidc.AuthorizationEndpoint {
+			q := r.URL.Query()
+			p.mu.Lock()
+			p.maxAges, p.prompts = append(p.maxAges, q.Get("max_age")), append(p.prompts, q.Get("prompt"))
+			p.maxAge = -1
+			if n, err := strconv.Atoi(q.Get("max_age")); err == nil && !p.ignoreMaxAge {
+				p.maxAge = n
+			}
+			p.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authTime is when subject last authenticated, after the latest
+// authorization request: now when they never did or max_age asked again.
+func (p *maxAgeProvider) authTime(subject string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	last, ok := p.lastAuth[subject]
+	if now := time.Now(); !ok || (p.maxAge >= 0 && now.Sub(last) > time.Duration(p.maxAge)*time.Second) {
+		last = now
+	}
+	p.lastAuth[subject] = last
+	return last
+}
+
+// age pretends subject last typed their password d ago.
+func (p *maxAgeProvider) age(subject string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastAuth[subject] = time.Now().Add(-d)
+}
+
+func (p *maxAgeProvider) requests() (maxAges, prompts []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.maxAges), slices.Clone(p.prompts)
+}
+
+// authUser is a mockoidc user whose ID token carries auth_time.
+type authUser struct {
+	*mockoidc.MockUser
+	p *maxAgeProvider
+}
+
+func (u *authUser) Claims(scope []string, base *mockoidc.IDTokenClaims) (jwt.Claims, error) {
+	c, err := u.MockUser.Claims(scope, base)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	m := jwt.MapClaims{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["auth_time"] = u.p.authTime(u.Subject).Unix()
+	return m, nil
 }
 
 // lockedBuffer is a log sink safe for the server's goroutines.

@@ -68,6 +68,9 @@ type deviceData struct {
 	Fresh     bool
 	Methods   []methodOption
 	LimitUsed bool
+	// AskProblem is set when Problem is the refusal of a request for a
+	// supervisor's approval (shown next to that form).
+	AskProblem bool
 }
 
 type methodOption struct {
@@ -86,12 +89,20 @@ var methodOptions = []methodOption{
 type issueForm struct {
 	RequestID, Ticket, Note, Override string
 	Method                            server.VerificationMethod
+	// RequestCode is the code a DVR without a clock shows; optional.
+	RequestCode string
 }
 
 func readIssueForm(r *http.Request) issueForm {
 	m, _ := strconv.Atoi(r.PostFormValue("method"))
 	return issueForm{RequestID: r.PostFormValue("request_id"), Ticket: r.PostFormValue("ticket"), Note: r.PostFormValue("note"),
-		Override: r.PostFormValue("override_reason"), Method: server.VerificationMethod(m)}
+		Override: r.PostFormValue("override_reason"), Method: server.VerificationMethod(m), RequestCode: r.PostFormValue("request_code")}
+}
+
+// issueRequest is the service's request for the form f about device id.
+func (f issueForm) issueRequest(id string) server.IssueRequest {
+	return server.IssueRequest{RequestID: f.RequestID, Serial: id, Ticket: f.Ticket, Method: f.Method, MethodNote: f.Note,
+		OverrideReason: f.Override, RequestCode: f.RequestCode}
 }
 
 // loadDevice reads the device page's facts: the device, one history page.
@@ -164,6 +175,8 @@ type revealData struct {
 type shownData struct {
 	DeviceID string
 	Form     issueForm
+	// Back, when set, is the approval whose code was shown.
+	Back string
 }
 
 // issue issues a code for the form. The form's request id makes the act
@@ -190,8 +203,7 @@ func (c *Console) issue(w http.ResponseWriter, r *http.Request, rq *request) {
 		c.render(w, r, http.StatusOK, "shown", rq, shownData{DeviceID: id, Form: f})
 		return
 	}
-	iss, err := c.svc.Issue(r.Context(), rq.Actor, server.IssueRequest{RequestID: f.RequestID, Serial: id, Ticket: f.Ticket,
-		Method: f.Method, MethodNote: f.Note, OverrideReason: f.Override})
+	iss, err := c.svc.Issue(r.Context(), rq.Actor, f.issueRequest(id))
 	if err != nil {
 		p := asProblem(err)
 		var se *server.Error
@@ -238,8 +250,7 @@ func (c *Console) showAgain(w http.ResponseWriter, r *http.Request, rq *request)
 		c.fail(w, r, rq, server.Invalid("request_id", "no code of yours was shown for this form: issue from the device page"))
 		return
 	}
-	iss, err := c.svc.Issue(r.Context(), rq.Actor, server.IssueRequest{RequestID: f.RequestID, Serial: id, Ticket: f.Ticket,
-		Method: f.Method, MethodNote: f.Note, OverrideReason: f.Override})
+	iss, err := c.svc.Issue(r.Context(), rq.Actor, f.issueRequest(id))
 	if err != nil {
 		c.fail(w, r, rq, err)
 		return

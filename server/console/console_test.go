@@ -73,6 +73,7 @@ func newHarness(t testing.TB, cfg Config) *harness {
 		t.Fatal(err)
 	}
 	svc := server.NewService(db, kr)
+	svc.Approvals = db
 	svc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ck := &clock{t: time.Now()}
 	if cfg.Listen == "" {

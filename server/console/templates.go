@@ -9,7 +9,7 @@ import (
 )
 
 // pageNames are the page templates, each parsed with layout.html.
-var pageNames = []string{"home", "signin", "signedout", "error", "search", "device", "reveal", "shown", "fresh", "audit", "summary", "verify", "team"}
+var pageNames = []string{"home", "signin", "signedout", "error", "search", "device", "reveal", "shown", "fresh", "audit", "summary", "verify", "team", "approvals", "approval"}
 
 var methodNames = map[server.VerificationMethod]string{
 	server.VerifyOwnerContact: "owner contact", server.VerifyProofOfPurchase: "proof of purchase",
@@ -23,14 +23,12 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"date":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"iso":    func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"method": func(m server.VerificationMethod) string { return methodNames[m] },
-	"join":   strings.Join,
-	"sub":    func(a, b int) int { return a - b },
-	"isConsole": func(addr string) bool {
-		return strings.HasPrefix(addr, "console:")
-	},
+	"date":       func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"iso":        func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"method":     func(m server.VerificationMethod) string { return methodNames[m] },
+	"join":       strings.Join,
+	"sub":        func(a, b int) int { return a - b },
+	"approvable": func(r server.Reason) bool { return server.Approvable(r) },
 }
 
 func parsePages() (map[string]*template.Template, error) {

@@ -186,6 +186,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	svc := server.NewService(s.DB, s.Keyring)
+	svc.Approvals = s.DB
 	// Verify and checkpoints trust every audit key ever used: the log they
 	// signed does not expire with a rotation.
 	trustedAudit := func() map[string]ed25519.PublicKey {
