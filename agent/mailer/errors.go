@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"strings"
 )
 
 // Setting names the SMTP setting a failure points at, as the DVR's SMTP
@@ -81,7 +82,7 @@ func classify(s Settings, st stage, err error) *Error {
 			if st == stageAuth {
 				e.Msg = fmt.Sprintf("the SMTP server %s could not check the login for now (%s): try again in a few minutes; if it persists, check the user name and password", s.Server, reply)
 			}
-		case st == stageAuth || tp.Code == 530 || tp.Code == 535 || tp.Code == 534:
+		case st == stageAuth || tp.Code == 530 || tp.Code == 535 || tp.Code == 534 || strings.HasPrefix(tp.Msg, "5.7.8 "):
 			e.Setting = SettingLogin
 			e.Msg = fmt.Sprintf("the SMTP server %s refused the login of %q (%s): check the user name and password", s.Server, s.User, reply)
 		case st == stageMail:

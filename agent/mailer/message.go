@@ -46,8 +46,9 @@ func (m Message) Body() string {
 		"What to do next:",
 		"",
 		"1. On the DVR's \"find password\" screen, type the recovery code",
-		fmt.Sprintf("   within %s of this e-mail (%s). It works once, and only", duration(m.Valid), m.Date.UTC().Format("2006-01-02 15:04 UTC")),
-		"   until the DVR restarts or a newer code is sent.",
+		fmt.Sprintf("   within %s of this e-mail (sent %s).", duration(m.Valid), m.Date.UTC().Format("2006-01-02 15:04 UTC")),
+		"   It works once, and only until the DVR restarts or a newer code",
+		"   is sent.",
 		"",
 		"2. Then set a new admin password: " + fmt.Sprintf("%d to %d characters,", password.MinLen, password.MaxLen),
 		"   with at least two kinds of: digits, lower case letters, upper",
@@ -109,9 +110,25 @@ func Compose(s Settings, m Message) ([]byte, error) {
 		if err := checkLine(SettingServer, h[1]); err != nil {
 			return nil, fmt.Errorf("header %s: %w", h[0], err)
 		}
-		b.WriteString(h[0] + ": " + h[1] + "\r\n")
+		b.WriteString(fold(h[0]+": "+h[1]) + "\r\n")
 	}
 	b.WriteString("\r\n")
 	b.WriteString(m.Body())
 	return []byte(b.String()), nil
+}
+
+// fold breaks a header line longer than 78 characters at spaces (RFC 5322
+// folding: CRLF then the space), so mail readers show it whole.
+func fold(line string) string {
+	var b strings.Builder
+	for len(line) > 78 {
+		i := strings.LastIndexByte(line[:78], ' ')
+		if i <= strings.IndexByte(line, ':')+1 {
+			break
+		}
+		b.WriteString(line[:i] + "\r\n")
+		line = line[i:]
+	}
+	b.WriteString(line)
+	return b.String()
 }
