@@ -294,9 +294,12 @@ func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 			return o.fail(verifier.Internal, "the DVR's monotonic clock: %v", err)
 		}
 		c := verifier.Clock{Now: now, Mono: m}
-		made, r := v.Request(c)
+		var made string
+		var r verifier.Result
 		if cmd == "recovery-code" {
 			made, r = v.RecoveryCode(c, send)
+		} else {
+			made, r = v.Request(c)
 		}
 		if r.Outcome != verifier.Accepted || send != nil {
 			// A mailed code is never printed: only the mailbox has it.
