@@ -74,7 +74,7 @@ func classify(s Settings, st stage, err error) *Error {
 	var tp *textproto.Error
 	if errors.As(err, &tp) {
 		e.Code = tp.Code
-		reply := fmt.Sprintf("%d %s", tp.Code, tp.Msg)
+		reply := fmt.Sprintf("%d %s", tp.Code, printable(tp.Msg))
 		switch {
 		case tp.Code >= 400 && tp.Code < 500:
 			e.Setting = SettingNone
@@ -112,10 +112,10 @@ func classify(s Settings, st stage, err error) *Error {
 	switch {
 	case errors.As(err, &badName):
 		e.Setting = SettingCertificate
-		e.Msg = fmt.Sprintf("the SMTP server's certificate is not for %s (%v): check the SMTP server name, it must be the name on the server's certificate", host, badName.Error())
+		e.Msg = fmt.Sprintf("the SMTP server's certificate is not for %s (%v): check the SMTP server name, it must be the name on the server's certificate", host, printable(badName.Error()))
 	case errors.As(err, &unknownCA), errors.As(err, &invalid), errors.As(err, &verify):
 		e.Setting = SettingCertificate
-		e.Msg = fmt.Sprintf("the SMTP server %s has a certificate this DVR does not trust (%v): check the SMTP server name, and that the DVR's date is set", s.Server, err)
+		e.Msg = fmt.Sprintf("the SMTP server %s has a certificate this DVR does not trust (%v): check the SMTP server name, and that the DVR's date is set", s.Server, printable(err.Error()))
 	case errors.As(err, &record):
 		e.Setting = SettingSSL
 		e.Msg = fmt.Sprintf("the SMTP server %s did not answer with TLS: check the SSL setting (%s chosen; port 465 is usually TLS, 587 and 25 STARTTLS)", s.Server, s.SSL)
@@ -128,13 +128,32 @@ func classify(s Settings, st stage, err error) *Error {
 		}
 	case st == stageDial:
 		e.Setting = SettingServer
-		e.Msg = fmt.Sprintf("cannot reach the SMTP server %s (%v): check the SMTP server and port, and the DVR's network", s.Server, err)
+		e.Msg = fmt.Sprintf("cannot reach the SMTP server %s (%v): check the SMTP server and port, and the DVR's network", s.Server, printable(err.Error()))
 	case st == stageHandshake || st == stageStartTLS:
 		e.Setting = SettingSSL
-		e.Msg = fmt.Sprintf("the TLS handshake with the SMTP server %s failed (%v): check the SSL setting (%s chosen) and the port", s.Server, err, s.SSL)
+		e.Msg = fmt.Sprintf("the TLS handshake with the SMTP server %s failed (%v): check the SSL setting (%s chosen) and the port", s.Server, printable(err.Error()), s.SSL)
 	default:
 		e.Setting = SettingServer
-		e.Msg = fmt.Sprintf("the SMTP exchange with %s failed (%v): check the SMTP server and port", s.Server, err)
+		e.Msg = fmt.Sprintf("the SMTP exchange with %s failed (%v): check the SMTP server and port", s.Server, printable(err.Error()))
 	}
 	return e
+}
+
+// maxReply is how much of a server's reply a message quotes.
+const maxReply = 120
+
+// printable is a server's reply text as quoted to the owner: the server is
+// not trusted, so control and non-ASCII characters become '?' and the text
+// is cut to maxReply bytes.
+func printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c >= 0x7f {
+			b[i] = '?'
+		}
+	}
+	if len(b) > maxReply {
+		return string(b[:maxReply]) + "..."
+	}
+	return string(b)
 }

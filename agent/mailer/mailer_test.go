@@ -254,3 +254,26 @@ func TestPasswordNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// TestServerReplyQuotedSafely: a hostile server's reply is quoted cut and
+// without control characters (it is shown on the DVR's screen).
+func TestServerReplyQuotedSafely(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "554 \x1b[2J\x07go away "+strings.Repeat("x", 500)+"\r\n")
+		io.Copy(io.Discard, c)
+	}()
+	e := failure(t, mailer.Settings{Server: l.Addr().String(), SSL: mailer.None, From: dvrFrom, To: owner, Timeout: 2 * time.Second})
+	if e.Code != 554 || e.Setting != mailer.SettingServer || strings.ContainsAny(e.Error(), "\x1b\x07") || len(e.Error()) > 300 {
+		t.Fatalf("setting %q code %d: %q", e.Setting, e.Code, e.Error())
+	}
+}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -130,13 +131,16 @@ func TestRecoveryCodeByMailIsAcceptedOnce(t *testing.T) {
 	}
 }
 
+// TestRecoveryCodePasswordFromStandardInput: the password comes on
+// standard input, never from a flag; the --json report has no code.
 func TestRecoveryCodePasswordFromStandardInput(t *testing.T) {
 	e := newSMTPEnv(t, mailtest.Options{Mode: mailtest.StartTLS})
 	args := e.flags("starttls")
 	args[9] = "-" // --smtp-password-file -
-	rc, out, errOut := e.cmdIn(t, smtpPassword+"\n", "recovery-code", t0, args...)
-	if rc != 0 || strings.Contains(out, e.codeInMail(t, 0)) {
-		t.Fatalf("exit %d %q %q", rc, out, errOut)
+	rc, out, errOut := e.cmdIn(t, smtpPassword+"\n", "recovery-code", t0, append(args, "--json")...)
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rc != 0 || rep["outcome"] != "accepted" || rep["code"] != nil || strings.Contains(out, e.codeInMail(t, 0)) {
+		t.Fatalf("exit %d %q %q: want accepted with code null (a mailed code is never printed)", rc, out, errOut)
 	}
 	if rc, _, errOut := e.verify(t, t0.Add(time.Minute), e.codeInMail(t, 0)); rc != 0 {
 		t.Fatalf("mailed code: exit %d %s", rc, errOut)
