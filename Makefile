@@ -112,7 +112,9 @@ agent-size:
 		env CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 \
 			$(GO) build -tags smtp -trimpath -ldflags '$(AGENT_LDFLAGS)' -o $$out ./cmd/dvr-agent; \
 		size=$$(wc -c < $$out | tr -d ' '); base=$$(wc -c < $(AGENT_OUT)/dvr-agent-linux-armv7 | tr -d ' '); \
-		awk -v n="linux-armv7 -tags smtp" -v s="$$size" -v b="$$base" 'BEGIN { printf "%-24s %9d bytes  %5.2f MB (%5.2f MiB), +%d bytes for the SMTP sender (no size budget)\n", n, s, s/1e6, s/1048576, s-b }'
+		awk -v n="linux-armv7 -tags smtp" -v s="$$size" -v b="$$base" 'BEGIN { printf "%-24s %9d bytes  %5.2f MB (%5.2f MiB), +%d bytes for the SMTP sender (no size budget)\n", n, s, s/1e6, s/1048576, s-b }'; \
+		qemu=$$(command -v qemu-arm-static || true); \
+		if [ -n "$$qemu" ]; then $$qemu $$out version | grep -q 'by smtp' || { echo "$$out does not run under $$qemu, or has no mailer"; exit 1; }; fi
 
 agent-test-smtp:
 	$(GO) test -count=1 -tags smtp ./agent/mailer/ ./cmd/dvr-agent/
