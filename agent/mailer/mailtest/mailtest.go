@@ -120,7 +120,9 @@ func Start(tb testing.TB, o Options) *Server {
 	s.Addr = l.Addr().String()
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(l) }()
-	tb.Cleanup(func() { srv.Close(); <-done })
+	// Close the listener too: a Close that runs before Serve has
+	// registered it would leave Serve accepting for ever.
+	tb.Cleanup(func() { srv.Close(); l.Close(); <-done })
 	return s
 }
 
