@@ -117,7 +117,7 @@ agent-size:
 		if [ -n "$$qemu" ]; then $$qemu $$out version | grep -q 'by smtp' || { echo "$$out does not run under $$qemu, or has no mailer"; exit 1; }; fi
 
 agent-test-smtp:
-	$(GO) test -count=1 -tags smtp ./agent/mailer/ ./cmd/dvr-agent/
+	$(GO) test -count=1 -timeout 5m -tags smtp ./agent/mailer/ ./cmd/dvr-agent/
 
 # A run that fails without writing a reproducer to testdata/fuzz is Go
 # 1.26's fuzz coordinator race at the -fuzztime deadline (golang/go#75804,
