@@ -1,10 +1,14 @@
 package verifier
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/dvrhotline/hotline/agent/state"
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
 
@@ -221,5 +225,37 @@ func TestRecoveryMailThrottledAndFailureChangesNothing(t *testing.T) {
 	}
 	if m.st != before {
 		t.Fatalf("a failed send changed the state:\n%+v\n%+v", before, m.st)
+	}
+}
+
+// TestPowerCutDuringTheMailLeavesTheOldState: the send runs before anything
+// is written, so the state file on disk, read while the mail is being
+// sent, is still the old one: a power cut then leaves no code recorded
+// and no throttle used. The save comes only after the send succeeded.
+func TestPowerCutDuringTheMailLeavesTheOldState(t *testing.T) {
+	dir := t.TempDir()
+	v := newVerifier(t, dir)
+	c := Clock{Now: t0, Mono: boot1}
+	if _, r := v.Request(c); r.Outcome != Accepted {
+		t.Fatal(r.Message)
+	}
+	path := filepath.Join(dir, state.FileName)
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var during []byte
+	send := func(string) error {
+		during, err = os.ReadFile(path)
+		return err
+	}
+	if _, r := v.RecoveryCode(Clock{Now: t0.Add(time.Minute), Mono: after(boot1, time.Minute)}, send); r.Outcome != Accepted {
+		t.Fatal(r.Message)
+	}
+	if !bytes.Equal(during, before) {
+		t.Fatal("the state was written before the mail went out")
+	}
+	if saved, _ := os.ReadFile(path); bytes.Equal(saved, before) {
+		t.Fatal("the state was not saved after the mail went out")
 	}
 }

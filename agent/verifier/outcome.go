@@ -59,6 +59,10 @@ const (
 	Throttled Outcome = 17
 	// MailFailed: the recovery e-mail could not be sent; nothing changed.
 	MailFailed Outcome = 18
+	// MailNotBuilt: recovery-code was asked to send the e-mail itself, but
+	// this build of the agent has no mailer (it was built without the smtp
+	// tag): the firmware must pass --stdout and mail the code itself.
+	MailNotBuilt Outcome = 19
 )
 
 var outcomeNames = [...]string{
@@ -81,6 +85,7 @@ var outcomeNames = [...]string{
 	RecoveryNotSet:   "recovery-email-not-set",
 	Throttled:        "throttled",
 	MailFailed:       "mail-failed",
+	MailNotBuilt:     "mail-not-built",
 }
 
 // String returns the outcome's stable name, e.g. "locked-out".

@@ -65,7 +65,11 @@ func (v *Verifier) Request(c Clock) (string, Result) {
 // e-mails it; nil when the caller mails it itself after this returns),
 // and keeps only its tag in the state. It refuses with Throttled within
 // MailInterval of the last one; when send fails, the outcome is MailFailed
-// and the state is unchanged.
+// and the state is unchanged. send runs under the state lock and before
+// the save: a failed send (or a power cut during it) leaves the state as it
+// was, and two calls at once never both mail. A cut after the send and
+// before the save leaves a mailed code that was never recorded, which is
+// refused: the failure is on the side of no access.
 func (v *Verifier) RecoveryCode(c Clock, send func(code string) error) (string, Result) {
 	var code string
 	r := v.edit(c, RecoveryCode, func(st *state.State) Result {
@@ -89,6 +93,14 @@ func (v *Verifier) RecoveryCode(c Clock, send func(code string) error) (string, 
 		return Result{Outcome: Accepted, ExpiresAt: c.Now.Add(RecoveryLifetime),
 			Message: "a recovery code was sent to the recovery e-mail address: type it within 30 minutes"}
 	})
+	if r.Outcome == StateUnwritable && send != nil && code != "" {
+		// The mail went out before the save failed: the code it carries
+		// was never recorded, so it will be refused.
+		r.Message += "; the e-mail just sent carries a code that will not work"
+	}
+	if r.Outcome != Accepted {
+		code = ""
+	}
 	return code, r
 }
 

@@ -380,7 +380,7 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestOutcomeNamesAreStable(t *testing.T) {
 	want := []string{"accepted", "internal-error", "usage", "malformed", "wrong-code", "expired", "not-yet-valid", "already-used", "locked-out", "clock-not-set", "state-unreadable", "config-unreadable", "state-unwritable", "state-busy",
-		"clock-moved-back", "no-request", "recovery-email-not-set", "throttled", "mail-failed"}
+		"clock-moved-back", "no-request", "recovery-email-not-set", "throttled", "mail-failed", "mail-not-built"}
 	got := Outcomes()
 	if len(got) != len(want) {
 		t.Fatalf("%d outcomes, want %d: the list is append-only, update this test only when appending", len(got), len(want))

@@ -43,6 +43,9 @@ const usage = `usage:
       show a new request code (for a DVR whose clock is not set); it replaces the last one
   dvr-agent recovery-code --serial SERIAL --key-file FILE --trust JWKS_FILE --state DIR --recipient ADDR --stdout [--json]
       make a one-time recovery code for the recovery e-mail and print it for the firmware's mailer
+  dvr-agent recovery-code ... --recipient ADDR --smtp-server HOST:PORT --smtp-ssl tls|starttls|none
+        [--smtp-user USER --smtp-password-file FILE|-] [--smtp-from ADDR] [--smtp-ca PEM_FILE] [--model MODEL]
+      make it and e-mail it through the DVR's SMTP settings (the smtp build only)
   (all four: [--uptime SECONDS --boot-id UUID] instead of /proc/uptime and /proc/sys/kernel/random/boot_id)
   dvr-agent check-password [--json]
       check the new password on standard input against the policy
@@ -62,7 +65,11 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "check-password":
 		return runCheckPassword(args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "dvr-agent %s (build date %s, %s, %s/%s)\n", version, verifier.BuildDate, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		mail := "recovery e-mail on stdout only"
+		if mailBuilt {
+			mail = "recovery e-mail by smtp or stdout"
+		}
+		fmt.Fprintf(stdout, "dvr-agent %s (build date %s, %s, %s/%s, %s)\n", version, verifier.BuildDate, runtime.Version(), runtime.GOOS, runtime.GOARCH, mail)
 		return 0
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
@@ -192,6 +199,8 @@ func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 	bootID := fs.String("boot-id", "", "the boot's id (default /proc/sys/kernel/random/boot_id)")
 	recipient := fs.String("recipient", "", "recovery-code: the recovery e-mail address (System setting > Network > SMTP)")
 	toStdout := fs.Bool("stdout", false, "recovery-code: print the code for the firmware's own mailer")
+	var mf mailFlags
+	mf.register(fs)
 	fs.SetOutput(io.Discard)
 	serialFlag := fs.String("serial", "", "the DVR's serial number, e.g. JZ6OES#2017-08-01#3#DVR1101134C08011")
 	keyFile := fs.String("key-file", "", "the device key file the factory flashed")
@@ -219,8 +228,10 @@ func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 		return o.fail(verifier.Usage, "no code or grant given: expected it as the last argument, or \"-\" to read it from standard input")
 	case cmd == "recovery-code" && strings.TrimSpace(*recipient) == "":
 		return o.fail(verifier.RecoveryNotSet, "set up the recovery e-mail first: System setting > Network > SMTP")
-	case cmd == "recovery-code" && !*toStdout:
-		return o.fail(verifier.Usage, "this dvr-agent build does not send mail: pass --stdout and send the code with the firmware's mailer, or use the build with -tags smtp (cmd/dvr-mail)")
+	case cmd == "recovery-code" && *toStdout && mf != (mailFlags{}):
+		return o.fail(verifier.Usage, "--stdout hands the code to the firmware's mailer, the --smtp-* flags send it: give one or the other")
+	case cmd != "recovery-code" && mf != (mailFlags{}):
+		return o.fail(verifier.Usage, "the --smtp-* and --model flags belong to recovery-code, not %s", cmd)
 	}
 	mono := verifier.ReadMono
 	if *uptime >= 0 || *bootID != "" {
@@ -243,6 +254,14 @@ func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 	canon, err := serial.Canonical(*serialFlag)
 	if err != nil {
 		return o.fail(verifier.Usage, "--serial: %v", err)
+	}
+	var send func(code string) error
+	if cmd == "recovery-code" && !*toStdout {
+		mail, out, msg := newMailer(mf, *recipient, canon, stdin)
+		if mail == nil {
+			return o.fail(out, "%s", msg)
+		}
+		send = func(code string) error { return mail(code, now) }
 	}
 
 	kb, err := os.ReadFile(*keyFile)
@@ -275,11 +294,15 @@ func runVerify(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 			return o.fail(verifier.Internal, "the DVR's monotonic clock: %v", err)
 		}
 		c := verifier.Clock{Now: now, Mono: m}
-		made, r := v.Request(c)
+		var made string
+		var r verifier.Result
 		if cmd == "recovery-code" {
-			made, r = v.RecoveryCode(c, nil)
+			made, r = v.RecoveryCode(c, send)
+		} else {
+			made, r = v.Request(c)
 		}
-		if r.Outcome != verifier.Accepted {
+		if r.Outcome != verifier.Accepted || send != nil {
+			// A mailed code is never printed: only the mailbox has it.
 			made = ""
 		}
 		return o.printCode(r.Outcome.String(), r.Outcome.ExitCode(), r.Message, &r, made)

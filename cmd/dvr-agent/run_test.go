@@ -102,10 +102,16 @@ const testBootID = "6d1c4d9e-0000-4000-8000-000000000001"
 
 func (e *env) cmd(t *testing.T, name string, now time.Time, rest ...string) (int, string, string) {
 	t.Helper()
+	return e.cmdIn(t, "", name, now, rest...)
+}
+
+// cmdIn is cmd with stdin as standard input.
+func (e *env) cmdIn(t *testing.T, stdin, name string, now time.Time, rest ...string) (int, string, string) {
+	t.Helper()
 	up := now.Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)).Seconds()
 	args := []string{name, "--serial", testSerial, "--key-file", e.keyFile, "--trust", e.trustFile, "--state", e.stateDir, "--now", now.Format(time.RFC3339),
 		"--boot-id", testBootID, "--uptime", strconv.FormatFloat(max(up, 1), 'f', 3, 64)}
-	return run(t, "", append(args, rest...)...)
+	return run(t, stdin, append(args, rest...)...)
 }
 
 func (e *env) verifyJSON(t *testing.T, now time.Time, input string) (int, map[string]any) {
@@ -371,8 +377,14 @@ func TestRecoveryCodeNeedsARecipientAndPrintsTheCode(t *testing.T) {
 	if rc != verifier.RecoveryNotSet.ExitCode() || !strings.Contains(errOut, "set up the recovery e-mail first: System setting > Network > SMTP") {
 		t.Fatalf("no recipient: exit %d, %q", rc, errOut)
 	}
-	if rc, _, errOut := e.cmd(t, "recovery-code", t0, "--recipient", "jane@example.com"); rc != verifier.Usage.ExitCode() {
-		t.Fatalf("without --stdout: exit %d, %q", rc, errOut)
+	// Without --stdout the build's own mailer is asked for: the default
+	// build has none; the smtp build needs the SMTP server.
+	wantRC, wantMsg := verifier.MailNotBuilt.ExitCode(), "this build hands the code over on standard output only: pass --stdout, or use the smtp build"
+	if mailBuilt {
+		wantRC, wantMsg = verifier.MailFailed.ExitCode(), "SMTP server \"\": expected host:port"
+	}
+	if rc, out, errOut := e.cmd(t, "recovery-code", t0, "--recipient", "jane@example.com"); rc != wantRC || !strings.Contains(errOut, wantMsg) || out != "" {
+		t.Fatalf("without --stdout: exit %d, %q %q; want %d, %q", rc, out, errOut, wantRC, wantMsg)
 	}
 	rc, out, _ := e.cmd(t, "recovery-code", t0, "--recipient", "jane@example.com", "--stdout")
 	c := strings.TrimSpace(out)
@@ -387,5 +399,28 @@ func TestRecoveryCodeNeedsARecipientAndPrintsTheCode(t *testing.T) {
 	}
 	if rc, _, _ := e.verify(t, t0.Add(11*time.Minute), c); rc != verifier.Expired.ExitCode() {
 		t.Fatalf("recovery code again: exit %d", rc)
+	}
+}
+
+// TestRecoveryCodeKeepsTheRequestCodeOnShow: making a recovery code does
+// not replace the request code the DVR shows: the code bound to it still
+// works afterwards.
+func TestRecoveryCodeKeepsTheRequestCodeOnShow(t *testing.T) {
+	e := newEnv(t)
+	rc, out, _ := e.cmd(t, "request", t0)
+	nonce, err := voicecode.ParseRequestCode(strings.TrimSpace(out))
+	if rc != 0 || err != nil {
+		t.Fatalf("request: exit %d %v", rc, err)
+	}
+	if rc, _, errOut := e.cmd(t, "recovery-code", t0.Add(time.Minute), "--recipient", "jane@example.com", "--stdout"); rc != 0 {
+		t.Fatalf("recovery-code: exit %d %s", rc, errOut)
+	}
+	k, _ := voicecode.DeriveDeviceKey(master, 1, testSerial)
+	bound, err := voicecode.MintBound(k, testSerial, t0, 2, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc, _, errOut := e.verify(t, t0.Add(2*time.Minute), bound); rc != 0 {
+		t.Fatalf("bound code after a recovery code: exit %d: %s", rc, errOut)
 	}
 }
