@@ -286,3 +286,11 @@ chaos:
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_CHAOS=1 && \
 	  $(GO) test -count=1 -timeout 30m -v -run '^TestFault' ./server/faults/ 2>&1 | \
 	  grep -v -e '^=== ' -e 'refused: ' ; exit $${PIPESTATUS[0]}
+
+## screenshots: the console's browser test, writing the README's PNGs to server/console/screenshots
+.PHONY: screenshots
+screenshots:
+	@url=$$(./deploy/dev/ensure-postgres.sh) && \
+	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
+	  export HOTLINE_CHROMIUM=$${HOTLINE_CHROMIUM:-$$(./deploy/dev/ensure-chromium.sh)} HOTLINE_SCREENSHOTS=1 && \
+	  $(GO) test -count=1 -run '^TestConsoleInARealBrowser$$' ./cmd/hotline-server/

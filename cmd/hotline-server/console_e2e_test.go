@@ -30,7 +30,10 @@ import (
 	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
-// screenshotDir receives a PNG of each console screen the browser test visits.
+// screenshotDir receives the README's PNGs of each console screen the
+// browser test visits, when HOTLINE_SCREENSHOTS=1 (make screenshots);
+// other runs write them to a temporary folder, so that a test run leaves
+// the tracked files alone.
 const screenshotDir = "../../server/console/screenshots"
 
 // chromiumPath is Debian's Chromium (HOTLINE_CHROMIUM, as make test's
@@ -53,6 +56,7 @@ func chromiumPath(t *testing.T) string {
 // provider, and what the test needs to drive a browser against them.
 type consoleE2E struct {
 	t        *testing.T
+	shots    string // where shot writes
 	logs     *lockedBuffer
 	m        *Main
 	op       *mockoidc.MockOIDC
@@ -114,7 +118,11 @@ func startConsoleE2E(t *testing.T) *consoleE2E {
 			t.Fatal(err)
 		}
 	}
-	os.MkdirAll(screenshotDir, 0o755)
+	e.shots = t.TempDir()
+	if os.Getenv("HOTLINE_SCREENSHOTS") == "1" {
+		e.shots = screenshotDir
+		os.MkdirAll(e.shots, 0o755)
+	}
 	return e
 }
 
@@ -154,11 +162,11 @@ func value[T any](e *consoleE2E, ctx context.Context, what string, a chromedp.Ac
 	return v
 }
 
-// shot writes a PNG of the whole page to screenshotDir.
+// shot writes a PNG of the whole page to e.shots.
 func (e *consoleE2E) shot(ctx context.Context, name string) {
 	e.t.Helper()
 	png := value(e, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
-	if err := os.WriteFile(filepath.Join(screenshotDir, name+".png"), png, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(e.shots, name+".png"), png, 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 }
