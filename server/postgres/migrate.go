@@ -75,6 +75,11 @@ func provider(databaseURL string) (*goose.Provider, func(), error) {
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, fsys,
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
+		// A database migrated from a branch may hold a later version than
+		// a migration merged since (each migration here stands alone: a
+		// table, a column, an index, grants): apply the missing one rather
+		// than refuse to start.
+		goose.WithAllowOutofOrder(true),
 	)
 	if err != nil {
 		sqlDB.Close()
