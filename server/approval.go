@@ -66,7 +66,7 @@ type Approval struct {
 
 // IssueRequestID is the request id of the issuance a grant of ap makes:
 // one per approval, so that a retried grant returns the same issuance.
-func (ap Approval) IssueRequestID() string { return "approval:" + ap.ID }
+func (ap Approval) IssueRequestID() string { return approvalRequestIDPrefix + ap.ID }
 
 // ApprovalFacts are what a supervisor's answer is decided on: the approval
 // as the store read it under its lock, and the database's clock.
@@ -203,5 +203,15 @@ type ApprovalStore interface {
 	// ApprovedIssuance reads the approval id and its issuance (nil when
 	// none), calls decide, and writes its event; it returns the issuance
 	// unless decide refused.
-	ApprovedIssuance(ctx context.Context, id string, decide func(Approval, *Issuance) (AuditEvent, *Error)) (Issuance, error)
+	ApprovedIssuance(ctx context.Context, id string, decide func(RevealFacts) (AuditEvent, *Error)) (Issuance, error)
+}
+
+// RevealFacts is what the store reads for showing a granted approval's
+// code: the approval, its issuance (nil when none is linked), the device's
+// hold now and the database clock.
+type RevealFacts struct {
+	Approval Approval
+	Issuance *Issuance
+	Hold     *Hold
+	Now      time.Time
 }

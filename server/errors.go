@@ -125,6 +125,10 @@ const (
 	// ReasonIssuanceExpired: a retry of an issuance that has expired since;
 	// issue a new one with a new request id.
 	ReasonIssuanceExpired Reason = "ISSUANCE_EXPIRED"
+	// ReasonStreamTimeout: a stream ran past the server's deadline, or its
+	// client stopped reading; retrying the same request times out again:
+	// narrow it (a shorter time range, fewer rows) or read as it comes.
+	ReasonStreamTimeout Reason = "STREAM_TIMEOUT"
 )
 
 // defaultReasons is the Reason of an Error that sets none.

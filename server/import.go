@@ -74,6 +74,7 @@ type RowError struct {
 	Reason string
 }
 
+// String is the row error as a report line: "line 7: invalid: serial: ...".
 func (e RowError) String() string {
 	return fmt.Sprintf("line %d: %s: %s", e.Line, e.Kind, e.Reason)
 }

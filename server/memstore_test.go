@@ -873,7 +873,7 @@ func (m *memStore) LinkApprovalIssuance(ctx context.Context, id, issuanceID stri
 }
 
 // ApprovedIssuance implements server.ApprovalStore.
-func (m *memStore) ApprovedIssuance(ctx context.Context, id string, decide func(server.Approval, *server.Issuance) (server.AuditEvent, *server.Error)) (server.Issuance, error) {
+func (m *memStore) ApprovedIssuance(ctx context.Context, id string, decide func(server.RevealFacts) (server.AuditEvent, *server.Error)) (server.Issuance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ap := m.approval(id)
@@ -886,7 +886,11 @@ func (m *memStore) ApprovedIssuance(ctx context.Context, id string, decide func(
 			iss = &m.issuances[i]
 		}
 	}
-	ev, refusal := decide(*ap, iss)
+	f := server.RevealFacts{Approval: *ap, Issuance: iss, Now: m.clock.Now()}
+	if d := m.devices[ap.Request.Serial]; d != nil {
+		f.Hold = d.Hold
+	}
+	ev, refusal := decide(f)
 	m.record(ev)
 	if refusal != nil {
 		return server.Issuance{}, refusal

@@ -324,6 +324,12 @@ func (o *Outbox) Round(ctx context.Context) (int, error) {
 			out.State = MailFailed
 		}
 	}
+	// An SMTP reply may quote the recipient ("550 5.1.1 <jane@...>: no
+	// such user", or the client library's "affected recipient(s)"): it is
+	// stored and shown to staff masked, like every owner contact.
+	for i := range outcomes {
+		outcomes[i].Reply = maskRecipient(outcomes[i].Reply, claimed[i].Message.Recipient)
+	}
 	// Record even when ctx has ended: the attempts happened.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -388,4 +394,24 @@ func issuanceText(c ClaimedMail, iss Issued) (string, string) {
 		"Keep it somewhere safe.\n\n" +
 		"If you did not ask for this, call the support hotline: someone may be trying to get into your DVR.\n\n-- DVR support hotline\n")
 	return "Your DVR temporary password", b.String()
+}
+
+// maskRecipient replaces every occurrence of the recipient's address in an
+// SMTP reply, in any case, by MaskContact's form of it.
+func maskRecipient(reply, recipient string) string {
+	if recipient == "" {
+		return reply
+	}
+	lower, want := strings.ToLower(reply), strings.ToLower(recipient)
+	var b strings.Builder
+	for {
+		i := strings.Index(lower, want)
+		if i < 0 {
+			b.WriteString(reply)
+			return b.String()
+		}
+		b.WriteString(reply[:i])
+		b.WriteString(MaskContact(recipient))
+		reply, lower = reply[i+len(want):], lower[i+len(want):]
+	}
 }

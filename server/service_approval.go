@@ -42,6 +42,17 @@ func (s *Service) RequestApproval(ctx context.Context, a Actor, req IssueRequest
 	if e := s.checkIssue(a, &req); e != nil {
 		return Approval{}, s.refuse(ctx, a, ev, e)
 	}
+	// The grant issues as the supervisor, read out to the requester: an
+	// owner code verified by the agent cannot be spent by the supervisor,
+	// and an e-mailed code would never be shown to the requester.
+	if req.Method == VerifyOwnerEmailCode {
+		return Approval{}, s.refuse(ctx, a, ev, Invalid("verification_method",
+			"verification_method OWNER_EMAIL_CODE cannot go to a supervisor's approval: record how the caller proved ownership another way, or ask a supervisor to issue"))
+	}
+	if req.Delivery != DeliveryVoice {
+		return Approval{}, s.refuse(ctx, a, ev, Invalid("delivery",
+			"delivery: an approved code is read out by the requester; e-mail delivery needs a supervisor to issue it directly"))
+	}
 	if !Approvable(blocked) {
 		return Approval{}, s.refuse(ctx, a, ev, Invalid("blocked", "blocked %q: a supervisor's approval lifts only %s or %s", clip.Clip(string(blocked), 40), ReasonLimitPerDevice, ReasonLimitPerAgent))
 	}
@@ -168,9 +179,9 @@ func (s *Service) AnswerApproval(ctx context.Context, a Actor, id string, grant 
 	if !d.Issue {
 		return ap, nil
 	}
-	iss, err := s.Issue(ctx, a, IssueRequest{RequestID: ap.IssueRequestID(), Serial: ap.Request.Serial, Ticket: ap.Request.Ticket,
+	iss, err := s.issue(ctx, a, IssueRequest{RequestID: ap.IssueRequestID(), Serial: ap.Request.Serial, Ticket: ap.Request.Ticket,
 		Method: ap.Request.Method, MethodNote: ap.Request.MethodNote, RequestCode: ap.Request.RequestCode,
-		OverrideReason: approvalOverride(ap, comment)})
+		OverrideReason: approvalOverride(ap, comment)}, true)
 	if err != nil {
 		return ap, err
 	}
@@ -201,8 +212,8 @@ func (s *Service) ApprovedCode(ctx context.Context, a Actor, id string) (Issued,
 	if !uuidRE.MatchString(id) {
 		return Issued{}, s.refuse(ctx, a, ev, Invalid("approval", "approval id %q: expected a UUID", clip.Clip(id, 40)))
 	}
-	iss, err := st.ApprovedIssuance(ctx, id, func(ap Approval, iss *Issuance) (AuditEvent, *Error) {
-		return decideReveal(a, ap, iss)
+	iss, err := st.ApprovedIssuance(ctx, id, func(f RevealFacts) (AuditEvent, *Error) {
+		return decideReveal(a, f)
 	})
 	if err != nil {
 		if ErrorCode(err) == ENotFound {
@@ -217,9 +228,13 @@ func (s *Service) ApprovedCode(ctx context.Context, a Actor, id string) (Issued,
 	return out, nil
 }
 
-// decideReveal decides whether a may see the code of the approval ap:
-// only its requester, only once it is granted and issued.
-func decideReveal(a Actor, ap Approval, iss *Issuance) (AuditEvent, *Error) {
+// decideReveal decides whether a may see the code of a granted approval:
+// only its requester, only once it is granted and issued, and only an
+// issuance the grant made (its request id, device and supervisor), never
+// for a device put on hold since nor after the code expired: the rules a
+// replay of the issuance itself follows.
+func decideReveal(a Actor, f RevealFacts) (AuditEvent, *Error) {
+	ap, iss := f.Approval, f.Issuance
 	ev := approvalEvent(a, ActionApprovalReveal, OutcomeRefused, ap, "")
 	switch {
 	case ap.Requester != a.Subject:
@@ -228,6 +243,17 @@ func decideReveal(a Actor, ap Approval, iss *Issuance) (AuditEvent, *Error) {
 	case ap.State != ApprovalGranted || iss == nil:
 		ev.Detail = joinDetail(ev.Detail, "state="+string(ap.State))
 		return ev, &Error{Code: EPrecondition, Reason: ReasonFailedPrecondition, Message: "this request is " + string(ap.State) + ": there is no code to show"}
+	case iss.RequestID != ap.IssueRequestID() || iss.Serial != ap.Request.Serial || iss.Actor != ap.DecidedBy:
+		ev.Detail = joinDetail(ev.Detail, "issuance_mismatch")
+		return ev, &Error{Code: EPrecondition, Reason: ReasonFailedPrecondition,
+			Message: "the issuance linked to this request was not made by its grant: it was reported to the auditors; ask the supervisor to issue again"}
+	case f.Hold != nil:
+		ev.Detail = joinDetail(ev.Detail, "on_hold")
+		return ev, onHold(f.Hold)
+	case !f.Now.Before(iss.ExpiresAt):
+		ev.Detail = joinDetail(ev.Detail, "expired")
+		return ev, &Error{Code: EPrecondition, Reason: ReasonIssuanceExpired,
+			Message: "the code of this request expired at " + iss.ExpiresAt.UTC().Format(time.DateTime) + " UTC: ask for a new one"}
 	}
 	ev.Outcome, ev.IssuanceID = OutcomeSuccess, iss.ID
 	return ev, nil

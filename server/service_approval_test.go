@@ -273,6 +273,8 @@ func TestRequestApprovalRefused(t *testing.T) {
 		{name: "refused/no-reason", actor: agentA, blocked: server.ReasonLimitPerAgent, reason: "  ", code: server.EInvalid, field: "reason"},
 		{name: "refused/no-ticket", actor: agentA, mod: func(r *server.IssueRequest) { r.Ticket = "" }, blocked: server.ReasonLimitPerDevice, reason: "x", code: server.EInvalid, field: "ticket"},
 		{name: "refused/malformed-request-code", actor: agentA, mod: func(r *server.IssueRequest) { r.RequestCode = "nope" }, blocked: server.ReasonLimitPerDevice, reason: "x", code: server.EInvalid, field: "request_code"},
+		{name: "refused/owner-email-code-the-supervisor-cannot-spend", actor: agentA, mod: func(r *server.IssueRequest) { r.Method = server.VerifyOwnerEmailCode }, blocked: server.ReasonLimitPerDevice, reason: "x", code: server.EInvalid, field: "verification_method"},
+		{name: "refused/e-mail-delivery-never-shown-to-the-requester", actor: agentA, mod: func(r *server.IssueRequest) { r.Delivery = server.DeliveryEmail }, blocked: server.ReasonLimitPerDevice, reason: "x", code: server.EInvalid, field: "delivery"},
 		{name: "refused/unknown-device", actor: agentA, mod: func(r *server.IssueRequest) { r.Serial = unknownSerial }, blocked: server.ReasonLimitPerDevice, reason: "x", code: server.ENotFound, field: "serial"},
 	}
 	for _, tc := range tests {
@@ -290,5 +292,75 @@ func TestRequestApprovalRefused(t *testing.T) {
 				t.Errorf("refusal not audited: %+v", ev)
 			}
 		})
+	}
+}
+
+// TestApprovedCodeIsNotShownForAStolenOrExpiredDevice: a device put on hold
+// after the grant, or a code whose 24 hours have passed, is refused at the
+// reveal as a replay of the issuance would be.
+func TestApprovedCodeIsNotShownForAStolenOrExpiredDevice(t *testing.T) {
+	grantOne := func(t *testing.T) (*env, server.Approval) {
+		e := newEnv(t)
+		ap, err := e.svc.RequestApproval(e.ctx, agentA, overLimit(t, e), server.ReasonLimitPerDevice, "caller's shop is blind")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ap, err = e.svc.AnswerApproval(e.ctx, supervisor, ap.ID, true, "known customer"); err != nil {
+			t.Fatal(err)
+		}
+		return e, ap
+	}
+	t.Run("refused/device-put-on-hold-after-the-grant", func(t *testing.T) {
+		e, ap := grantOne(t)
+		if _, err := e.svc.HoldDevice(e.ctx, supervisor, serialA, "reported stolen"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.svc.ApprovedCode(e.ctx, agentA, ap.ID)
+		if se := wantCode(t, err, server.EPrecondition); se.Reason != server.ReasonDeviceOnHold {
+			t.Errorf("reason %s, want DEVICE_ON_HOLD", se.Reason)
+		}
+		wantEvent(t, e.store.LastEvent(), server.ActionApprovalReveal, server.OutcomeRefused, "approval="+ap.ID+" on_hold")
+	})
+	t.Run("refused/code-expired-before-the-reveal", func(t *testing.T) {
+		e, ap := grantOne(t)
+		e.clock.Advance(25 * time.Hour)
+		_, err := e.svc.ApprovedCode(e.ctx, agentA, ap.ID)
+		if se := wantCode(t, err, server.EPrecondition); se.Reason != server.ReasonIssuanceExpired {
+			t.Errorf("reason %s, want ISSUANCE_EXPIRED", se.Reason)
+		}
+	})
+	t.Run("refused/approval-linked-to-another-issuance", func(t *testing.T) {
+		e, ap := grantOne(t)
+		// As if the database's login relinked the approval to an issuance
+		// the grant did not make.
+		e.register(serialB, "")
+		other, err := e.svc.Issue(e.ctx, supervisor, issueRequest(serialB))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.store.approval(ap.ID).IssuanceID = other.ID
+		_, err = e.svc.ApprovedCode(e.ctx, agentA, ap.ID)
+		wantCode(t, err, server.EPrecondition)
+		wantEvent(t, e.store.LastEvent(), server.ActionApprovalReveal, server.OutcomeRefused, "approval="+ap.ID+" issuance_mismatch")
+	})
+}
+
+// TestSupervisorCannotIssueUnderAnApprovalsRequestID: a supervisor issuing
+// with the request id a grant will use, to see the code before granting
+// it, is refused.
+func TestSupervisorCannotIssueUnderAnApprovalsRequestID(t *testing.T) {
+	e := newEnv(t)
+	ap, err := e.svc.RequestApproval(e.ctx, agentA, overLimit(t, e), server.ReasonLimitPerDevice, "caller's shop is blind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := issueRequest(serialA)
+	req.RequestID, req.OverrideReason = ap.IssueRequestID(), "seeing it first"
+	_, err = e.svc.Issue(e.ctx, supervisor, req)
+	if se := wantCode(t, err, server.EInvalid); se.Field != "request_id" {
+		t.Errorf("field %q, want request_id", se.Field)
+	}
+	if got, err := e.svc.AnswerApproval(e.ctx, supervisor, ap.ID, true, "known customer"); err != nil || got.IssuanceID == "" {
+		t.Fatalf("the grant after the refused attempt: %+v, %v", got, err)
 	}
 }

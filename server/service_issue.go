@@ -35,6 +35,17 @@ type Issued struct {
 // then minted from the stored issuance, so a retry with the same request id
 // returns the identical credentials.
 func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued, error) {
+	return s.issue(ctx, a, req, false)
+}
+
+// approvalRequestIDPrefix starts the request ids of the issuances that
+// approval grants make (Approval.IssueRequestID): no caller may choose
+// one, or a supervisor could issue under it, see the code, then grant.
+const approvalRequestIDPrefix = "approval:"
+
+// issue is Issue; byGrant is set for the issuance of an approval's grant,
+// the only one whose request id carries approvalRequestIDPrefix.
+func (s *Service) issue(ctx context.Context, a Actor, req IssueRequest, byGrant bool) (Issued, error) {
 	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip.Clip(req.Ticket, maxTicketLen), Reason: clip.Clip(req.OverrideReason, maxReasonLen), RequestID: clip.Clip(req.RequestID, maxRequestIDLen)}
 	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOwnerEmailCode {
 		ev.Method = req.Method
@@ -44,6 +55,9 @@ func (s *Service) Issue(ctx context.Context, a Actor, req IssueRequest) (Issued,
 	}
 	if e := s.checkIssue(a, &req); e != nil {
 		return Issued{}, s.refuse(ctx, a, ev, e)
+	}
+	if strings.HasPrefix(req.RequestID, approvalRequestIDPrefix) != byGrant {
+		return Issued{}, s.refuse(ctx, a, ev, Invalid("request_id", "request_id: %q is reserved for approved requests; send a fresh UUID", approvalRequestIDPrefix))
 	}
 	sn, err := s.resolve(ctx, a, "serial", req.Serial)
 	if err != nil {

@@ -176,6 +176,8 @@ func (c *cmd) hint(st *status.Status, now time.Time) string {
 		return "that is not the code that was sent: ask the caller to read it again, digit by digit"
 	case hotlinev1.ErrorReason_ERROR_REASON_OWNER_CODE_NOT_VERIFIED:
 		return "no verified e-mail code of yours for this device: run hotlinectl send-code and verify-code first, or choose another --verified-by"
+	case hotlinev1.ErrorReason_ERROR_REASON_STREAM_TIMEOUT:
+		return "the server ended the stream: narrow it (--since/--until, a filter) and write it to a file as it comes"
 	case hotlinev1.ErrorReason_ERROR_REASON_DEVICE_ON_HOLD:
 		return "the device is on hold: a supervisor must release it first (hotlinectl release SERIAL --reason R)"
 	case hotlinev1.ErrorReason_ERROR_REASON_SEQUENCE_WRAP:

@@ -229,9 +229,24 @@ func (c *Console) staff(act server.Action, h handlerFunc) http.Handler {
 			c.fail(w, r, rq, err)
 			return
 		}
-		h(w, r, rq)
+		d := RequestTimeout
+		if act == server.ActionAuditExport {
+			d = ExportTimeout
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h(w, r.WithContext(ctx), rq)
 	})
 }
+
+// RequestTimeout bounds each console request's work (its service calls
+// and their database calls), as the gRPC API bounds a unary call;
+// ExportTimeout bounds a streamed audit export, as the API bounds a
+// stream.
+const (
+	RequestTimeout = 30 * time.Second
+	ExportTimeout  = time.Hour
+)
 
 // page is what every template gets.
 type page struct {

@@ -25,7 +25,7 @@ type handlers struct {
 
 // errSendTimeout ends a server stream whose client stopped reading.
 var errSendTimeout = withReason(codes.DeadlineExceeded,
-	"the client read nothing for too long: the stream was ended (read it as it comes, or narrow the request)", server.ReasonUnavailable)
+	"the client read nothing for too long: the stream was ended (read it as it comes, or narrow the request)", server.ReasonStreamTimeout)
 
 // sendWithin sends m on a server stream, giving up after h.sendTimeout
 // when the client does not read. The call must then end at once: its

@@ -64,7 +64,7 @@ func deadlines(lim Limits) (grpc.UnaryServerInterceptor, grpc.StreamServerInterc
 			return err
 		case <-ctx.Done():
 			return withReason(codes.DeadlineExceeded, fmt.Sprintf("the call ran past the server's deadline of %s for a stream; split the work", lim.StreamTimeout),
-				server.ReasonUnavailable)
+				server.ReasonStreamTimeout)
 		}
 	}
 	return unary, stream

@@ -110,7 +110,7 @@ type Server struct {
 	maxConns   int
 }
 
-// New builds the server: the four hotline.v1 services, health (every
+// New builds the server: the hotline.v1 services, health (every
 // service SERVING) and reflection, behind the interceptor chain
 // metrics -> logging -> deadline -> auth -> panic recovery.
 //

@@ -201,7 +201,7 @@ func (db *DB) LinkApprovalIssuance(ctx context.Context, id, issuanceID string) e
 
 // ApprovedIssuance reads the approval and its issuance, lets decide say
 // whether the caller may see it, and writes decide's event.
-func (db *DB) ApprovedIssuance(ctx context.Context, id string, decide func(server.Approval, *server.Issuance) (server.AuditEvent, *server.Error)) (server.Issuance, error) {
+func (db *DB) ApprovedIssuance(ctx context.Context, id string, decide func(server.RevealFacts) (server.AuditEvent, *server.Error)) (server.Issuance, error) {
 	var (
 		out     server.Issuance
 		refusal *server.Error
@@ -211,20 +211,36 @@ func (db *DB) ApprovedIssuance(ctx context.Context, id string, decide func(serve
 		if err != nil {
 			return err
 		}
-		var iss *server.Issuance
+		f := server.RevealFacts{Approval: ap}
 		if ap.IssuanceID != "" {
 			x, err := scanIssuance(tx.QueryRow(ctx, `SELECT `+issuanceColumns+` FROM issuances WHERE id = $1`, ap.IssuanceID))
 			if err != nil {
 				return err
 			}
-			iss = &x
+			f.Issuance = &x
 		}
-		ev, r := decide(ap, iss)
+		var holdReason, holdBy *string
+		var holdSince *time.Time
+		if err := tx.QueryRow(ctx, `SELECT clock_timestamp(), d.hold_reason, d.hold_by, d.hold_since FROM devices d WHERE d.serial = $1`,
+			ap.Request.Serial).Scan(&f.Now, &holdReason, &holdBy, &holdSince); err != nil && err != pgx.ErrNoRows {
+			return err
+		}
+		if holdReason != nil {
+			f.Hold = &server.Hold{Reason: *holdReason}
+			if holdBy != nil {
+				f.Hold.By = *holdBy
+			}
+			if holdSince != nil {
+				f.Hold.Since = holdSince.UTC()
+			}
+		}
+		f.Now = f.Now.UTC()
+		ev, r := decide(f)
 		if err := insertEvent(ctx, tx, &ev); err != nil {
 			return err
 		}
 		if refusal = r; r == nil {
-			out = *iss
+			out = *f.Issuance
 		}
 		return nil
 	})

@@ -60,9 +60,12 @@ func TestApprovalRound(t *testing.T) {
 	if err != nil || d.Refusal != nil || !d.Issue || x.State != server.ApprovalGranted || x.DecidedBy != supervisor.Subject || x.Comment != "checked" || x.DecidedAt.IsZero() {
 		t.Fatalf("grant: %+v %+v %v", x, d, err)
 	}
-	if _, err := db.ApprovedIssuance(ctx, ap.ID, func(ap server.Approval, iss *server.Issuance) (server.AuditEvent, *server.Error) {
-		if iss != nil {
+	if _, err := db.ApprovedIssuance(ctx, ap.ID, func(f server.RevealFacts) (server.AuditEvent, *server.Error) {
+		if f.Issuance != nil {
 			t.Error("an issuance before the grant made one")
+		}
+		if f.Hold != nil || f.Now.IsZero() {
+			t.Errorf("reveal facts: hold %v, database clock %v", f.Hold, f.Now)
 		}
 		return server.AuditEvent{Actor: asker.Subject, Role: asker.Role, Action: server.ActionApprovalReveal, Outcome: server.OutcomeRefused, Serial: s},
 			&server.Error{Code: server.EPrecondition, Message: "not yet"}
@@ -85,7 +88,8 @@ func TestApprovalRound(t *testing.T) {
 	if err := db.LinkApprovalIssuance(ctx, ap.ID, other.ID); err == nil {
 		t.Fatal("a linked approval was linked again to another issuance")
 	}
-	out, err := db.ApprovedIssuance(ctx, ap.ID, func(ap server.Approval, iss *server.Issuance) (server.AuditEvent, *server.Error) {
+	out, err := db.ApprovedIssuance(ctx, ap.ID, func(f server.RevealFacts) (server.AuditEvent, *server.Error) {
+		ap, iss := f.Approval, f.Issuance
 		return server.AuditEvent{Actor: asker.Subject, Role: asker.Role, Action: server.ActionApprovalReveal, Outcome: server.OutcomeSuccess,
 			Serial: s, IssuanceID: iss.ID, Detail: "approval=" + ap.ID}, nil
 	})

@@ -75,10 +75,10 @@ func provider(databaseURL string) (*goose.Provider, func(), error) {
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, fsys,
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
-		// A database migrated from a branch may hold a later version than
-		// a migration merged since (each migration here stands alone: a
-		// table, a column, an index, grants): apply the missing one rather
-		// than refuse to start.
+		// A development database may hold a later version than a migration
+		// that lands after it; apply the missing one rather than refuse to
+		// start. A released migration never depends on a later-numbered
+		// one, so the order between them does not matter.
 		goose.WithAllowOutofOrder(true),
 	)
 	if err != nil {

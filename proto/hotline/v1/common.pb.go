@@ -337,6 +337,10 @@ const (
 	// ERROR_REASON_ISSUANCE_EXPIRED: a retry of an issuance that has expired
 	// since; issue a new one with a new request id.
 	ErrorReason_ERROR_REASON_ISSUANCE_EXPIRED ErrorReason = 32
+	// ERROR_REASON_STREAM_TIMEOUT: a stream ran past the server's deadline,
+	// or its client stopped reading; the same request times out again:
+	// narrow it or read as it comes.
+	ErrorReason_ERROR_REASON_STREAM_TIMEOUT ErrorReason = 33
 )
 
 // Enum value maps for ErrorReason.
@@ -375,6 +379,7 @@ var (
 		30: "ERROR_REASON_CONTACT_RECENTLY_CHANGED",
 		31: "ERROR_REASON_DEVICE_CAP",
 		32: "ERROR_REASON_ISSUANCE_EXPIRED",
+		33: "ERROR_REASON_STREAM_TIMEOUT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -410,6 +415,7 @@ var (
 		"ERROR_REASON_CONTACT_RECENTLY_CHANGED": 30,
 		"ERROR_REASON_DEVICE_CAP":               31,
 		"ERROR_REASON_ISSUANCE_EXPIRED":         32,
+		"ERROR_REASON_STREAM_TIMEOUT":           33,
 	}
 )
 
@@ -463,7 +469,7 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x02*\x87\t\n" +
+	"\x0fOUTCOME_REFUSED\x10\x02*\xa8\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12!\n" +
@@ -498,7 +504,8 @@ const file_hotline_v1_common_proto_rawDesc = "" +
 	"$ERROR_REASON_OWNER_CODE_NOT_VERIFIED\x10\x1d\x12)\n" +
 	"%ERROR_REASON_CONTACT_RECENTLY_CHANGED\x10\x1e\x12\x1b\n" +
 	"\x17ERROR_REASON_DEVICE_CAP\x10\x1f\x12!\n" +
-	"\x1dERROR_REASON_ISSUANCE_EXPIRED\x10 B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
+	"\x1dERROR_REASON_ISSUANCE_EXPIRED\x10 \x12\x1f\n" +
+	"\x1bERROR_REASON_STREAM_TIMEOUT\x10!B:Z8github.com/dvrhotline/hotline/proto/hotline/v1;hotlinev1b\x06proto3"
 
 var (
 	file_hotline_v1_common_proto_rawDescOnce sync.Once
