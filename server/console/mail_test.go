@@ -340,8 +340,8 @@ func TestReasonTableNamesTheEmailRoutesRefusals(t *testing.T) {
 func TestSMTPReplyQuotingAnAddressIsMasked(t *testing.T) {
 	for in, want := range map[string]string{
 		"550 5.1.1 <jane.doe@example.com>: no such mailbox": "550 5.1.1 <j***@example.com>: no such mailbox",
-		"452 4.2.2 mailbox of jane@example.com full, (x@y)":  "452 4.2.2 mailbox of j***@example.com full, (x***@y)",
-		"250 2.0.0 OK queued as 1234":                        "250 2.0.0 OK queued as 1234",
+		"452 4.2.2 mailbox of jane@example.com full, (x@y)": "452 4.2.2 mailbox of j***@example.com full, (x***@y)",
+		"250 2.0.0 OK queued as 1234":                       "250 2.0.0 OK queued as 1234",
 	} {
 		if got := maskAddresses(in); got != want {
 			t.Errorf("maskAddresses(%q) = %q, want %q", in, got, want)
