@@ -27,6 +27,7 @@ import (
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/keyring"
+	"github.com/dvrhotline/hotline/server/mail/smtptest"
 	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
 
@@ -65,6 +66,9 @@ type consoleE2E struct {
 	svc      *server.Service
 	chromium string
 	url      string
+	// smtp receives what the server mails (--smtp-security plain to this
+	// loopback relay).
+	smtp *smtptest.Server
 }
 
 func startConsoleE2E(t *testing.T) *consoleE2E {
@@ -93,7 +97,9 @@ func startConsoleE2E(t *testing.T) *consoleE2E {
 	}
 	m := NewMain(io.Discard, io.Discard)
 	e.dbURL = pgtest.NewDatabase(t, "console_e2e")
+	e.smtp = smtptest.Start(t)
 	if err := m.ParseFlags([]string{"--keyring", kdir, "--database-url", e.dbURL, "--listen", "127.0.0.1:0",
+		"--smtp-addr", e.smtp.Addr, "--smtp-security", "plain", "--mail-from", "DVR Support <support@hotline.test>",
 		"--limit-per-device", "1", "--trust-keyring-staff-issuer", "--console-listen", "127.0.0.1:0", "--console-oidc-issuer", cfg.Issuer,
 		"--console-oidc-client-id", cfg.ClientID, "--console-roles", "hl-agents=agent,hl-supervisors=supervisor,hl-auditors=auditor"}); err != nil {
 		t.Fatal(err)
@@ -323,6 +329,84 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatal("dvr-agent accepted the bound code read off the page twice")
 	}
 
+	// The e-mail route: the agent sends a code to the owner's registered
+	// address (shown masked), enters what the caller reads from the real
+	// message (a misread first), and issues a temporary password mailed
+	// only: the page shows no code, the owner's message carries one that
+	// the DVR accepts, and the device page follows the deliveries.
+	const owner, ownerMask, mid = "kim@example.com", "k***@example.com", "DVR4405100M00077"
+	mailDev := server.NewDevice{Serial: "R4MAIL#2022-05-10#2#" + mid, Model: "WBXHD041S1T", OwnerContact: owner, Firmware: "V4.1.0"}
+	if _, err := e.svc.RegisterDevice(context.Background(), server.Actor{Subject: "factory", Role: server.RoleProvisioner}, mailDev); err != nil {
+		t.Fatal(err)
+	}
+	e.run(ag, "mail: device page", chromedp.Navigate(e.url+"/devices/"+mid), chromedp.WaitVisible(chromedp.CSS("#send-code-button")))
+	if b := e.text(ag, "#send-code-button"); !strings.Contains(b, ownerMask) {
+		t.Fatalf("the send button says %q: want the masked address %s", b, ownerMask)
+	}
+	e.run(ag, "mail: send a code", chromedp.Click(chromedp.CSS("#send-code-button")), chromedp.WaitVisible(chromedp.CSS("#code-sent")))
+	if sent := e.text(ag, "#code-sent"); !strings.Contains(sent, ownerMask) {
+		t.Fatalf("after sending, the page says %q", sent)
+	}
+	e.shot(ag, "19-owner-code-sent")
+	msgs := e.smtp.WaitFor(owner, 1, 30*time.Second)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages reached %s, want the code", len(msgs), owner)
+	}
+	ownerCode := smtptest.OwnerCode(msgs[0].Body())
+	if ownerCode == "" {
+		t.Fatalf("no code in the owner's message:\n%s", msgs[0].Body())
+	}
+	misread := fmt.Sprintf("%03d %s", (int(ownerCode[0]-'0')+1)%10*100, ownerCode[3:])
+	e.run(ag, "mail: a misread code", chromedp.SendKeys(chromedp.CSS("#owner-code-input"), misread), chromedp.Click(chromedp.CSS("#verify-code-button")),
+		chromedp.WaitVisible(chromedp.CSS("#owner-code-error")))
+	if msg := e.text(ag, "#owner-code-error"); !strings.Contains(msg, "does not match; 2 entries left") || !strings.Contains(msg, "read the code again") {
+		t.Fatalf("a misread code explained as %q", msg)
+	}
+	e.shot(ag, "20-owner-code-wrong")
+	e.run(ag, "mail: the code read back", chromedp.SendKeys(chromedp.CSS("#owner-code-input"), ownerCode[:3]+" "+ownerCode[3:]),
+		chromedp.Click(chromedp.CSS("#verify-code-button")), chromedp.WaitVisible(chromedp.CSS("#verify-result")))
+	if r := e.text(ag, "#verify-result"); !strings.Contains(r, "read back the code sent to "+ownerMask) ||
+		!value(e, ag, "method chosen", chromedp.Evaluate[bool](`document.querySelector('input[name=method][value="5"]').checked`)) {
+		t.Fatalf("the code read back: %q, and the e-mail code method is not chosen", r)
+	}
+	e.shot(ag, "21-owner-code-verified")
+	e.run(ag, "mail: issue by e-mail only", chromedp.SendKeys(chromedp.CSS("#ticket"), "T-8"), chromedp.Click(chromedp.CSS("#delivery-email")),
+		chromedp.Click(chromedp.CSS("#issue-button")), chromedp.WaitVisible(chromedp.CSS("#mailed-to")))
+	if e.exists(ag, "#voice-code") || e.exists(ag, "button.copy") || !strings.Contains(e.text(ag, "#mailed-to"), "sent to "+ownerMask) || e.text(ag, "#mail-state") == "" {
+		t.Fatalf("the e-mail-only reveal: %q", e.text(ag, "main"))
+	}
+	mailedPage := e.text(ag, "main")
+	e.shot(ag, "22-reveal-mailed")
+	msgs = e.smtp.WaitFor(owner, 2, 30*time.Second)
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages reached %s, want the code and the temporary password", len(msgs), owner)
+	}
+	mailed := smtptest.VoiceCode(msgs[1].Body())
+	if mailed == "" || strings.Contains(mailedPage, mailed) || strings.Contains(mailedPage, strings.ReplaceAll(mailed, "-", "")) || strings.Contains(mailedPage, owner) {
+		t.Fatalf("the mailed code %q is missing or on the agent's page", mailed)
+	}
+	mdir := t.TempDir()
+	mKey, mState := filepath.Join(mdir, "device.key"), filepath.Join(mdir, "state")
+	os.WriteFile(mKey, out("hotline-server", "keys", "device-key", mailDev.Serial), 0o600)
+	os.Mkdir(mState, 0o700)
+	if b, err := exec.Command(filepath.Join(bin, "dvr-agent"), "verify", "--serial", mailDev.Serial, "--key-file", mKey, "--trust", trust, "--state", mState, mailed).CombinedOutput(); err != nil {
+		t.Fatalf("dvr-agent verify refused the code from the owner's e-mail: %v\n%s", err, b)
+	}
+	var deliveries string
+	sent := 0
+	for range 20 {
+		e.run(ag, "mail: device page with its deliveries", chromedp.Navigate(e.url+"/devices/"+mid), chromedp.WaitVisible(chromedp.CSS("#deliveries")))
+		deliveries = e.text(ag, "#deliveries tbody")
+		if sent = value(e, ag, "sent rows", chromedp.Evaluate[int](`document.querySelectorAll("#deliveries td.mail-sent").length`)); sent == 2 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if sent != 2 || !strings.Contains(deliveries, "temporary password") || !strings.Contains(deliveries, "verification code") || strings.Contains(deliveries, owner) {
+		t.Fatalf("the device's deliveries after the mails went out:\n%s", deliveries)
+	}
+	e.shot(ag, "23-device-deliveries")
+
 	// An agent's hand-made POST to a supervisor's act is refused.
 	if st := e.post(ag, "/devices/"+id+"/hold", "reason=insider"); st != http.StatusForbidden {
 		t.Fatalf("an agent's POST to hold: %d, want 403", st)
@@ -481,7 +565,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		t.Fatalf("an auditor's POST to release: %d, want 403", st)
 	}
 
-	if l := e.logs.String(); strings.Contains(l, code) || strings.Contains(l, strings.ReplaceAll(code, "-", "")) || !strings.Contains(l, "console serving") {
+	if l := e.logs.String(); strings.Contains(l, code) || strings.Contains(l, strings.ReplaceAll(code, "-", "")) || strings.Contains(l, mailed) || !strings.Contains(l, "console serving") {
 		t.Fatalf("the server log carries a code read off the page (or is not the server's log):\n%s", l)
 	}
 

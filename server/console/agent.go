@@ -71,6 +71,19 @@ type deviceData struct {
 	// AskProblem is set when Problem is the refusal of a request for a
 	// supervisor's approval (shown next to that form).
 	AskProblem bool
+	// Email is the registered e-mail address, masked; empty when the
+	// owner contact is not an e-mail address.
+	Email string
+	// Deliveries are the device's latest outbox messages (nil for a role
+	// that may not read them).
+	Deliveries []server.MailStatus
+	// CodeSent is the owner code message just sent, CodeExpires when its
+	// code stops being accepted; CodeProblem the refusal of sending or
+	// entering a code; CodeValidity how long a verified code may be spent.
+	CodeSent     *server.MailStatus
+	CodeExpires  string
+	CodeProblem  *problem
+	CodeValidity string
 }
 
 type methodOption struct {
@@ -85,24 +98,30 @@ var methodOptions = []methodOption{
 	{server.VerifyOther, "Other (say what in the note)"},
 }
 
+// emailMethod is the method option of a device with an e-mail address.
+var emailMethod = methodOption{server.VerifyOwnerEmailCode, "Code e-mailed to the owner, read back by the caller (checked above)"}
+
 // issueForm is the issue form's fields.
 type issueForm struct {
 	RequestID, Ticket, Note, Override string
 	Method                            server.VerificationMethod
 	// RequestCode is the code a DVR without a clock shows; optional.
 	RequestCode string
+	// Delivery is how the code reaches the caller.
+	Delivery server.Delivery
 }
 
 func readIssueForm(r *http.Request) issueForm {
 	m, _ := strconv.Atoi(r.PostFormValue("method"))
 	return issueForm{RequestID: r.PostFormValue("request_id"), Ticket: r.PostFormValue("ticket"), Note: r.PostFormValue("note"),
-		Override: r.PostFormValue("override_reason"), Method: server.VerificationMethod(m), RequestCode: r.PostFormValue("request_code")}
+		Override: r.PostFormValue("override_reason"), Method: server.VerificationMethod(m), RequestCode: r.PostFormValue("request_code"),
+		Delivery: readDelivery(r.PostFormValue("delivery"))}
 }
 
 // issueRequest is the service's request for the form f about device id.
 func (f issueForm) issueRequest(id string) server.IssueRequest {
 	return server.IssueRequest{RequestID: f.RequestID, Serial: id, Ticket: f.Ticket, Method: f.Method, MethodNote: f.Note,
-		OverrideReason: f.Override, RequestCode: f.RequestCode}
+		OverrideReason: f.Override, RequestCode: f.RequestCode, Delivery: f.Delivery}
 }
 
 // loadDevice reads the device page's facts: the device, one history page.
@@ -116,8 +135,12 @@ func (c *Console) loadDevice(r *http.Request, rq *request, pageToken string) (de
 	if err != nil {
 		return deviceData{}, err
 	}
-	return deviceData{View: v, History: hist.Issuances, NextPage: hist.NextPageToken, RequestID: server.NewUUID(),
-		Fresh: c.fresh(rq.Session), Methods: methodOptions, LimitUsed: v.RecentIssuances >= v.PerDeviceLimit}, nil
+	d := deviceData{View: v, History: hist.Issuances, NextPage: hist.NextPageToken, RequestID: server.NewUUID(),
+		Fresh: c.fresh(rq.Session), Methods: methodOptions, LimitUsed: v.RecentIssuances >= v.PerDeviceLimit}
+	if err := c.withMailRoute(r, rq, &d); err != nil {
+		return deviceData{}, err
+	}
+	return d, nil
 }
 
 func (c *Console) device(w http.ResponseWriter, r *http.Request, rq *request) {
@@ -125,6 +148,9 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request, rq *request) {
 	if err != nil {
 		c.fail(w, r, rq, err)
 		return
+	}
+	if sent := r.URL.Query().Get("sent"); sent != "" {
+		c.showSent(&d, sent)
 	}
 	c.render(w, r, http.StatusOK, "device", rq, d)
 }
@@ -259,9 +285,12 @@ func (c *Console) showAgain(w http.ResponseWriter, r *http.Request, rq *request)
 }
 
 func (c *Console) reveal(w http.ResponseWriter, r *http.Request, rq *request, id string, iss server.Issued, again bool) {
-	d := revealData{Issued: iss, Groups: strings.Split(iss.VoiceCode, "-"), DeviceID: id, Again: again,
+	d := revealData{Issued: iss, DeviceID: id, Again: again,
 		ExpiresUTC: iss.ExpiresAt.UTC().Format("2006-01-02 15:04 UTC"), ExpiresISO: iss.ExpiresAt.UTC().Format(time.RFC3339),
 		Validity: validity(voicecode.Validity)}
+	if iss.VoiceCode != "" {
+		d.Groups = strings.Split(iss.VoiceCode, "-")
+	}
 	c.render(w, r, http.StatusOK, "reveal", rq, d)
 }
 

@@ -138,6 +138,8 @@ func (c *Console) Handler() http.Handler {
 	staff("GET /search", server.ActionLookup, c.search)
 	staff("GET /devices/{id}", server.ActionLookup, c.device)
 	staff("POST /devices/{id}/owner-check", server.ActionOwnerCheck, c.ownerCheck)
+	staff("POST /devices/{id}/owner-code/send", server.ActionOwnerCodeSend, c.sendOwnerCode)
+	staff("POST /devices/{id}/owner-code/verify", server.ActionOwnerCodeCheck, c.verifyOwnerCode)
 	staff("POST /devices/{id}/issue", server.ActionIssue, c.issue)
 	staff("POST /devices/{id}/show-again", server.ActionIssue, c.showAgain)
 	staff("POST /devices/{id}/hold", server.ActionHold, c.hold)

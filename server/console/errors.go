@@ -28,6 +28,21 @@ var statusTable = map[server.Code]floorError{
 	server.EInternal:        {http.StatusInternalServerError, "Try again; if it happens again, tell IT (the server log has the details)."},
 }
 
+// reasonTable refines statusTable for the refusals whose next step is
+// not their code's: the e-mail route's throttles and code entries. The
+// status stays the code's; only what to do next changes.
+var reasonTable = map[server.Reason]string{
+	server.ReasonNoEmailRegistered:    "No e-mail address is registered for this device: check the caller another way (proof of purchase, installer's account) and read the code out.",
+	server.ReasonSendsPerDevice:       "Do not send another code: ask the caller to look for the ones already sent (the newest counts; also in the spam folder), or check them another way.",
+	server.ReasonSendsPerAgent:        "Stop sending codes and pass the call to a supervisor.",
+	server.ReasonNoOwnerCode:          "Send a new code, then ask the caller to read the code in the newest message.",
+	server.ReasonOwnerCodeMismatch:    "Ask the caller to read the code again, digit by digit, from the newest message. Never say what the code should be.",
+	server.ReasonOwnerCodeNotVerified: "Send a code to the owner's e-mail and enter what the caller reads back first, or choose the method you did check.",
+	server.ReasonGuessesPerDevice:     "Stop checking this caller: no more contacts or codes on this device today. Pass the call to a supervisor with a proof of purchase.",
+	server.ReasonGuessesPerAgent:      "Stop checking callers and ask a supervisor: your wrong checks this hour hold your further ones.",
+	server.ReasonSupervisorRequired:   "Do not issue a code: pass the call to a supervisor, who checks the caller again and issues it.",
+}
+
 // internalMessage is all staff see of an internal error.
 const internalMessage = "Something went wrong on our side."
 
@@ -42,7 +57,8 @@ type problem struct {
 	Retry   string
 }
 
-// asProblem maps err through statusTable; internal errors lose their text.
+// asProblem maps err through statusTable and reasonTable; internal errors
+// lose their text.
 func asProblem(err error) problem {
 	var e *server.Error
 	if !errors.As(err, &e) {
@@ -54,6 +70,9 @@ func asProblem(err error) problem {
 		e = server.Internal(e, "answering the console")
 	}
 	p := problem{Status: fe.status, Message: e.Message, Next: fe.next, Field: e.Field, Near: e.NearMatches, Reason: e.ReasonOf()}
+	if next, ok := reasonTable[p.Reason]; ok {
+		p.Next = next
+	}
 	if fe.status == http.StatusInternalServerError {
 		p.Message = internalMessage
 	}

@@ -14,6 +14,7 @@ var pageNames = []string{"home", "signin", "signedout", "error", "search", "devi
 var methodNames = map[server.VerificationMethod]string{
 	server.VerifyOwnerContact: "owner contact", server.VerifyProofOfPurchase: "proof of purchase",
 	server.VerifyInstallerAccount: "installer account", server.VerifyOther: "other",
+	server.VerifyOwnerEmailCode: "owner e-mail code",
 }
 
 var funcs = template.FuncMap{
@@ -29,6 +30,9 @@ var funcs = template.FuncMap{
 	"join":       strings.Join,
 	"sub":        func(a, b int) int { return a - b },
 	"approvable": func(r server.Reason) bool { return server.Approvable(r) },
+	"mailstate":  mailState,
+	"mailkind":   func(k server.MailKind) string { return mailKinds[k] },
+	"maskmail":   maskAddresses,
 }
 
 func parsePages() (map[string]*template.Template, error) {
