@@ -23,7 +23,7 @@ BEGIN;
 SELECT pg_advisory_xact_lock(18508, hashtext('bench-agent-' || :agent));
 -- 2. Idempotency.
 SELECT id::text, request_id, serial, sequence, key_generation, signing_kid,
-    issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason
+    issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce, proof
     FROM issuances WHERE actor = 'bench-agent-' || :agent AND request_id = 'bench-' || :req;
 -- 3. The device, locked.
 SELECT hold_reason, hold_by, hold_since, last_sequence, last_issued_at, key_generation, owner_contact
@@ -60,10 +60,10 @@ UPDATE devices SET last_sequence = last_sequence + 1, last_issued_at = :now::tim
     WHERE serial = 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0') RETURNING last_sequence AS seq \gset
 -- 6. The issuance (the id is chosen by the service; here by the database).
 INSERT INTO issuances (id, request_id, serial, sequence, key_generation, signing_kid,
-        issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, proof)
+        issued_at, expires_at, actor, actor_role, ticket, method, method_note, override_reason, request_nonce, proof)
     VALUES (gen_random_uuid(), 'bench-' || :req, 'BENCH0#2020-01-01#1#DVR' || lpad(:dev::text, 13, '0'), :seq, 1, 'bench-kid',
         :now::timestamptz, :now::timestamptz + interval '24 hours', 'bench-agent-' || :agent, 'agent', 'BENCH-1', 1, '', '',
-        sha256(:req::text::bytea))
+        NULL, sha256(:req::text::bytea))
     RETURNING id::text AS id \gset
 -- 7. Its audit event.
 INSERT INTO audit_events (actor, role, client_addr, action, outcome, serial, ticket, method, reason, request_id, issuance_id, detail)
