@@ -319,18 +319,7 @@ func (c *Console) holdOrRelease(w http.ResponseWriter, r *http.Request, rq *requ
 		err = c.svc.ReleaseDevice(r.Context(), rq.Actor, id, reason)
 	}
 	if err != nil {
-		p := asProblem(err)
-		if p.Status == http.StatusInternalServerError || p.Status == http.StatusForbidden {
-			c.fail(w, r, rq, err)
-			return
-		}
-		d, lerr := c.loadDevice(r, rq, "")
-		if lerr != nil {
-			c.fail(w, r, rq, lerr)
-			return
-		}
-		d.Problem = &p
-		c.render(w, r, p.Status, "device", rq, d)
+		c.refusedOnDevice(w, r, rq, err, true, func(d *deviceData, p *problem) { d.Problem = p })
 		return
 	}
 	http.Redirect(w, r, "/devices/"+id, http.StatusSeeOther)
@@ -342,4 +331,24 @@ func validity(d time.Duration) string {
 		return strconv.Itoa(int(d/time.Hour)) + " hours"
 	}
 	return strconv.Itoa(int(d/time.Minute)) + " minutes"
+}
+
+// refusedOnDevice answers a refused act of the device page with the page
+// again, the refusal placed by put next to the form it concerns. An
+// internal error, or a permission refusal when hardFail is set, is the
+// error page instead.
+func (c *Console) refusedOnDevice(w http.ResponseWriter, r *http.Request, rq *request, err error, hardFail bool,
+	put func(*deviceData, *problem)) {
+	p := asProblem(err)
+	if p.Status == http.StatusInternalServerError || (hardFail && p.Status == http.StatusForbidden) {
+		c.fail(w, r, rq, err)
+		return
+	}
+	d, lerr := c.loadDevice(r, rq, "")
+	if lerr != nil {
+		c.fail(w, r, rq, lerr)
+		return
+	}
+	put(&d, &p)
+	c.render(w, r, p.Status, "device", rq, d)
 }

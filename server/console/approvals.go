@@ -88,19 +88,10 @@ func (c *Console) askApproval(w http.ResponseWriter, r *http.Request, rq *reques
 	id := r.PathValue("id")
 	ap, err := c.svc.RequestApproval(r.Context(), rq.Actor, f.issueRequest(id), server.Reason(r.PostFormValue("blocked")), r.PostFormValue("approval_reason"))
 	if err != nil {
-		p := asProblem(err)
-		if p.Status == http.StatusInternalServerError || p.Status == http.StatusForbidden {
-			c.fail(w, r, rq, err)
-			return
-		}
-		d, lerr := c.loadDevice(r, rq, "")
-		if lerr != nil {
-			c.fail(w, r, rq, lerr)
-			return
-		}
-		p.Reason = server.Reason(r.PostFormValue("blocked"))
-		d.Form, d.RequestID, d.Problem, d.AskProblem = f, f.RequestID, &p, true
-		c.render(w, r, p.Status, "device", rq, d)
+		c.refusedOnDevice(w, r, rq, err, true, func(d *deviceData, p *problem) {
+			p.Reason = server.Reason(r.PostFormValue("blocked"))
+			d.Form, d.RequestID, d.Problem, d.AskProblem = f, f.RequestID, p, true
+		})
 		return
 	}
 	http.Redirect(w, r, "/approvals/"+ap.ID, http.StatusSeeOther)

@@ -79,18 +79,7 @@ func (c *Console) verifyOwnerCode(w http.ResponseWriter, r *http.Request, rq *re
 // ownerCodeRefused shows the device page with the refusal of sending or
 // entering a code next to those forms.
 func (c *Console) ownerCodeRefused(w http.ResponseWriter, r *http.Request, rq *request, err error) {
-	p := asProblem(err)
-	if p.Status == http.StatusInternalServerError {
-		c.fail(w, r, rq, err)
-		return
-	}
-	d, lerr := c.loadDevice(r, rq, "")
-	if lerr != nil {
-		c.fail(w, r, rq, lerr)
-		return
-	}
-	d.CodeProblem = &p
-	c.render(w, r, p.Status, "device", rq, d)
+	c.refusedOnDevice(w, r, rq, err, false, func(d *deviceData, p *problem) { d.CodeProblem = p })
 }
 
 // readDelivery reads the issue form's delivery; an unreadable one is
