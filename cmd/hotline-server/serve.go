@@ -7,13 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/dvrhotline/hotline/cmd/internal/wiring"
 	"github.com/dvrhotline/hotline/server"
 	"github.com/dvrhotline/hotline/server/audit"
 	"github.com/dvrhotline/hotline/server/console"
+	"github.com/dvrhotline/hotline/server/envflag"
 	"github.com/dvrhotline/hotline/server/mail"
 	"github.com/dvrhotline/hotline/server/postgres"
 )
@@ -79,36 +79,15 @@ type Main struct {
 // NewMain returns a Main with defaults from the environment.
 func NewMain(stdout, stderr io.Writer) *Main {
 	return &Main{
-		Listen:          envOr("HOTLINE_LISTEN", "127.0.0.1:7443"),
+		Listen:          envflag.String("HOTLINE_LISTEN", "127.0.0.1:7443"),
 		Limits:          server.DefaultLimits,
 		ShutdownTimeout: 10 * time.Second,
 		SealEvery:       wiring.DefaultSealEvery,
-		KeyringPoll:     envDuration("HOTLINE_KEYRING_POLL", wiring.DefaultKeyringPoll),
+		KeyringPoll:     envflag.Duration("HOTLINE_KEYRING_POLL", wiring.DefaultKeyringPoll),
 		stdout:          stdout,
 		stderr:          stderr,
 		ready:           make(chan struct{}),
 	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func envInt(k string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(k)); err == nil {
-		return v
-	}
-	return def
-}
-
-func envDuration(k string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(k)); err == nil {
-		return d
-	}
-	return def
 }
 
 // ParseFlags reads serve's flags (environment variables give the defaults).
@@ -125,8 +104,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.Dev, "dev", os.Getenv("HOTLINE_DEV") == "1", "development: create a keyring if none and print how to get a token")
 	fs.StringVar(&m.StaffJWKS, "staff-jwks", os.Getenv("HOTLINE_STAFF_JWKS"), "JWK set file of trusted staff-token issuers (env HOTLINE_STAFF_JWKS; required outside --dev)")
 	fs.BoolVar(&m.TrustKeyringStaff, "trust-keyring-staff-issuer", os.Getenv("HOTLINE_TRUST_KEYRING_STAFF") == "1", "without --staff-jwks, trust the keyring's development staff issuer outside --dev (env HOTLINE_TRUST_KEYRING_STAFF=1)")
-	fs.IntVar(&m.Limits.PerDevice, "limit-per-device", envInt("HOTLINE_LIMIT_PER_DEVICE", m.Limits.PerDevice), "issuances per device per 24h before a supervisor is needed")
-	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envInt("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
+	fs.IntVar(&m.Limits.PerDevice, "limit-per-device", envflag.Int("HOTLINE_LIMIT_PER_DEVICE", m.Limits.PerDevice), "issuances per device per 24h before a supervisor is needed")
+	fs.IntVar(&m.Limits.PerAgent, "limit-per-agent", envflag.Int("HOTLINE_LIMIT_PER_AGENT", m.Limits.PerAgent), "issuances per staff member per hour before a supervisor is needed")
 	fs.DurationVar(&m.ShutdownTimeout, "shutdown-timeout", m.ShutdownTimeout, "graceful shutdown deadline")
 	fs.DurationVar(&m.SealEvery, "seal-every", m.SealEvery, "how often committed audit events are sealed into the signed chain")
 	fs.DurationVar(&m.KeyringPoll, "keyring-poll", m.KeyringPoll, "how often the keyring file is checked for a rotation to load; 0: only on SIGHUP (env HOTLINE_KEYRING_POLL)")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/envflag"
 )
 
 // Config configures the console.
@@ -74,8 +75,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	if s := env("HOTLINE_CONSOLE_OIDC_SCOPES"); s != "" {
 		c.OIDCScopes = strings.Fields(s)
 	}
-	fs.StringVar(&c.RoleClaim, "console-role-claim", envOr("HOTLINE_CONSOLE_ROLE_CLAIM", "groups"), "ID token claim with the staff member's groups (env HOTLINE_CONSOLE_ROLE_CLAIM)")
-	fs.StringVar(&c.SubjectClaim, "console-subject-claim", envOr("HOTLINE_CONSOLE_SUBJECT_CLAIM", "sub"), "ID token claim naming the staff member (env HOTLINE_CONSOLE_SUBJECT_CLAIM)")
+	fs.StringVar(&c.RoleClaim, "console-role-claim", envflag.String("HOTLINE_CONSOLE_ROLE_CLAIM", "groups"), "ID token claim with the staff member's groups (env HOTLINE_CONSOLE_ROLE_CLAIM)")
+	fs.StringVar(&c.SubjectClaim, "console-subject-claim", envflag.String("HOTLINE_CONSOLE_SUBJECT_CLAIM", "sub"), "ID token claim naming the staff member (env HOTLINE_CONSOLE_SUBJECT_CLAIM)")
 	roles := env("HOTLINE_CONSOLE_ROLES")
 	if m, err := ParseRoles(roles); err == nil {
 		c.Roles = m
@@ -85,23 +86,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.Roles = m
 		return err
 	})
-	fs.DurationVar(&c.IdleTimeout, "console-idle-timeout", envDuration("HOTLINE_CONSOLE_IDLE_TIMEOUT", 30*time.Minute), "end a console session unused this long")
-	fs.DurationVar(&c.AbsoluteTimeout, "console-session-max", envDuration("HOTLINE_CONSOLE_SESSION_MAX", 10*time.Hour), "end every console session this long after sign-in")
-	fs.DurationVar(&c.FreshAuth, "console-fresh-auth", envDuration("HOTLINE_CONSOLE_FRESH_AUTH", time.Hour), "a code is revealed only within this long of signing in at the identity provider")
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func envDuration(k string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(k)); err == nil {
-		return d
-	}
-	return def
+	fs.DurationVar(&c.IdleTimeout, "console-idle-timeout", envflag.Duration("HOTLINE_CONSOLE_IDLE_TIMEOUT", 30*time.Minute), "end a console session unused this long")
+	fs.DurationVar(&c.AbsoluteTimeout, "console-session-max", envflag.Duration("HOTLINE_CONSOLE_SESSION_MAX", 10*time.Hour), "end every console session this long after sign-in")
+	fs.DurationVar(&c.FreshAuth, "console-fresh-auth", envflag.Duration("HOTLINE_CONSOLE_FRESH_AUTH", time.Hour), "a code is revealed only within this long of signing in at the identity provider")
 }
 
 // ParseRoles reads a claim-value-to-role mapping, "value=role,value=role".

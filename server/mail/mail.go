@@ -32,6 +32,7 @@ import (
 
 	"github.com/dvrhotline/hotline/proto/hotline/netaddr"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/envflag"
 )
 
 // The transport security modes.
@@ -69,7 +70,7 @@ type Config struct {
 // (--smtp-password-file), never from a flag (flags show in ps).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "smtp-addr", os.Getenv("HOTLINE_SMTP_ADDR"), "SMTP server host:port; empty sends no mail (env HOTLINE_SMTP_ADDR)")
-	fs.StringVar(&c.Security, "smtp-security", envOr("HOTLINE_SMTP_SECURITY", SecuritySTARTTLS), "tls (implicit), starttls (required) or plain (loopback only) (env HOTLINE_SMTP_SECURITY)")
+	fs.StringVar(&c.Security, "smtp-security", envflag.String("HOTLINE_SMTP_SECURITY", SecuritySTARTTLS), "tls (implicit), starttls (required) or plain (loopback only) (env HOTLINE_SMTP_SECURITY)")
 	fs.StringVar(&c.Username, "smtp-user", os.Getenv("HOTLINE_SMTP_USER"), "SMTP user; empty: no authentication (env HOTLINE_SMTP_USER)")
 	fs.Func("smtp-password-file", "file holding the SMTP password (default env HOTLINE_SMTP_PASSWORD)", func(p string) error {
 		b, err := os.ReadFile(p)
@@ -84,13 +85,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ReplyTo, "mail-reply-to", os.Getenv("HOTLINE_MAIL_REPLY_TO"), "Reply-To address (env HOTLINE_MAIL_REPLY_TO)")
 	fs.StringVar(&c.CAFile, "smtp-ca-file", os.Getenv("HOTLINE_SMTP_CA_FILE"), "PEM CAs to trust for the SMTP server instead of the system's (env HOTLINE_SMTP_CA_FILE)")
 	fs.DurationVar(&c.Timeout, "smtp-timeout", 30*time.Second, "SMTP connection and command timeout")
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 // Mailer sends through one SMTP server. It implements server.Mailer.
