@@ -199,11 +199,19 @@ HOTLINE_BENCH_IMPORT_ROWS ?= 1000000
 
 .PHONY: bench-import
 
-## bench-import: import HOTLINE_BENCH_IMPORT_ROWS generated devices (default 1,000,000) and, in the same run, a plain COPY of the same rows into an identical table; prints rows/s for both and the ratio (goal 0.7)
+# Then, as a provisioner runs it: `hotlinectl devices import FILE` of
+# generated CSV files of BENCH_IMPORT_FLAGS' -rows (default 500,000 and
+# 2,000,000) over gRPC to a real `hotline-server serve`, against `psql
+# \copy` of the same file (cmd/bench-import; goal 0.7), with the server's
+# and the client's peak memory at each size (goal: flat).
+BENCH_IMPORT_FLAGS ?=
+
+## bench-import: import HOTLINE_BENCH_IMPORT_ROWS generated devices (default 1,000,000) and, in the same run, a plain COPY of the same rows into an identical table; then hotlinectl devices import of 500,000- and 2,000,000-row CSV files vs psql \copy, with peak memory; prints rows/s for both and the ratio (goal 0.7)
 bench-import:
 	@url=$$(./deploy/dev/ensure-postgres.sh) && \
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} HOTLINE_BENCH_IMPORT_ROWS=$(HOTLINE_BENCH_IMPORT_ROWS) && \
-	  $(GO) test ./server/postgres -run XXX -bench BenchmarkImport -benchtime 1x -count 1 -timeout 60m -v | grep -v '^=== '
+	  $(GO) test ./server/postgres -run XXX -bench BenchmarkImport -benchtime 1x -count 1 -timeout 60m -v | grep -v '^=== ' && \
+	  $(GO) run ./cmd/bench-import $(BENCH_IMPORT_FLAGS)
 
 # ---- issue benchmark ----
 # Benchmarks that need a running PostgreSQL:

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"container/list"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -40,16 +42,17 @@ type StaffClaims struct {
 // algorithm is pinned, never taken from the token), the key chosen only by
 // "kid" from a configured set, issuer, audience and expiry required.
 //
-// A token that verified is remembered (by its exact text, until its expiry,
-// at most maxVerifiedTokens of them), so that a tool making many calls with
-// one token pays for the signature check once, not on every RPC.
+// A token that verified is remembered until its expiry, so that a client
+// making many calls with one token pays for the signature check once, not
+// on every RPC: by the SHA-256 of its exact text, in a least-recently-used
+// cache of at most maxVerifiedTokens tokens.
 type StaffVerifier struct {
 	keys   map[string]ed25519.PublicKey
 	parser *jwt.Parser
 	now    func() time.Time
 
 	mu       sync.Mutex
-	verified map[string]verifiedToken
+	verified tokenCache
 }
 
 // verifiedToken is a cache entry: the actor a token named and its expiry.
@@ -58,8 +61,64 @@ type verifiedToken struct {
 	exp   time.Time
 }
 
-// maxVerifiedTokens bounds the cache; it is emptied when full.
+// maxVerifiedTokens bounds the cache of verified tokens.
 const maxVerifiedTokens = 4096
+
+// tokenCache is a bounded LRU of verified tokens keyed by the SHA-256 of
+// their text. Keying by the digest keeps the lookup's timing independent
+// of the token's bytes: a map compares keys with an early-exit comparison,
+// and a guesser can steer a raw token's prefix, never its digest's. Not
+// safe for concurrent use (StaffVerifier.mu guards it).
+type tokenCache struct {
+	max     int
+	entries map[[sha256.Size]byte]*list.Element
+	order   list.List // of *tokenEntry, most recently used first
+}
+
+type tokenEntry struct {
+	key [sha256.Size]byte
+	tok verifiedToken
+}
+
+// get returns the entry of key, marking it recently used.
+func (c *tokenCache) get(key [sha256.Size]byte) (verifiedToken, bool) {
+	e, ok := c.entries[key]
+	if !ok {
+		return verifiedToken{}, false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*tokenEntry).tok, true
+}
+
+// put remembers tok under key, evicting the least recently used entry
+// when the cache is full.
+func (c *tokenCache) put(key [sha256.Size]byte, tok verifiedToken) {
+	if c.entries == nil {
+		c.entries = make(map[[sha256.Size]byte]*list.Element)
+	}
+	if e, ok := c.entries[key]; ok {
+		e.Value.(*tokenEntry).tok = tok
+		c.order.MoveToFront(e)
+		return
+	}
+	for c.order.Len() >= max(c.max, 1) {
+		old := c.order.Back()
+		delete(c.entries, old.Value.(*tokenEntry).key)
+		c.order.Remove(old)
+	}
+	c.entries[key] = c.order.PushFront(&tokenEntry{key: key, tok: tok})
+}
+
+// remove forgets key.
+func (c *tokenCache) remove(key [sha256.Size]byte) {
+	if e, ok := c.entries[key]; ok {
+		delete(c.entries, key)
+		c.order.Remove(e)
+	}
+}
+
+// len is how many tokens the cache holds.
+func (c *tokenCache) len() int { return c.order.Len() }
 
 // NewStaffVerifier returns a verifier trusting keys (kid -> public key).
 func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error) {
@@ -73,7 +132,7 @@ func NewStaffVerifier(keys map[string]ed25519.PublicKey) (*StaffVerifier, error)
 		}
 		m[kid] = k
 	}
-	return &StaffVerifier{keys: m, parser: newStaffParser(time.Now), now: time.Now}, nil
+	return &StaffVerifier{keys: m, parser: newStaffParser(time.Now), now: time.Now, verified: tokenCache{max: maxVerifiedTokens}}, nil
 }
 
 // NewStaffVerifierJWKS returns a verifier trusting the Ed25519 keys of a JWK
@@ -103,7 +162,7 @@ func newStaffParser(now func() time.Time) *jwt.Parser {
 func (v *StaffVerifier) SetClock(now func() time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.parser, v.now, v.verified = newStaffParser(now), now, nil
+	v.parser, v.now, v.verified = newStaffParser(now), now, tokenCache{max: maxVerifiedTokens}
 }
 
 // Verify checks a staff bearer token and returns the actor it names
@@ -119,11 +178,16 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	if len(token) > maxStaffTokenLen {
 		return refuse("staff token too long", nil)
 	}
+	key := sha256.Sum256([]byte(token))
 	v.mu.Lock()
-	hit, ok := v.verified[token]
+	hit, ok := v.verified.get(key)
 	parser, now := v.parser, v.now
+	if ok && !now().Before(hit.exp) {
+		v.verified.remove(key)
+		ok = false
+	}
 	v.mu.Unlock()
-	if ok && now().Before(hit.exp) {
+	if ok {
 		return hit.actor, nil
 	}
 	var c StaffClaims
@@ -153,10 +217,7 @@ func (v *StaffVerifier) Verify(token string) (Actor, error) {
 	}
 	a := Actor{Subject: c.Subject, Role: c.Role}
 	v.mu.Lock()
-	if v.verified == nil || len(v.verified) >= maxVerifiedTokens {
-		v.verified = make(map[string]verifiedToken)
-	}
-	v.verified[token] = verifiedToken{actor: a, exp: c.ExpiresAt.Time}
+	v.verified.put(key, verifiedToken{actor: a, exp: c.ExpiresAt.Time})
 	v.mu.Unlock()
 	return a, nil
 }

@@ -3,8 +3,10 @@ package server
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -244,5 +246,48 @@ func TestRefusedStaffTokenLivingTooLong(t *testing.T) {
 		if _, err := v.Verify(s); ErrorCode(err) != EUnauthenticated {
 			t.Errorf("%s: got %v", name, err)
 		}
+	}
+}
+
+// TestTokenFloodCannotGrowTheCache: a client sending ever new valid tokens
+// (a leaked staff signing key's holder, a script minting one per call)
+// keeps at most maxVerifiedTokens in memory, and evicts the least recently
+// used: a token in steady use stays remembered through the flood.
+func TestTokenFloodCannotGrowTheCache(t *testing.T) {
+	c := tokenCache{max: 3}
+	key := func(i int) [sha256.Size]byte { return sha256.Sum256([]byte{byte(i)}) }
+	for i := range 3 {
+		c.put(key(i), verifiedToken{actor: Actor{Subject: string(rune('a' + i))}})
+	}
+	if _, ok := c.get(key(0)); !ok { // 0 is now the most recently used
+		t.Fatal("entry 0 missing")
+	}
+	for i := 3; i < 10; i++ {
+		c.put(key(i), verifiedToken{})
+		if _, ok := c.get(key(0)); !ok {
+			t.Fatalf("after %d puts the entry in use was evicted", i)
+		}
+		if c.len() > 3 {
+			t.Fatalf("cache holds %d entries, bound 3", c.len())
+		}
+	}
+	if _, ok := c.get(key(1)); ok {
+		t.Fatal("the least recently used entry survived the flood")
+	}
+
+	_, sk, _ := ed25519.GenerateKey(nil)
+	iss, _ := NewStaffIssuer("staff-1", sk)
+	v, _ := NewStaffVerifier(iss.PublicKeys())
+	for i := range maxVerifiedTokens + 10 {
+		tok, err := iss.Issue(fmt.Sprintf("agent-%d", i), RoleAgent, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := v.verified.len(); n != maxVerifiedTokens {
+		t.Fatalf("verifier remembers %d tokens, want the bound %d", n, maxVerifiedTokens)
 	}
 }

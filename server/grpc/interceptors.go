@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
@@ -93,30 +95,100 @@ func authFunc(v Verifier) auth.AuthFunc {
 				a.ClientAddr = host
 			}
 		}
+		noteActor(ctx, a)
 		return context.WithValue(ctx, actorKey{}, a), nil
 	}
 }
 
-// slogAdapter lets go-grpc-middleware's logging interceptor write to slog.
-func slogAdapter(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
+// callLog is what the access log learns of a call while it runs: the
+// actor, set by the auth interceptor inside it.
+type callLog struct{ actor atomic.Pointer[server.Actor] }
+
+// callLogKey carries a call's *callLog.
+type callLogKey struct{}
+
+// noteActor records a on the call's access log entry, if it has one.
+func noteActor(ctx context.Context, a server.Actor) {
+	if l, ok := ctx.Value(callLogKey{}).(*callLog); ok {
+		l.actor.Store(&a)
+	}
+}
+
+// accessLog writes one line per call at its end, as go-grpc-middleware's
+// logging interceptor does (the same keys, and its level for each code),
+// plus the staff member who made it; payloads never are. It builds the
+// line's attributes directly (slog.LogAttrs): the generic field lists
+// cost more than the rest of a typical call's logging.
+type accessLog struct{ log *slog.Logger }
+
+func (l accessLog) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	cl := &callLog{}
+	resp, err := h(context.WithValue(ctx, callLogKey{}, cl), req)
+	l.write(ctx, cl, info.FullMethod, "unary", start, err)
+	return resp, err
+}
+
+func (l accessLog) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	start := time.Now()
+	cl := &callLog{}
+	w := middleware.WrapServerStream(ss)
+	w.WrappedContext = context.WithValue(ss.Context(), callLogKey{}, cl)
+	err := h(srv, w)
+	typ := "bidi_stream"
+	switch {
+	case info.IsClientStream && !info.IsServerStream:
+		typ = "client_stream"
+	case info.IsServerStream && !info.IsClientStream:
+		typ = "server_stream"
+	}
+	l.write(ss.Context(), cl, info.FullMethod, typ, start, err)
+	return err
+}
+
+func (l accessLog) write(ctx context.Context, cl *callLog, fullMethod, typ string, start time.Time, err error) {
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	code := status.Code(err)
+	lvl := slog.Level(logging.DefaultServerCodeToLevel(code))
+	if !l.log.Enabled(ctx, lvl) {
+		return
+	}
+	service, method := "", strings.TrimPrefix(fullMethod, "/")
+	if i := strings.LastIndexByte(method, '/'); i >= 0 {
+		service, method = method[:i], method[i+1:]
+	}
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs,
+		slog.String("protocol", "grpc"),
+		slog.String("grpc.component", "server"),
+		slog.String("grpc.service", service),
+		slog.String("grpc.method", method),
+		slog.String("grpc.method_type", typ))
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+	}
+	if a := cl.actor.Load(); a != nil {
+		attrs = append(attrs, slog.String("actor", a.Subject), slog.String("role", string(a.Role)))
+	}
+	attrs = append(attrs, slog.String("grpc.start_time", start.Format(time.RFC3339)))
+	if d, ok := ctx.Deadline(); ok {
+		attrs = append(attrs, slog.String("grpc.request.deadline", d.Format(time.RFC3339)))
+	}
+	attrs = append(attrs, slog.String("grpc.code", code.String()))
+	if err != nil {
+		attrs = append(attrs, slog.String("grpc.error", err.Error()))
+	}
+	attrs = append(attrs, slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000))
+	l.log.LogAttrs(ctx, lvl, "finished call", attrs...)
 }
 
 // chains returns the unary and stream chains, outermost first.
 func chains(log *slog.Logger, v Verifier, m *metrics, lim Limits) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
-	// Only the call's end is logged, with method, code and duration;
-	// payloads never are.
-	logOpts := []logging.Option{
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			if a, ok := actorFrom(ctx); ok {
-				return logging.Fields{"actor", a.Subject, "role", string(a.Role)}
-			}
-			return nil
-		}),
-	}
+	// Only the call's end is logged, with method, code, duration and
+	// actor; payloads never are.
+	access := accessLog{log}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p)
 		return withReason(codes.Internal, internalMessage, server.ReasonInternal)
@@ -125,14 +197,14 @@ func chains(log *slog.Logger, v Verifier, m *metrics, lim Limits) ([]grpc.UnaryS
 	unaryDeadline, streamDeadline := deadlines(lim)
 	unary := []grpc.UnaryServerInterceptor{
 		m.unary,
-		logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+		access.unary,
 		unaryDeadline,
 		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(authFunc(v)), needsAuth),
 		recovery.UnaryServerInterceptor(recoverOpts...),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		m.stream,
-		logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+		access.stream,
 		streamDeadline,
 		selector.StreamServerInterceptor(auth.StreamServerInterceptor(authFunc(v)), needsAuth),
 		recovery.StreamServerInterceptor(recoverOpts...),

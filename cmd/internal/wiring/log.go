@@ -22,7 +22,14 @@ func NewLogger(w io.Writer) *slog.Logger {
 
 // Redact is the log handler's ReplaceAttr: secret attributes become
 // "REDACTED", and a URL's password is masked wherever it appears.
-func Redact(_ []string, a slog.Attr) slog.Attr {
+func Redact(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.LevelKey {
+		// The handler passes the level as a value it would encode through
+		// encoding/json; its name is the same text, written directly.
+		if l, ok := a.Value.Any().(slog.Level); ok {
+			return slog.String(a.Key, l.String())
+		}
+	}
 	if secretAttrs[strings.ToLower(a.Key)] {
 		return slog.String(a.Key, "REDACTED")
 	}
