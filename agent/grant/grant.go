@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/dvrhotline/hotline/agent/voicecode"
 )
 
 // Fixed claims and limits. They cross the wire: change only with care.
@@ -35,8 +37,6 @@ const (
 	Skew = 10 * time.Minute
 	// MaxTokenLen bounds the input accepted by Verify.
 	MaxTokenLen = 4096
-	// slotSeconds matches the voice code's issue-time resolution.
-	slotSeconds = 600
 )
 
 // Errors returned by Verify; test with errors.Is.
@@ -81,7 +81,7 @@ func NewClaims(serial, issuanceID string, sequence int64, issuedAt, expiresAt ti
 			ID:        issuanceID,
 		},
 		Sequence: sequence,
-		Slot:     uint64(issuedAt.Unix()) / slotSeconds,
+		Slot:     voicecode.SlotOf(issuedAt),
 	}
 }
 
@@ -119,7 +119,7 @@ func (c Claims) check() error {
 		return fmt.Errorf("%w: exp is not after iat", ErrMalformed)
 	case c.ExpiresAt.Sub(c.IssuedAt.Time) > MaxLifetime:
 		return fmt.Errorf("%w: lifetime %s: expected at most %s", ErrMalformed, c.ExpiresAt.Sub(c.IssuedAt.Time), MaxLifetime)
-	case c.Slot != uint64(c.IssuedAt.Unix())/slotSeconds:
+	case c.Slot != voicecode.SlotOf(c.IssuedAt.Time):
 		return fmt.Errorf("%w: slot %d does not match iat", ErrMalformed, c.Slot)
 	}
 	return nil
