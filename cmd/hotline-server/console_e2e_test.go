@@ -516,8 +516,13 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	// The auditor.
 	au := e.browser()
 	e.signIn(au, "carol", "hl-auditors", false)
-	e.run(au, "audit filters", chromedp.WaitVisible(chromedp.CSS("#f-actor")), chromedp.SendKeys(chromedp.CSS("#f-actor"), "alice"),
-		chromedp.SetValue(chromedp.CSS("#f-outcome"), "refused"), chromedp.Click(chromedp.CSS("#filter-button")), chromedp.WaitVisible(chromedp.CSS("#events")))
+	e.run(au, "audit page", chromedp.WaitVisible(chromedp.CSS("#f-actor")))
+	// The unfiltered page shows #events too: mark it, so that the wait
+	// below is met by the filtered page only.
+	value(e, au, "mark the unfiltered page", chromedp.Evaluate[bool](`document.body.dataset.stale = "1"; true`))
+	e.run(au, "audit filters", chromedp.SendKeys(chromedp.CSS("#f-actor"), "alice"),
+		chromedp.SetValue(chromedp.CSS("#f-outcome"), "refused"), chromedp.Click(chromedp.CSS("#filter-button")),
+		chromedp.WaitVisible(chromedp.CSS("body:not([data-stale]) #events tbody")))
 	rows := e.text(au, "#events tbody")
 	if !strings.Contains(rows, "device.hold") || !strings.Contains(rows, "permission_denied") || !strings.Contains(rows, "console") {
 		t.Fatalf("the agent's refused hold is not in the audit log as a console act:\n%s", rows)
