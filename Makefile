@@ -65,10 +65,7 @@ FUZZTIME         ?= 20s
 AGENT_OUT        ?= bin/agent
 AGENT_VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 AGENT_BUILD_DATE ?=
-# -R 0x1000 rounds the ELF segments to 4 KiB pages (the page size of every
-# DVR kernel) instead of Go's 64 KiB default on arm: up to 128 KB less
-# padding, and no 64 KiB steps in the size.
-AGENT_LDFLAGS    := -s -w -buildid= -R 0x1000 -X main.version=$(AGENT_VERSION) $(if $(AGENT_BUILD_DATE),-X github.com/dvrhotline/hotline/agent/verifier.BuildDate=$(AGENT_BUILD_DATE))
+AGENT_LDFLAGS    := -s -w -buildid= -X main.version=$(AGENT_VERSION) $(if $(AGENT_BUILD_DATE),-X github.com/dvrhotline/hotline/agent/verifier.BuildDate=$(AGENT_BUILD_DATE))
 
 # The armv7 build's budget, in bytes (3.5 MB); make agent-size fails over it.
 AGENT_MAX_BYTES  := 3500000

@@ -6,21 +6,31 @@
 // Verification follows RFC 8725: the algorithm is pinned to EdDSA, the key is
 // chosen only by "kid" from a trusted JWK set the firmware ships, and issuer,
 // audience, subject (the canonical serial), expiry and a lifetime of at most
-// 24 hours are all required. It imports the standard library and jwt only:
-// the DVR agent links it.
+// 24 hours are all required.
+//
+// It imports the standard library alone, on purpose: the DVR agent links
+// it, and a JWT library registers every algorithm it knows (RSA, ECDSA,
+// HMAC) at init, which the linker cannot drop and which would cost the DVR
+// several hundred kilobytes of flash for one algorithm it uses. The compact
+// form is three base64url parts; this package writes them as golang-jwt
+// does (the header's keys sorted: alg, kid, typ; registered claims in the
+// order iss, sub, aud, exp, nbf, iat, jti, then seq and slot), so a grant
+// is the same text either way.
 package grant
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/dvrhotline/hotline/agent/voicecode"
 )
@@ -55,11 +65,64 @@ var (
 	ErrNotYetValid = errors.New("grant: not yet valid")
 )
 
-// Claims are a grant's claims: the registered ones plus the per-device
-// sequence number and the issue slot the voice code of the same issuance
-// carries, so that both forms order the same way on the device.
+// NumericDate is a JWT time (RFC 7519 section 2): whole seconds since the
+// Unix epoch in JSON.
+type NumericDate struct{ time.Time }
+
+// NewNumericDate returns t, truncated to the second, as a NumericDate.
+func NewNumericDate(t time.Time) *NumericDate { return &NumericDate{t.Truncate(time.Second)} }
+
+// MarshalJSON writes the date as an integer number of seconds.
+func (d NumericDate) MarshalJSON() ([]byte, error) {
+	return strconv.AppendInt(nil, d.Unix(), 10), nil
+}
+
+// UnmarshalJSON reads a JSON number of seconds (a fraction is kept, as
+// RFC 7519 allows).
+func (d *NumericDate) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) || math.Abs(f) > 1<<53 {
+		return fmt.Errorf("a date: expected a number of seconds since 1970, got %.40s", b)
+	}
+	sec, frac := math.Modf(f)
+	d.Time = time.Unix(int64(sec), int64(frac*1e9)).UTC()
+	return nil
+}
+
+// ClaimStrings is the "aud" claim: one string or an array of them in JSON,
+// always written as an array.
+type ClaimStrings []string
+
+// UnmarshalJSON reads a string or an array of strings.
+func (c *ClaimStrings) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*c = ClaimStrings{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("aud: expected a string or an array of strings")
+	}
+	*c = many
+	return nil
+}
+
+// Claims are a grant's claims: the registered ones (RFC 7519 section 4.1)
+// plus the per-device sequence number and the issue slot the voice code of
+// the same issuance carries, so that both forms order the same way on the
+// device.
 type Claims struct {
-	jwt.RegisteredClaims
+	// Issuer, Subject, Audience, ExpiresAt, NotBefore, IssuedAt and ID are
+	// "iss", "sub" (the canonical serial), "aud", "exp", "nbf", "iat" and
+	// "jti" (the issuance id).
+	Issuer    string       `json:"iss,omitempty"`
+	Subject   string       `json:"sub,omitempty"`
+	Audience  ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt *NumericDate `json:"exp,omitempty"`
+	NotBefore *NumericDate `json:"nbf,omitempty"`
+	IssuedAt  *NumericDate `json:"iat,omitempty"`
+	ID        string       `json:"jti,omitempty"`
 	// Sequence is the per-device sequence number ("seq").
 	Sequence int64 `json:"seq"`
 	// Slot is the issue time in 10-minute slots since the Unix epoch ("slot").
@@ -69,19 +132,17 @@ type Claims struct {
 // NewClaims returns the claims of an issuance: sub is the canonical serial,
 // jti the issuance id, iat and nbf the issue time, exp the expiry.
 func NewClaims(serial, issuanceID string, sequence int64, issuedAt, expiresAt time.Time) Claims {
-	iat := jwt.NewNumericDate(issuedAt.Truncate(time.Second))
+	iat := NewNumericDate(issuedAt)
 	return Claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    Issuer,
-			Subject:   serial,
-			Audience:  jwt.ClaimStrings{Audience},
-			IssuedAt:  iat,
-			NotBefore: iat,
-			ExpiresAt: jwt.NewNumericDate(expiresAt.Truncate(time.Second)),
-			ID:        issuanceID,
-		},
-		Sequence: sequence,
-		Slot:     voicecode.SlotOf(issuedAt),
+		Issuer:    Issuer,
+		Subject:   serial,
+		Audience:  ClaimStrings{Audience},
+		IssuedAt:  iat,
+		NotBefore: iat,
+		ExpiresAt: NewNumericDate(expiresAt),
+		ID:        issuanceID,
+		Sequence:  sequence,
+		Slot:      voicecode.SlotOf(issuedAt),
 	}
 }
 
@@ -97,10 +158,32 @@ func Sign(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
 	if err := c.check(); err != nil {
 		return "", err
 	}
-	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
-	t.Header["kid"] = kid
-	return t.SignedString(key)
+	h, err := json.Marshal(header{Alg: algEdDSA, Kid: kid, Typ: "JWT"})
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	signing := b64.EncodeToString(h) + "." + b64.EncodeToString(b)
+	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing))), nil
 }
+
+// algEdDSA is the only "alg" a grant has (RFC 8037).
+const algEdDSA = "EdDSA"
+
+// header is a grant's JOSE header, its fields in the order golang-jwt
+// writes them (sorted).
+type header struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid,omitempty"`
+	Typ string `json:"typ,omitempty"`
+}
+
+// b64 is base64url without padding, strict (RFC 7515 section 2): one text
+// per value, so a signature cannot be re-encoded into another token.
+var b64 = base64.RawURLEncoding.Strict()
 
 // check enforces the invariants every grant must hold.
 func (c Claims) check() error {
@@ -232,31 +315,11 @@ func (t *TrustSet) Verify(token, serial string, now time.Time) (Claims, error) {
 	if len(token) > MaxTokenLen {
 		return Claims{}, fmt.Errorf("%w: %d bytes: expected at most %d", ErrMalformed, len(token), MaxTokenLen)
 	}
-	var c Claims
-	var kid string
-	p := verifyParser
-	_, err := p.ParseWithClaims(token, &c, func(tok *jwt.Token) (any, error) {
-		kid, _ = tok.Header["kid"].(string)
-		if kid == "" {
-			return nil, fmt.Errorf("%w: no kid in the header", ErrUnknownKey)
-		}
-		k, ok := t.keys[kid]
-		if !ok {
-			return nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, kid)
-		}
-		return k, nil
-	})
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrUnknownKey):
-		return Claims{}, fmt.Errorf("%w: kid %q is not in the trust file", ErrUnknownKey, kid)
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
-		return Claims{}, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	default:
-		return Claims{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	c, err := t.verifySignature(token)
+	if err != nil {
+		return Claims{}, err
 	}
-	// The claims are validated here rather than by jwt's validator: the
-	// rules are exactly these, and the parser is built once.
+	// The claims' rules are exactly these.
 	if err := c.check(); err != nil {
 		return Claims{}, err
 	}
@@ -276,10 +339,52 @@ func (t *TrustSet) Verify(token, serial string, now time.Time) (Claims, error) {
 	return c, nil
 }
 
-// verifyParser pins the algorithm (RFC 8725) and base64 strictness; Verify
-// validates the claims itself. A jwt.Parser is safe for concurrent use.
-var verifyParser = jwt.NewParser(
-	jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-	jwt.WithStrictDecoding(), // one token text per signature: no malleable padding bits
-	jwt.WithoutClaimsValidation(),
-)
+// verifySignature parses the compact token and checks its signature: the
+// algorithm pinned to EdDSA before any key is looked up (RFC 8725), the key
+// only from the trust set by kid, strict base64url everywhere. It returns
+// the claims, not yet validated.
+func (t *TrustSet) verifySignature(token string) (Claims, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return Claims{}, fmt.Errorf("%w: %d parts: expected header.claims.signature", ErrMalformed, len(parts))
+	}
+	hb, err := b64.DecodeString(parts[0])
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: header: not base64url", ErrMalformed)
+	}
+	var h struct {
+		Alg string `json:"alg"`
+		Kid any    `json:"kid"`
+	}
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return Claims{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	cb, err := b64.DecodeString(parts[1])
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: claims: not base64url", ErrMalformed)
+	}
+	var c Claims
+	d := json.NewDecoder(bytes.NewReader(cb))
+	if err := d.Decode(&c); err != nil || d.More() {
+		return Claims{}, fmt.Errorf("%w: claims: not a JSON object of claims", ErrMalformed)
+	}
+	if h.Alg != algEdDSA {
+		return Claims{}, fmt.Errorf("%w: alg %q: expected %s", ErrBadSignature, h.Alg, algEdDSA)
+	}
+	kid, _ := h.Kid.(string)
+	if kid == "" {
+		return Claims{}, fmt.Errorf("%w: no kid in the header", ErrUnknownKey)
+	}
+	k, ok := t.keys[kid]
+	if !ok {
+		return Claims{}, fmt.Errorf("%w: kid %q is not in the trust file", ErrUnknownKey, kid)
+	}
+	sig, err := b64.DecodeString(parts[2])
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: signature: not base64url", ErrMalformed)
+	}
+	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(k, []byte(parts[0]+"."+parts[1]), sig) {
+		return Claims{}, fmt.Errorf("%w: the signature does not verify under kid %q", ErrBadSignature, kid)
+	}
+	return c, nil
+}

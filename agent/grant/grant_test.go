@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -25,6 +26,21 @@ func newKey(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
 	return pub, priv
 }
 
+// mapOf is c as golang-jwt's map of claims, for forging tokens with that
+// library: what an attacker (or another implementation) would send.
+func mapOf(t testing.TB, c Claims) jwt.MapClaims {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := jwt.MapClaims{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func claims() Claims {
 	return NewClaims(serial, "0b6f6c55-6ad7-4f0e-9a0e-1d7c1ed1a001", 5, issued, issued.Add(23*time.Hour))
 }
@@ -42,13 +58,13 @@ func TestOutcomes(t *testing.T) {
 	// Forgeries an attacker can make without the private key, or with a key
 	// the device does not trust.
 	none := func() string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodNone, claims())
+		tok := jwt.NewWithClaims(jwt.SigningMethodNone, mapOf(t, claims()))
 		tok.Header["kid"] = "grant-1"
 		s, _ := tok.SignedString(jwt.UnsafeAllowNoneSignatureType)
 		return s
 	}()
 	hs256WithPublicKey := func() string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims())
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, mapOf(t, claims()))
 		tok.Header["kid"] = "grant-1"
 		s, _ := tok.SignedString([]byte(pub))
 		return s
@@ -56,7 +72,7 @@ func TestOutcomes(t *testing.T) {
 	unknownKid, _ := Sign(otherPriv, "grant-9", claims())
 	untrustedKeyKnownKid, _ := Sign(otherPriv, "grant-1", claims())
 	signRaw := func(c Claims) string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, mapOf(t, c))
 		tok.Header["kid"] = "grant-1"
 		s, err := tok.SignedString(priv)
 		if err != nil {
@@ -65,11 +81,11 @@ func TestOutcomes(t *testing.T) {
 		return s
 	}
 	wrongAud := claims()
-	wrongAud.Audience = jwt.ClaimStrings{"hotline-staff"}
+	wrongAud.Audience = ClaimStrings{"hotline-staff"}
 	wrongIss := claims()
 	wrongIss.Issuer = "evil"
 	tooLong := claims()
-	tooLong.ExpiresAt = jwt.NewNumericDate(issued.Add(48 * time.Hour))
+	tooLong.ExpiresAt = NewNumericDate(issued.Add(48 * time.Hour))
 	noExp := claims()
 	noExp.ExpiresAt = nil
 	badSlot := claims()
@@ -80,7 +96,7 @@ func TestOutcomes(t *testing.T) {
 	otherParts := strings.Split(otherSerial, ".")
 	spliced := parts[0] + "." + otherParts[1] + "." + parts[2]
 	noKid := func() string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims())
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, mapOf(t, claims()))
 		s, _ := tok.SignedString(priv)
 		return s
 	}()
@@ -179,5 +195,42 @@ func TestRefusesAMalleatedSignatureEncoding(t *testing.T) {
 		if _, err := trust.Verify(twin, serial, issued); err == nil {
 			t.Fatalf("a second encoding of the signature verified: %s", twin)
 		}
+	}
+}
+
+// jwtClaims is the claims type this package used with golang-jwt: a grant
+// signed here must be the very text that library made, so that a retried
+// issuance returns the grant it returned before.
+type jwtClaims struct {
+	jwt.RegisteredClaims
+	Sequence int64  `json:"seq"`
+	Slot     uint64 `json:"slot"`
+}
+
+func TestSignMakesTheTextGolangJWTMade(t *testing.T) {
+	pub, priv := newKey(t)
+	c := claims()
+	ours, err := Sign(priv, "grant-1", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iat := jwt.NewNumericDate(c.IssuedAt.Time)
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwtClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: c.Issuer, Subject: c.Subject, Audience: jwt.ClaimStrings(c.Audience),
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt.Time), NotBefore: iat, IssuedAt: iat, ID: c.ID},
+		Sequence: c.Sequence, Slot: c.Slot,
+	})
+	tok.Header["kid"] = "grant-1"
+	theirs, err := tok.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ours != theirs {
+		t.Fatalf("Sign = %s\ngolang-jwt = %s", ours, theirs)
+	}
+	var back jwtClaims
+	if _, err := jwt.NewParser(jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithoutClaimsValidation()).ParseWithClaims(ours, &back,
+		func(*jwt.Token) (any, error) { return pub, nil }); err != nil || back.Sequence != c.Sequence || back.Subject != serial {
+		t.Fatalf("golang-jwt reads our grant as %+v, %v", back, err)
 	}
 }

@@ -8,8 +8,8 @@
 //	dvr-agent version
 //
 // The exit status says what happened; agent/README.md has the table. It
-// links the standard library, golang-jwt and this module's agent packages
-// only (deps_test.go enforces it): it runs on small ARM and MIPS boxes.
+// links the standard library and this module's agent packages only
+// (deps_test.go enforces it): it runs on small ARM and MIPS boxes.
 // Built with -tags smtp it also sends the recovery e-mail itself
 // (agent/mailer); the default build hands the code over on standard
 // output.
