@@ -110,18 +110,11 @@ const RequestCodeKind Kind = "request-code"
 // edit runs change on the state (rebased to c's boot) under the lock and
 // saves it when change accepts; a refusal leaves the state as it was.
 func (v *Verifier) edit(c Clock, kind Kind, change func(*state.State) Result) Result {
-	s, err := v.open()
-	if err != nil {
-		if errors.Is(err, state.ErrBusy) {
-			return Result{Outcome: StateBusy, Kind: kind, Err: err, Message: "another verification is running: " + err.Error() + "; try again in a moment"}
-		}
-		return stateUnreadable(kind, err)
+	s, st, refused := v.lockAndLoad(kind)
+	if refused != nil {
+		return *refused
 	}
 	defer s.Close()
-	st, err := s.Load()
-	if err != nil {
-		return stateUnreadable(kind, err)
-	}
 	st = rebase(st, c.Mono, c.Now, v.lockout)
 	st.SavedAt = c.Mono.Uptime
 	r := change(&st)

@@ -412,22 +412,36 @@ func lockLeft(st *state.State, m Mono) time.Duration {
 	return left
 }
 
+// lockAndLoad takes the state lock and loads the state; the refusal, when
+// either fails, is the result to answer (nothing held then). The caller
+// closes the session.
+func (v *Verifier) lockAndLoad(kind Kind) (session, state.State, *Result) {
+	s, err := v.open()
+	if err != nil {
+		r := stateUnreadable(kind, err)
+		if errors.Is(err, state.ErrBusy) {
+			r = Result{Outcome: StateBusy, Kind: kind, Err: err, Message: "another verification is running: " + err.Error() + "; try again in a moment"}
+		}
+		return nil, state.State{}, &r
+	}
+	st, err := s.Load()
+	if err != nil {
+		s.Close()
+		r := stateUnreadable(kind, err)
+		return nil, state.State{}, &r
+	}
+	return s, st, nil
+}
+
 // withState runs chk under the state lock: the clock learnt, the lockout,
 // then the failed attempt recorded, then chk, then the outcome recorded.
 func (v *Verifier) withState(c Clock, kind Kind, timed bool, chk check) Result {
 	now, m := c.Now, c.Mono
-	s, err := v.open()
-	if err != nil {
-		if errors.Is(err, state.ErrBusy) {
-			return Result{Outcome: StateBusy, Kind: kind, Err: err, Message: "another verification is running: " + err.Error() + "; try again in a moment"}
-		}
-		return stateUnreadable(kind, err)
+	s, loaded, refused := v.lockAndLoad(kind)
+	if refused != nil {
+		return *refused
 	}
 	defer s.Close()
-	loaded, err := s.Load()
-	if err != nil {
-		return stateUnreadable(kind, err)
-	}
 	if timed && now.Before(loaded.Learnt.Add(-voicecode.Skew)) {
 		return Result{Outcome: ClockMovedBack, Kind: kind, Err: errClockBack,
 			Message: fmt.Sprintf("the DVR's clock (%s) is earlier than a time it has already seen (%s): it was set back; set the date and time, or ask the hotline for a code for the request code on the screen (not counted as a failed attempt)",

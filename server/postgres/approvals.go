@@ -225,15 +225,7 @@ func (db *DB) ApprovedIssuance(ctx context.Context, id string, decide func(serve
 			ap.Request.Serial).Scan(&f.Now, &holdReason, &holdBy, &holdSince); err != nil && err != pgx.ErrNoRows {
 			return err
 		}
-		if holdReason != nil {
-			f.Hold = &server.Hold{Reason: *holdReason}
-			if holdBy != nil {
-				f.Hold.By = *holdBy
-			}
-			if holdSince != nil {
-				f.Hold.Since = holdSince.UTC()
-			}
-		}
+		f.Hold = holdOf(holdReason, holdBy, holdSince)
 		f.Now = f.Now.UTC()
 		ev, r := decide(f)
 		if err := insertEvent(ctx, tx, &ev); err != nil {

@@ -95,8 +95,8 @@ func scanDevice(row pgx.Row) (server.Device, error) {
 	)
 	err := row.Scan(&d.Serial, &d.DeviceID, &d.Model, &d.ProductionDate, &d.Firmware, &d.OwnerContact,
 		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt, &d.RecentIssuances)
-	if err == nil && reason != nil {
-		d.Hold = &server.Hold{Reason: *reason, By: *by, Since: since.UTC()}
+	if err == nil {
+		d.Hold = holdOf(reason, by, since)
 	}
 	d.RegisteredAt = d.RegisteredAt.UTC()
 	return d, err
@@ -288,4 +288,20 @@ func pgDate(t time.Time) string { return t.Format("2006-01-02") }
 func deviceNotFound(s string) *server.Error {
 	return &server.Error{Code: server.ENotFound, Reason: server.ReasonDeviceNotFound,
 		Message: "no device is registered under " + clip.Quote(s, 80)}
+}
+
+// holdOf is the hold of a device row's hold columns, nil when it is not on
+// hold.
+func holdOf(reason, by *string, since *time.Time) *server.Hold {
+	if reason == nil {
+		return nil
+	}
+	h := &server.Hold{Reason: *reason}
+	if by != nil {
+		h.By = *by
+	}
+	if since != nil {
+		h.Since = since.UTC()
+	}
+	return h
 }

@@ -211,15 +211,7 @@ func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req serve
 		f.Existing = &existing
 	}
 	f.Registered = devErr == nil
-	if holdReason != nil {
-		f.Hold = &server.Hold{Reason: *holdReason}
-		if holdBy != nil {
-			f.Hold.By = *holdBy
-		}
-		if holdSince != nil {
-			f.Hold.Since = holdSince.UTC()
-		}
-	}
+	f.Hold = holdOf(holdReason, holdBy, holdSince)
 	if lastAt != nil {
 		f.LastIssuedAt = lastAt.UTC()
 	}

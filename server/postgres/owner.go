@@ -50,15 +50,7 @@ func lockGuess(ctx context.Context, tx pgx.Tx, a server.Actor, s string) (contac
 	default:
 		registered = true
 	}
-	if holdReason != nil {
-		hold = &server.Hold{Reason: *holdReason}
-		if holdBy != nil {
-			hold.By = *holdBy
-		}
-		if holdSince != nil {
-			hold.Since = holdSince.UTC()
-		}
-	}
+	hold = holdOf(holdReason, holdBy, holdSince)
 	err = tx.QueryRow(ctx, missesSQL, s, a.Subject, server.MissWindow, server.AgentMissWindow).Scan(&m.Device, &m.Agent)
 	return
 }
