@@ -1,7 +1,6 @@
 package console
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -231,19 +230,9 @@ func (c *Console) issue(w http.ResponseWriter, r *http.Request, rq *request) {
 	}
 	iss, err := c.svc.Issue(r.Context(), rq.Actor, f.issueRequest(id))
 	if err != nil {
-		p := asProblem(err)
-		var se *server.Error
-		if p.Status == http.StatusInternalServerError || !errors.As(err, &se) {
-			c.fail(w, r, rq, err)
-			return
-		}
-		d, lerr := c.loadDevice(r, rq, "")
-		if lerr != nil {
-			c.fail(w, r, rq, lerr)
-			return
-		}
-		d.Form, d.RequestID, d.Problem = f, f.RequestID, &p
-		c.render(w, r, p.Status, "device", rq, d)
+		c.refusedOnDevice(w, r, rq, err, false, func(d *deviceData, p *problem) {
+			d.Form, d.RequestID, d.Problem = f, f.RequestID, p
+		})
 		return
 	}
 	first, err := c.store.MarkRevealed(r.Context(), rq.Actor.Subject, f.RequestID, iss.ID)
