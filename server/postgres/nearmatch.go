@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -21,13 +22,21 @@ const nearDistance = 2
 // the byte-ordered index devices_device_id_bytes, along the query's own
 // symbols: the registered ids one edit away can only branch off the
 // query's path at a prefix that exists, so it asks the index for the
-// children of the query's prefixes (one descent per child), builds every
-// id one edit away that those children allow and looks them up by
+// children of the query's prefixes (one descent per child), builds the
+// ids one edit away that those children allow and looks them up by
 // equality. Only when fewer than n are found does it take the second
 // edit: for each branch it finds how far the branch's continuations exist
 // (two descents each), asks for the children along them and looks up the
-// ids two edits away. The work follows the ids near the query, not the
-// size of the registry. The candidates' distances are then computed by
+// ids two edits away.
+//
+// What it builds is bounded by the registry's shape, read first from
+// devices_device_id_endings in a few descents (see shape): a string is
+// built only if registered ids have its length and, after its last edit,
+// it goes on as the query ends and some registered id of that length
+// ends. A mistake in the dense end of a production line's ids (where
+// every symbol has ten children) then costs the few branches that can
+// still end as the query does. The work follows the ids near the query,
+// not the size of the registry. The candidates' distances are computed by
 // levenshtein (fuzzystrmatch), so the ranking is the database's.
 func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, error) {
 	id, n := nearQuery(query, n)
@@ -39,12 +48,16 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	for i := range nodes {
 		nodes[i] = string(q[:i])
 	}
-	kids, err := db.children(ctx, nodes)
+	kids, sh, err := db.childrenAndShape(ctx, nodes, q)
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
+	known := 0 // how many of q's leading symbols some registered id starts with
+	for known < len(q) && slices.Contains(kids[nodes[known]], q[known]) {
+		known++
+	}
 	cands := map[string]struct{}{}
-	walkOneEdit(cands, "", q, kids)
+	walkOneEdit(cands, "", 0, q, known, kids, sh)
 	out, err := db.rankNear(ctx, id, cands, 1, n)
 	if err != nil || len(out) == n {
 		return out, err
@@ -56,14 +69,20 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	// edit of q[i+1:] (c replaced q[i]), of q[i:] (c was inserted), of
 	// q[i+2:] (q[i] was dropped and c is q[i+1]), or equals q[i+3:] (q[i]
 	// and q[i+1] were dropped and c is q[i+2]).
-	if len(q) >= 2 {
-		cands[string(q[:len(q)-2])] = struct{}{}
+	if len(q) >= 2 && known >= len(q)-2 && sh.fits(len(q)-2, 0) {
+		cands[nodes[len(q)-2]] = struct{}{}
 	}
 	type branch struct {
 		prefix string
+		plen   int
 		rest   []rune
 	}
 	var branches []branch
+	add := func(b branch) {
+		if m := b.plen + len(b.rest); sh.has(m-1) || sh.has(m) || sh.has(m+1) {
+			branches = append(branches, b)
+		}
+	}
 	for i := 0; i <= len(q); i++ {
 		for _, c := range kids[nodes[i]] {
 			if i < len(q) && c == q[i] {
@@ -71,14 +90,15 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 			}
 			p := nodes[i] + string(c)
 			if i == len(q) {
-				branches = append(branches, branch{p, nil})
+				add(branch{p, i + 1, nil})
 				continue
 			}
-			branches = append(branches, branch{p, q[i+1:]}, branch{p, q[i:]})
+			add(branch{p, i + 1, q[i+1:]})
+			add(branch{p, i + 1, q[i:]})
 			if i+1 < len(q) && c == q[i+1] {
-				branches = append(branches, branch{p, q[i+2:]})
+				add(branch{p, i + 1, q[i+2:]})
 			}
-			if i+2 < len(q) && c == q[i+2] {
+			if i+2 < len(q) && c == q[i+2] && sh.fits(len(q)-2, len(q)-i-3) {
 				cands[p+string(q[i+3:])] = struct{}{}
 			}
 		}
@@ -94,9 +114,8 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	var more []string
 	seen := map[string]bool{}
 	for i, b := range branches {
-		base := len([]rune(b.prefix))
-		for j := 0; j <= len(b.rest) && base+j <= exist[i]; j++ {
-			node := b.prefix + string(b.rest[:j])
+		exist[i] = max(exist[i]-b.plen, 0) // how many symbols of rest continue a registered id
+		for _, node := range kidNodes(b.prefix, b.plen, b.rest, exist[i], sh) {
 			if _, done := kids[node]; !done && !seen[node] {
 				seen[node] = true
 				more = append(more, node)
@@ -110,8 +129,8 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	for node, cs := range kids2 {
 		kids[node] = cs
 	}
-	for _, b := range branches {
-		walkOneEdit(cands, b.prefix, b.rest, kids)
+	for i, b := range branches {
+		walkOneEdit(cands, b.prefix, b.plen, b.rest, exist[i], kids, sh)
 	}
 	return db.rankNear(ctx, id, cands, nearDistance, n)
 }
@@ -143,33 +162,73 @@ func nearQuery(query string, n int) (string, int) {
 	return id, n
 }
 
-// walkOneEdit adds to cands every string prefix+r where r is t or one
-// edit away from t and could be registered: r first differs from t at
-// some j, where it goes on with a child c of prefix+t[:j] (kids holds the
-// children of every such node that exists) or stops (t less its last
-// symbol); after c comes t[j:] (c inserted), t[j+1:] (c replaced t[j]) or
-// t[j+2:] (t[j] dropped, c is t[j+1]).
-func walkOneEdit(cands map[string]struct{}, prefix string, t []rune, kids map[string][]rune) {
-	cands[prefix+string(t)] = struct{}{}
-	if len(t) > 0 {
-		cands[prefix+string(t[:len(t)-1])] = struct{}{}
+// shape is what the registry allows of a near match: for each length that
+// registered device ids have, the longest ending of the query that some
+// registered id of that length has. Every near match is the query with at
+// most two edits, and after its last edit it goes on as the query ends:
+// a string that registered ids do not allow that way is never looked up.
+type shape map[int]int
+
+// has says whether some registered device id is n symbols long.
+func (s shape) has(n int) bool { _, ok := s[n]; return ok }
+
+// fits says whether a string of n symbols whose last end symbols are the
+// query's last end symbols could be a registered device id.
+func (s shape) fits(n, end int) bool { t, ok := s[n]; return ok && end <= t }
+
+// walkOneEdit adds to cands every string prefix+r that could be
+// registered, where r is t or one edit away from t, prefix is plen
+// symbols long and t is an ending of the query. r first differs from t at
+// some j: there it drops t[j], or goes on with a child c of prefix+t[:j]
+// (kids holds the children of every such node that kidNodes names),
+// followed by t[j:] (c inserted) or t[j+1:] (c replaced t[j]). known is
+// how many of t's leading symbols continue some registered id after
+// prefix: a string that follows t further cannot be registered, nor one
+// that sh does not fit.
+func walkOneEdit(cands map[string]struct{}, prefix string, plen int, t []rune, known int, kids map[string][]rune, sh shape) {
+	m := plen + len(t)
+	if known >= len(t) && sh.fits(m, len(t)) {
+		cands[prefix+string(t)] = struct{}{}
 	}
-	for j := 0; j <= len(t); j++ {
+	for j := 0; j < len(t) && j <= known; j++ {
+		if sh.fits(m-1, len(t)-j-1) {
+			cands[prefix+string(t[:j])+string(t[j+1:])] = struct{}{}
+		}
+	}
+	for j := 0; j <= len(t) && j <= known; j++ {
+		sub := j < len(t) && sh.fits(m, len(t)-j-1)
+		ins := sh.fits(m+1, len(t)-j)
+		if !sub && !ins {
+			continue
+		}
 		node := prefix + string(t[:j])
 		for _, c := range kids[node] {
 			if j < len(t) && c == t[j] {
 				continue
 			}
 			base := node + string(c)
-			cands[base+string(t[j:])] = struct{}{}
-			if j < len(t) {
-				cands[base+string(t[j+1:])] = struct{}{}
+			if ins {
+				cands[base+string(t[j:])] = struct{}{}
 			}
-			if j+1 < len(t) && c == t[j+1] {
-				cands[base+string(t[j+2:])] = struct{}{}
+			if sub {
+				cands[base+string(t[j+1:])] = struct{}{}
 			}
 		}
 	}
+}
+
+// kidNodes names the nodes prefix+t[:j] whose children walkOneEdit reads:
+// those that exist (j <= known) where a symbol may be inserted or
+// substituted as sh allows.
+func kidNodes(prefix string, plen int, t []rune, known int, sh shape) []string {
+	m := plen + len(t)
+	var out []string
+	for j := 0; j <= len(t) && j <= known; j++ {
+		if (j < len(t) && sh.fits(m, len(t)-j-1)) || sh.fits(m+1, len(t)-j) {
+			out = append(out, prefix+string(t[:j]))
+		}
+	}
+	return out
 }
 
 // childrenSQL finds, for each prefix in $1, the symbols that follow it in
@@ -192,19 +251,81 @@ const childrenSQL = `WITH RECURSIVE kid(node, c) AS (
 )
 SELECT node, c FROM kid WHERE c IS NOT NULL`
 
+// shapeSQL reads the registry's shape for the reversed query $1 from
+// devices_device_id_endings: the lengths of registered ids (a loose scan,
+// one descent per length) and, for each, the ids of that length, reversed,
+// just after and just before $1 in byte order: the ids that end like the
+// query are together there.
+const shapeSQL = `WITH RECURSIVE len(n) AS (
+	SELECT min(char_length(device_id)) FROM devices
+  UNION ALL
+	SELECT (SELECT min(char_length(device_id)) FROM devices WHERE char_length(device_id) > len.n)
+	FROM len WHERE len.n IS NOT NULL
+)
+SELECT n,
+	(SELECT reverse(device_id) FROM devices WHERE char_length(device_id) = n
+		AND reverse(device_id) COLLATE "C" >= $1 COLLATE "C" ORDER BY reverse(device_id) COLLATE "C" LIMIT 1),
+	(SELECT reverse(device_id) FROM devices WHERE char_length(device_id) = n
+		AND reverse(device_id) COLLATE "C" < $1 COLLATE "C" ORDER BY reverse(device_id) COLLATE "C" DESC LIMIT 1)
+FROM len WHERE n IS NOT NULL`
+
+// childrenAndShape returns, in one round trip, the children of nodes (as
+// children does) and the registry's shape for the query q.
+func (db *DB) childrenAndShape(ctx context.Context, nodes []string, q []rune) (map[string][]rune, shape, error) {
+	rq := slices.Clone(q)
+	slices.Reverse(rq)
+	b := &pgx.Batch{}
+	b.Queue(childrenSQL, nodes)
+	b.Queue(shapeSQL, string(rq))
+	br := db.pool.SendBatch(ctx, b)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, err
+	}
+	kids, err := collectChildren(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return nil, nil, err
+	}
+	sh := shape{}
+	var n int
+	var after, before *string
+	if _, err := pgx.ForEachRow(rows, []any{&n, &after, &before}, func() error {
+		sh[n] = 0
+		for _, e := range []*string{after, before} {
+			if e != nil {
+				sh[n] = max(sh[n], commonPrefix(rq, []rune(*e)))
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	return kids, sh, br.Close()
+}
+
 // children returns the symbols that follow each of nodes in registered
 // device ids; a node no id starts with has no entry.
 func (db *DB) children(ctx context.Context, nodes []string) (map[string][]rune, error) {
-	out := map[string][]rune{}
 	if len(nodes) == 0 {
-		return out, nil
+		return map[string][]rune{}, nil
 	}
 	rows, err := db.pool.Query(ctx, childrenSQL, nodes)
 	if err != nil {
 		return nil, err
 	}
+	return collectChildren(rows)
+}
+
+// collectChildren reads childrenSQL's rows: a node and a symbol after it.
+func collectChildren(rows pgx.Rows) (map[string][]rune, error) {
+	out := map[string][]rune{}
 	var node, c string
-	_, err = pgx.ForEachRow(rows, []any{&node, &c}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&node, &c}, func() error {
 		for _, r := range c {
 			out[node] = append(out[node], r)
 		}
