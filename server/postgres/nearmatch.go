@@ -16,7 +16,7 @@ const nearDistance = 2
 // NearMatches returns up to n registered serials (default 5, at most 20)
 // whose device id is within two typing mistakes of the query's device id
 // (its last '#' field, spaces removed, upper-cased), closest first, then
-// by serial.
+// by device id in byte order.
 //
 // It never scans the registry. It walks the device ids as a trie held by
 // the byte-ordered index devices_device_id_bytes, along the query's own
@@ -374,10 +374,24 @@ func commonPrefix(a, b []rune) int {
 	return n
 }
 
-// rankNear looks the candidate device ids up by equality (in the byte-ordered
-// index, whose comparisons are the cheapest) and returns the
-// serials of up to n of them within maxDist edits of id, closest first,
-// then by serial.
+// rankSQL ranks the candidate device ids $2 against the query's id $1:
+// the candidates are looked up by equality in the byte-ordered index and
+// ranked from it alone (an index-only scan: device id and distance), and
+// only the n ($4) kept within $3 edits are read from the table for their
+// serials. Closest first, then by device id in byte order: the ids of a
+// production line are consecutive, so the neighbours of a typed id come
+// in their line's order.
+const rankSQL = `WITH m AS MATERIALIZED (
+	SELECT device_id, dist FROM (
+		SELECT device_id, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices
+		WHERE device_id COLLATE "C" = ANY($2::text[] COLLATE "C")
+	) c WHERE dist <= $3 ORDER BY dist, device_id COLLATE "C" LIMIT $4
+)
+SELECT d.serial FROM m JOIN devices d ON d.device_id = m.device_id ORDER BY m.dist, m.device_id COLLATE "C"`
+
+// rankNear returns the serials of up to n of the candidate device ids
+// that are registered and within maxDist edits of id, closest first, then
+// by device id (rankSQL).
 func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}, maxDist, n int) ([]string, error) {
 	list := make([]string, 0, len(cands))
 	for c := range cands {
@@ -385,10 +399,7 @@ func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}
 			list = append(list, c)
 		}
 	}
-	rows, err := db.pool.Query(ctx, `SELECT serial FROM (
-			SELECT serial, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices
-			WHERE device_id COLLATE "C" = ANY($2::text[] COLLATE "C")
-		) m WHERE dist <= $3 ORDER BY dist, serial LIMIT $4`, id, list, maxDist, n)
+	rows, err := db.pool.Query(ctx, rankSQL, id, list, maxDist, n)
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
@@ -408,8 +419,8 @@ func (db *DB) nearMatchesScan(ctx context.Context, query string, n int) ([]strin
 		return nil, nil
 	}
 	rows, err := db.pool.Query(ctx, `SELECT serial FROM (
-			SELECT serial, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices
-		) m WHERE dist <= $3 ORDER BY dist, serial LIMIT $2`, id, n, nearDistance)
+			SELECT serial, device_id, levenshtein_less_equal(device_id, $1, $3) AS dist FROM devices
+		) m WHERE dist <= $3 ORDER BY dist, device_id COLLATE "C" LIMIT $2`, id, n, nearDistance)
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
