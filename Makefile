@@ -83,6 +83,7 @@ AGENT_FUZZ := \
 	./agent/voicecode:FuzzDecodeVoiceCode \
 	./agent/voicecode:FuzzBoundCode \
 	./agent/grant:FuzzVerifyGrant \
+	./agent/grant:FuzzSignJSON \
 	./agent/state:FuzzLoadState \
 	./agent/verifier:FuzzVerifierInput \
 	./agent/mailer:FuzzCheckSettings
