@@ -83,6 +83,7 @@ AGENT_FUZZ := \
 	./agent/voicecode:FuzzDecodeVoiceCode \
 	./agent/voicecode:FuzzBoundCode \
 	./agent/grant:FuzzVerifyGrant \
+	./agent/grant:FuzzSignJSON \
 	./agent/state:FuzzLoadState \
 	./agent/verifier:FuzzVerifierInput \
 	./agent/mailer:FuzzCheckSettings
@@ -215,6 +216,7 @@ bench-import:
 #
 #   make bench-issue                      gRPC IssueTemporaryPassword vs pgbench, c = 4, 8, 16, 10 s each
 #   make bench-issue BENCH_ISSUE_FLAGS='-duration 20s -concurrency 1,4,16 -cpuprofile issue.pprof'
+#   make bench-issue BENCH_ISSUE_FLAGS='-concurrency 8 -memprofile issue.mem'  (pprof -sample_index=alloc_space)
 #
 # PostgreSQL is found (or started) by deploy/dev/ensure-postgres.sh, as for
 # `make test`; the benchmark creates a database of its own and drops it.

@@ -236,26 +236,46 @@ func OneLine(s string) bool {
 // bestSerial is the canonical serial in q when q holds a full one, for the
 // audit event of a refusal decided before q is resolved; "" otherwise.
 func bestSerial(q string) string {
-	if p, err := serial.ParseQuery(q); err == nil && p.Serial != nil {
-		return p.Serial.String()
+	return parseQuery(q).canonical
+}
+
+// parsedQuery is a serial query parsed once, for an act that needs both
+// its bestSerial (before the checks) and its resolution (after them).
+type parsedQuery struct {
+	q   serial.Query
+	err error
+	// canonical is the canonical serial when q holds a full one, else "".
+	canonical string
+}
+
+// parseQuery parses a query (full serial, QR payload or device id).
+func parseQuery(q string) parsedQuery {
+	p, err := serial.ParseQuery(q)
+	pq := parsedQuery{q: p, err: err}
+	if err == nil && p.Serial != nil {
+		pq.canonical = p.Serial.String()
 	}
-	return ""
+	return pq
 }
 
 // resolve turns a query (full serial, QR payload or device id) into a
 // canonical serial. A device id alone is looked up (which is audited as a
 // lookup by the store).
 func (s *Service) resolve(ctx context.Context, a Actor, field, q string) (string, error) {
-	p, err := serial.ParseQuery(q)
-	if err != nil {
-		return "", parseError(field, err)
+	return s.resolveParsed(ctx, a, field, parseQuery(q))
+}
+
+// resolveParsed is resolve of a query parseQuery parsed.
+func (s *Service) resolveParsed(ctx context.Context, a Actor, field string, pq parsedQuery) (string, error) {
+	if pq.err != nil {
+		return "", parseError(field, pq.err)
 	}
-	if p.Serial != nil {
-		return p.Serial.String(), nil
+	if pq.canonical != "" {
+		return pq.canonical, nil
 	}
-	d, err := s.Store.LookupDeviceID(ctx, a, p.DeviceID)
+	d, err := s.Store.LookupDeviceID(ctx, a, pq.q.DeviceID)
 	if err != nil {
-		return "", s.withNearMatches(ctx, p.DeviceID, err)
+		return "", s.withNearMatches(ctx, pq.q.DeviceID, err)
 	}
 	return d.Serial, nil
 }

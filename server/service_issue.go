@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,8 @@ const approvalRequestIDPrefix = "approval:"
 // issue is Issue; byGrant is set for the issuance of an approval's grant,
 // the only one whose request id carries approvalRequestIDPrefix.
 func (s *Service) issue(ctx context.Context, a Actor, req IssueRequest, byGrant bool) (Issued, error) {
-	ev := AuditEvent{Action: ActionIssue, Serial: bestSerial(req.Serial), Ticket: clip.Clip(req.Ticket, maxTicketLen), Reason: clip.Clip(req.OverrideReason, maxReasonLen), RequestID: clip.Clip(req.RequestID, maxRequestIDLen)}
+	query := parseQuery(req.Serial)
+	ev := AuditEvent{Action: ActionIssue, Serial: query.canonical, Ticket: clip.Clip(req.Ticket, maxTicketLen), Reason: clip.Clip(req.OverrideReason, maxReasonLen), RequestID: clip.Clip(req.RequestID, maxRequestIDLen)}
 	if req.Method >= VerifyOwnerContact && req.Method <= VerifyOwnerEmailCode {
 		ev.Method = req.Method
 	}
@@ -59,7 +61,7 @@ func (s *Service) issue(ctx context.Context, a Actor, req IssueRequest, byGrant 
 	if strings.HasPrefix(req.RequestID, approvalRequestIDPrefix) != byGrant {
 		return Issued{}, s.refuse(ctx, a, ev, Invalid("request_id", "request_id: %q is reserved for approved requests; send a fresh UUID", approvalRequestIDPrefix))
 	}
-	sn, err := s.resolve(ctx, a, "serial", req.Serial)
+	sn, err := s.resolveParsed(ctx, a, "serial", query)
 	if err != nil {
 		return Issued{}, s.refuseInvalid(ctx, a, ev, err)
 	}
@@ -101,7 +103,8 @@ func (s *Service) issue(ctx context.Context, a Actor, req IssueRequest, byGrant 
 		s.log().ErrorContext(ctx, "minting a committed issuance failed", "issuance", iss.ID, "serial", iss.Serial, "err", err)
 		return Issued{}, Internal(err, "minting the temporary password")
 	}
-	s.log().InfoContext(ctx, "issued", "issuance", iss.ID, "serial", iss.Serial, "sequence", iss.Sequence, "actor", a.Subject)
+	s.log().LogAttrs(ctx, slog.LevelInfo, "issued", slog.String("issuance", iss.ID), slog.String("serial", iss.Serial),
+		slog.Int64("sequence", iss.Sequence), slog.String("actor", a.Subject))
 	if unmailed != "" && iss.ID == unmailed {
 		// Committed by this call with no outbox message (its id is new, so
 		// no other message can name it): voice only, nothing to read back.

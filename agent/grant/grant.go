@@ -158,16 +158,102 @@ func Sign(key ed25519.PrivateKey, kid string, c Claims) (string, error) {
 	if err := c.check(); err != nil {
 		return "", err
 	}
-	h, err := json.Marshal(header{Alg: algEdDSA, Kid: kid, Typ: "JWT"})
-	if err != nil {
-		return "", err
+	// The JSON is what json.Marshal makes of header and c (appendJSON);
+	// written directly, with the token, in one buffer: the server signs a
+	// grant on every issuance.
+	var js [320]byte
+	h := header{Alg: algEdDSA, Kid: kid, Typ: "JWT"}.appendJSON(js[:0])
+	nh := len(h)
+	b := c.appendJSON(h)
+	n := b64.EncodedLen(nh) + 1 + b64.EncodedLen(len(b)-nh)
+	tok := make([]byte, n, n+1+b64.EncodedLen(ed25519.SignatureSize))
+	b64.Encode(tok, b[:nh])
+	tok[b64.EncodedLen(nh)] = '.'
+	b64.Encode(tok[b64.EncodedLen(nh)+1:], b[nh:])
+	sig := ed25519.Sign(key, tok)
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, sig)
+	return string(tok), nil
+}
+
+// appendJSON appends json.Marshal(h).
+func (h header) appendJSON(b []byte) []byte {
+	b = append(b, `{"alg":`...)
+	b = appendJSONString(b, h.Alg)
+	if h.Kid != "" {
+		b = append(b, `,"kid":`...)
+		b = appendJSONString(b, h.Kid)
 	}
-	b, err := json.Marshal(c)
-	if err != nil {
-		return "", err
+	if h.Typ != "" {
+		b = append(b, `,"typ":`...)
+		b = appendJSONString(b, h.Typ)
 	}
-	signing := b64.EncodeToString(h) + "." + b64.EncodeToString(b)
-	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing))), nil
+	return append(b, '}')
+}
+
+// appendJSON appends json.Marshal(c): the fields in their order, the
+// omitempty ones left out when empty, the dates as NumericDate writes them.
+func (c Claims) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	comma := false
+	key := func(k string) {
+		if comma {
+			b = append(b, ',')
+		}
+		comma = true
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+	}
+	str := func(k, v string) {
+		if v != "" {
+			key(k)
+			b = appendJSONString(b, v)
+		}
+	}
+	date := func(k string, d *NumericDate) {
+		if d != nil {
+			key(k)
+			b = strconv.AppendInt(b, d.Unix(), 10)
+		}
+	}
+	str("iss", c.Issuer)
+	str("sub", c.Subject)
+	if len(c.Audience) > 0 {
+		key("aud")
+		b = append(b, '[')
+		for i, a := range c.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, a)
+		}
+		b = append(b, ']')
+	}
+	date("exp", c.ExpiresAt)
+	date("nbf", c.NotBefore)
+	date("iat", c.IssuedAt)
+	str("jti", c.ID)
+	key("seq")
+	b = strconv.AppendInt(b, c.Sequence, 10)
+	key("slot")
+	b = strconv.AppendUint(b, c.Slot, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as json.Marshal writes a string: printable
+// ASCII other than the quote, the backslash and json's HTML characters
+// (< > &) as it is, anything else through json.Marshal itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // algEdDSA is the only "alg" a grant has (RFC 8037).

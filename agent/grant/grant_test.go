@@ -234,3 +234,58 @@ func TestSignMakesTheTextGolangJWTMade(t *testing.T) {
 		t.Fatalf("golang-jwt reads our grant as %+v, %v", back, err)
 	}
 }
+
+// TestSignWritesTheJSONEncodingJSONWrites: the header and the claims Sign
+// writes directly are json.Marshal's text, for every field empty or set
+// and for strings json escapes (quotes, controls, HTML characters,
+// non-ASCII, invalid UTF-8, U+2028).
+func TestSignWritesTheJSONEncodingJSONWrites(t *testing.T) {
+	odd := []string{"", "grant-1", serial, `a"b`, `back\slash`, "tab\there", "nl\n", "<script>&", "é", "\xff\xfe", "line\u2028sep", "\x00", "~"}
+	iat := NewNumericDate(issued)
+	for _, kid := range odd {
+		h := header{Alg: algEdDSA, Kid: kid, Typ: "JWT"}
+		want, err := json.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("header kid %q: %s, json.Marshal: %s", kid, got, want)
+		}
+	}
+	var cases []Claims
+	for _, v := range odd {
+		cases = append(cases,
+			Claims{Issuer: v, Subject: v, ID: v, Sequence: -3, Slot: 1 << 63},
+			Claims{Subject: v, Audience: ClaimStrings{v, Audience}, IssuedAt: iat, NotBefore: iat, ExpiresAt: &NumericDate{issued.Add(-1500 * time.Millisecond)}},
+			Claims{Audience: ClaimStrings{}, ExpiresAt: &NumericDate{time.Unix(-1, 5).UTC()}},
+			NewClaims(serial+v, v+"id", 1<<40, issued, issued.Add(time.Hour)))
+	}
+	cases = append(cases, Claims{}, claims())
+	for _, c := range cases {
+		want, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("claims %+v:\n%s\njson.Marshal:\n%s", c, got, want)
+		}
+	}
+}
+
+// FuzzSignJSON: for any strings in the header and the claims, Sign's
+// JSON is json.Marshal's.
+func FuzzSignJSON(f *testing.F) {
+	f.Add("grant-1", serial, "0b6f6c55-6ad7-4f0e-9a0e-1d7c1ed1a001", int64(5), int64(1764321462))
+	f.Add(`<"\`, "\xff\u2028", "", int64(-1), int64(-62135596800))
+	f.Fuzz(func(t *testing.T, kid, sub, id string, seq, at int64) {
+		h := header{Alg: algEdDSA, Kid: kid, Typ: "JWT"}
+		if want, _ := json.Marshal(h); string(h.appendJSON(nil)) != string(want) {
+			t.Fatalf("header %q: %s, want %s", kid, h.appendJSON(nil), want)
+		}
+		d := &NumericDate{time.Unix(at, 0)}
+		c := Claims{Issuer: Issuer, Subject: sub, Audience: ClaimStrings{id}, ExpiresAt: d, NotBefore: d, IssuedAt: d, ID: id, Sequence: seq, Slot: uint64(at)}
+		if want, _ := json.Marshal(c); string(c.appendJSON(nil)) != string(want) {
+			t.Fatalf("claims %+v: %s, want %s", c, c.appendJSON(nil), want)
+		}
+	})
+}

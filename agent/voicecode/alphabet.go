@@ -52,7 +52,9 @@ func checkInterim(sym []byte) byte {
 // checkSymbol returns the symbol that, appended to sym, makes the interim 0.
 func checkSymbol(sym []byte) byte { return gfMul2(checkInterim(sym)) }
 
-var phoneticWords = map[byte]string{
+// phoneticWords is the spoken word of every symbol, by byte; "" for a
+// byte that is not one.
+var phoneticWords = [256]string{
 	'0': "zero", '1': "one", '2': "two", '3': "three", '4': "four",
 	'5': "five", '6': "six", '7': "seven", '8': "eight", '9': "nine",
 	'A': "Alfa", 'B': "Bravo", 'C': "Charlie", 'D': "Delta", 'E': "Echo",
@@ -67,19 +69,39 @@ var phoneticWords = map[byte]string{
 // "7 K Q F - seven, Kilo, Quebec, Foxtrot / ...". Input that is not a
 // well-formed grouped code is returned as it is.
 func Phonetic(code string) string {
-	groups := strings.Split(code, "-")
-	out := make([]string, 0, len(groups))
-	for _, g := range groups {
-		var chars, words []string
-		for i := 0; i < len(g); i++ {
-			w, ok := phoneticWords[g[i]]
-			if !ok {
+	// Every issuance reads its code out: one allocation, not one per word.
+	n := 0
+	for i := 0; i < len(code); i++ {
+		if c := code[i]; c != '-' {
+			if phoneticWords[c] == "" {
 				return code
 			}
-			chars = append(chars, g[i:i+1])
-			words = append(words, w)
+			n += 2 + len(phoneticWords[c]) + 2
 		}
-		out = append(out, strings.Join(chars, " ")+" - "+strings.Join(words, ", "))
 	}
-	return strings.Join(out, " / ")
+	var b strings.Builder
+	b.Grow(n + 6*(strings.Count(code, "-")+1))
+	for rest, first := code, true; ; first = false {
+		g, after, more := strings.Cut(rest, "-")
+		if !first {
+			b.WriteString(" / ")
+		}
+		for i := 0; i < len(g); i++ {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteByte(g[i])
+		}
+		b.WriteString(" - ")
+		for i := 0; i < len(g); i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(phoneticWords[g[i]])
+		}
+		if !more {
+			return b.String()
+		}
+		rest = after
+	}
 }

@@ -276,6 +276,45 @@ func TestPhoneticReadout(t *testing.T) {
 	}
 }
 
+// phoneticBySplit is Phonetic as it was first written (split, join), the
+// reference the allocation-free one must match byte for byte.
+func phoneticBySplit(code string) string {
+	groups := strings.Split(code, "-")
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		var chars, words []string
+		for i := 0; i < len(g); i++ {
+			w := phoneticWords[g[i]]
+			if w == "" {
+				return code
+			}
+			chars = append(chars, g[i:i+1])
+			words = append(words, w)
+		}
+		out = append(out, strings.Join(chars, " ")+" - "+strings.Join(words, ", "))
+	}
+	return strings.Join(out, " / ")
+}
+
+func TestPhoneticMatchesTheSplitAndJoinReadout(t *testing.T) {
+	for _, code := range []string{"", "-", "--", "7KQF-0X1Z", "7KQF-0X1Z-ABCD-EFGH", "A", "A-", "-A", "A--B",
+		"7kqf-0x1z", "7KQF-0X1I", "7KQF 0X1Z", "7KQF-0X1Z\n", "\xff"} {
+		if got, want := Phonetic(code), phoneticBySplit(code); got != want {
+			t.Errorf("Phonetic(%q) = %q, want %q", code, got, want)
+		}
+	}
+	syms := alphabet + "-aIO# "
+	for i := range 2000 {
+		b := make([]byte, i%24)
+		for j := range b {
+			b[j] = syms[(i*7+j*13+j*j)%len(syms)]
+		}
+		if got, want := Phonetic(string(b)), phoneticBySplit(string(b)); got != want {
+			t.Fatalf("Phonetic(%q) = %q, want %q", b, got, want)
+		}
+	}
+}
+
 // vector is one line of testdata/vectors.json, the test vectors FORMAT.md
 // points firmware teams at.
 type vector struct {

@@ -44,6 +44,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -66,6 +67,7 @@ type options struct {
 	setup       string
 	keep        bool
 	cpuProfile  string
+	memProfile  string
 	serverLog   string
 	sealer      bool
 }
@@ -101,6 +103,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.setup, "setup", "server/postgres/bench/setup.sql", "device setup script (psql :ndevices variable)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the benchmark database instead of dropping it")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the server's CPU profile (all gRPC phases) to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write this process's allocation profile (go tool pprof -sample_index=alloc_space) to this file at the end")
 	fs.BoolVar(&o.sealer, "sealer", true, "also compare issue throughput with the audit sealer running against without it, at the highest concurrency")
 	fs.StringVar(&o.serverLog, "server-log", "", "the server's JSON log (default: a file in a temporary folder, removed)")
 	if err := fs.Parse(args); err != nil {
@@ -190,6 +193,16 @@ func run(ctx context.Context, o *options) error {
 		}()
 	}
 
+	if o.memProfile != "" {
+		// Allocations from here on: the phases, not the setup.
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			if err := writeHeapProfile(o.memProfile); err != nil {
+				fmt.Fprintln(os.Stderr, "bench-issue:", err)
+			}
+		}()
+	}
+
 	pg := findPostgres(ctx, dbURL)
 	if pg == nil {
 		step("PostgreSQL is not a local process: its CPU is not measured")
@@ -255,6 +268,20 @@ func run(ctx context.Context, o *options) error {
 		sc.print(os.Stdout)
 	}
 	return nil
+}
+
+// writeHeapProfile writes the allocation profile to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func step(format string, args ...any) {

@@ -49,7 +49,7 @@ func startServer(ctx context.Context, dbURL, tmp string, o *options) (*benchServ
 		TrustKeyringStaff: true, DevStaff: true, // its own tokens, from a temporary keyring
 		Limits: neverRefuse, ShutdownTimeout: 5 * time.Second,
 		SealEvery: wiring.DefaultSealEvery, KeyringPoll: wiring.DefaultKeyringPoll,
-		Logger: wiring.NewLogger(s.logFile),
+		Logger: wiring.NewLogger(s.logFile), GCPercent: wiring.GCPercent(os.Getenv("GOGC")),
 	})
 	if err != nil {
 		s.logFile.Close()

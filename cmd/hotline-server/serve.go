@@ -140,6 +140,7 @@ func (m *Main) Run(ctx context.Context) error {
 		TLSCert: m.TLSCert, TLSKey: m.TLSKey, InsecurePlaintext: m.InsecurePlaintext,
 		StaffJWKS: m.StaffJWKS, TrustKeyringStaff: m.Dev || m.TrustKeyringStaff, DevStaff: m.Dev, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
 		SealEvery: m.SealEvery, AuditWitness: m.AuditWitness, AuditDatabaseURL: m.AuditDatabaseURL, KeyringPoll: m.KeyringPoll, Logger: m.Logger,
+		GCPercent: wiring.GCPercent(os.Getenv("GOGC")),
 	})
 	if err != nil {
 		return err

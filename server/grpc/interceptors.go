@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -216,6 +217,15 @@ func chains(log *slog.Logger, v Verifier, m *metrics, lim Limits) ([]grpc.UnaryS
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// byMethod holds each method's *methodMetrics, looked up once: a
+	// vector's lookup hashes its label values on every call.
+	byMethod sync.Map
+}
+
+// methodMetrics are one method's duration histogram and its OK counter.
+type methodMetrics struct {
+	ok       prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -241,8 +251,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(method string, start time.Time, err error) {
-	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
-	m.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	v, ok := m.byMethod.Load(method)
+	if !ok {
+		v, _ = m.byMethod.LoadOrStore(method, &methodMetrics{
+			ok:       m.requests.WithLabelValues(method, codes.OK.String()),
+			duration: m.duration.WithLabelValues(method),
+		})
+	}
+	mm := v.(*methodMetrics)
+	if code := status.Code(err); code == codes.OK {
+		mm.ok.Inc()
+	} else {
+		m.requests.WithLabelValues(method, code.String()).Inc()
+	}
+	mm.duration.Observe(time.Since(start).Seconds())
 }
 
 func (m *metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

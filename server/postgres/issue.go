@@ -121,7 +121,7 @@ func (db *DB) issueOnce(ctx context.Context, a server.Actor, req server.IssueReq
 				iss, req.Serial, f.LastSequence+1, f.Now)
 		}
 		iss.ExpiresAt = iss.ExpiresAt.UTC().Truncate(time.Microsecond)
-		b := &pgx.Batch{}
+		b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 6)} // bump, insert, event, the owner route's, COMMIT
 		b.Queue(issueBumpSQL, iss.Serial, iss.IssuedAt)
 		b.Queue(issueInsertSQL, iss.ID, iss.RequestID, iss.Serial, iss.Sequence, iss.KeyGeneration, iss.SigningKeyID,
 			iss.IssuedAt, iss.ExpiresAt, iss.Actor, string(iss.ActorRole), iss.Ticket, int16(iss.Method), iss.MethodNote, iss.OverrideReason,
@@ -173,7 +173,7 @@ func (db *DB) issueOnce(ctx context.Context, a server.Actor, req server.IssueReq
 // round trip; each runs after the one before it, with its own snapshot
 // (read committed).
 func readIssueFacts(ctx context.Context, tx *pgx.Conn, a server.Actor, req server.IssueRequest, lim server.Limits) (server.IssueFacts, error) {
-	b := &pgx.Batch{}
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 5)}
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
 	b.Queue(issueLockActorSQL, issueLockNamespace, a.Subject)
 	b.Queue(issueExistingSQL, a.Subject, req.RequestID)

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -47,6 +48,27 @@ const DefaultKeyringPoll = 30 * time.Second
 // DefaultSealEvery is how often `hotline-server serve` runs the audit
 // sealer unless told otherwise (--seal-every).
 const DefaultSealEvery = time.Second
+
+// DefaultGCPercent is the garbage collector's pace `hotline-server serve`
+// sets (as GOGC=400 would) unless the GOGC environment variable gives one.
+// The server's live heap is small (about 3 MB while issuing) and an
+// issuance allocates about 15 KB, mostly in gRPC and pgx: at Go's default
+// of 100 the collector then runs about four times a second at 1,000
+// issuances/s, which make bench-issue measured at about 5% of the
+// server's CPU. At 400 it runs a quarter as often, for a heap of about
+// five times the live one (some 15 MB) between collections. GOMEMLIMIT,
+// when set, still bounds the heap.
+const DefaultGCPercent = 400
+
+// GCPercent is Config.GCPercent for a server whose GOGC environment
+// variable is gogc: DefaultGCPercent when it is empty, else 0 (the
+// runtime keeps what GOGC says).
+func GCPercent(gogc string) int {
+	if gogc != "" {
+		return 0
+	}
+	return DefaultGCPercent
+}
 
 // Config is what Open builds a server from.
 type Config struct {
@@ -99,6 +121,9 @@ type Config struct {
 	// Logger is the structured log (required; NewLogger makes the
 	// server's).
 	Logger *slog.Logger
+	// GCPercent, when not 0, is set as the process's GC percent
+	// (debug.SetGCPercent) by Open; serve passes GCPercent's.
+	GCPercent int
 }
 
 // Server is a built, not yet serving, central service.
@@ -145,6 +170,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if cfg.SealEvery <= 0 {
 		return nil, fmt.Errorf("seal interval %s: expected a positive duration", cfg.SealEvery)
+	}
+	if cfg.GCPercent != 0 {
+		debug.SetGCPercent(cfg.GCPercent)
 	}
 	s := &Server{cfg: cfg, tls: cfg.TLSCert != "" || cfg.TLSKey != ""}
 	if !s.tls && !netaddr.IsLoopback(cfg.Listen) && !cfg.InsecurePlaintext {
