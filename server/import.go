@@ -27,20 +27,10 @@ package server
 // and each device an update overwrote ActionImportUpdate, so an import cut
 // off before it finishes leaves no unaudited change.
 //
-// # Duplicates within a file
-//
 // Within one file the first row of a serial (or of a device id) wins; a
-// later one is a duplicate of the first's line. The server's memory does
-// not grow with the file: the session finds a repeat within the batch it
-// is building (a map of at most BatchSize rows, emptied with each batch),
-// and the store remembers which import and line wrote each device
-// (ImportMatch.Line), so that a repeat of a row an earlier batch of the
-// same import inserted or updated is a duplicate too (JudgeImportMatch).
-// The one consequence: a row that repeats, in a later batch, an earlier
-// row that this import did not write (the earlier row was unchanged or a
-// conflict, the device registered before) is judged against the registry
-// again, unchanged or a conflict, not a duplicate. Either way nothing is
-// written twice.
+// later one is a duplicate of the first's line, found without memory that
+// grows with the file (ImportSession says how, and the one case where a
+// repeat is not reported as a duplicate).
 
 import (
 	"cmp"
@@ -66,10 +56,10 @@ const (
 	// RowInvalid: the row failed validation (or could not be read).
 	RowInvalid RowErrorKind = "invalid"
 	// RowDuplicate: an earlier row of the same file has the same serial or
-	// device id, and that row registered the device (or updated it); the
-	// first one wins. A repeat of a row that found the device registered
-	// already, in another batch, is judged again instead: unchanged or a
-	// RowConflict (see "Duplicates within a file" above).
+	// device id, in the same batch, or it registered the device (or
+	// updated it); the first one wins. A repeat, in another batch, of a
+	// row that found the device registered already is judged again
+	// instead: unchanged or a RowConflict (see ImportSession).
 	RowDuplicate RowErrorKind = "duplicate"
 	// RowConflict: the serial is registered with a different model,
 	// firmware or owner contact (and was not updated), or the device id is
@@ -282,8 +272,8 @@ type ImportMatch struct {
 	Line int
 }
 
-// ImportVerdict is what an import does with a row whose serial is
-// registered.
+// ImportVerdict is what an import does with a row whose serial (or device
+// id) is registered.
 //
 // The registered owner contact is secret from provisioners, so nothing a
 // provisioner sees depends on it: without ImportOptions.Update a row is
@@ -423,10 +413,21 @@ func ValidateImportRow(r importfile.Row, models map[string]bool) (Device, *RowEr
 // within the batch it builds, hands batches to the store (one batch in
 // flight while the next is being validated), which reports the rows that
 // repeat an earlier batch's, and finishes with the summary audit event.
-// Its memory is bounded by the batch size, not by the file: see
-// "Duplicates within a file" above. The gRPC handler makes one per client
-// stream; the CLI's local tests and the benchmark feed it
-// importfile.Parse's rows. Not safe for concurrent use.
+// The gRPC handler makes one per client stream; the CLI's local tests and
+// the benchmark feed it importfile.Parse's rows. Not safe for concurrent
+// use.
+//
+// Its memory is bounded by the batch size, not by the file. The first row
+// of a serial (or of a device id) wins: the session finds a repeat within
+// the batch it is building (a map of at most BatchSize rows, emptied with
+// each batch), and the store records which import and line wrote each
+// device (ImportMatch.Line), so that a repeat of a row that an earlier
+// batch of the same import inserted or updated is a duplicate too
+// (JudgeImportMatch). The one consequence: a row that repeats, in a later
+// batch, an earlier row this import did not write (that row was unchanged
+// or a conflict: the device was registered before) is judged against the
+// registry again, and reported unchanged or a conflict, not a duplicate.
+// Either way nothing is written twice.
 type ImportSession struct {
 	ctx    context.Context
 	store  ImportStore
