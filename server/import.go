@@ -14,20 +14,23 @@ package server
 //
 // Every row is validated (ValidateImportRow): canonical serial, known
 // model, production date consistent with the serial, contact syntax,
-// firmware length. Within one file the first row of a serial (or of a
-// device id) wins; later ones are reported as duplicates with the line of
-// the first. Valid rows go to the store in batches; each batch commits as
-// a whole, so an import cut off midway leaves whole batches, and running
-// the same file again completes it: rows already registered with the same
-// model and firmware count as unchanged, rows registered with different
-// ones are conflicts (reported, never overwritten unless
+// firmware length. Valid rows go to the store in batches; each batch
+// commits as a whole, so an import cut off midway leaves whole batches, and
+// running the same file again completes it: rows already registered with
+// the same model and firmware count as unchanged, rows registered with
+// different ones are conflicts (reported, never overwritten unless
 // ImportOptions.Update, which never erases a registered contact). The
 // registered owner contact never shows in a report (JudgeImportRow): an
-// import is no way to test a guess of it. The
-// import is one summary audit event (ActionImport) with its counts and the
-// file's SHA-256; each committed batch also writes ActionImportBatch in its
-// own transaction, and each device an update overwrote ActionImportUpdate,
-// so an import cut off before it finishes leaves no unaudited change.
+// import is no way to test a guess of it. The import is one summary audit
+// event (ActionImport) with its counts and the file's SHA-256; each
+// committed batch also writes ActionImportBatch in its own transaction,
+// and each device an update overwrote ActionImportUpdate, so an import cut
+// off before it finishes leaves no unaudited change.
+//
+// Within one file the first row of a serial (or of a device id) wins; a
+// later one is a duplicate of the first's line, found without memory that
+// grows with the file (ImportSession says how, and the one case where a
+// repeat is not reported as a duplicate).
 
 import (
 	"cmp"
@@ -53,11 +56,15 @@ const (
 	// RowInvalid: the row failed validation (or could not be read).
 	RowInvalid RowErrorKind = "invalid"
 	// RowDuplicate: an earlier row of the same file has the same serial or
-	// device id; the first one wins.
+	// device id, in the same batch, or it registered the device (or
+	// updated it); the first one wins. A repeat, in another batch, of a
+	// row that found the device registered already is judged again
+	// instead: unchanged or a RowConflict (see ImportSession).
 	RowDuplicate RowErrorKind = "duplicate"
 	// RowConflict: the serial is registered with a different model,
 	// firmware or owner contact (and was not updated), or the device id is
-	// registered under another serial.
+	// registered under another serial (not by an earlier row of this file:
+	// that is a RowDuplicate).
 	RowConflict RowErrorKind = "conflict"
 )
 
@@ -94,16 +101,21 @@ type ImportReport struct {
 	Inserted int
 	// Updated counts conflicting devices overwritten (ImportOptions.Update).
 	Updated int
-	// Unchanged counts rows identical to the registry already.
+	// Unchanged counts rows identical to the registry already (a row
+	// repeating, in another batch, one that was unchanged counts again).
 	Unchanged int
-	// Conflicts counts rows that differ from the registry and were left alone.
+	// Conflicts counts rows that differ from the registry and were left
+	// alone (a repeat of a conflicting row in another batch counts again).
 	Conflicts int
-	// Duplicates counts later rows of a serial or device id within the file.
+	// Duplicates counts later rows of a serial or device id within the
+	// file: of the same batch, or of a row that registered or updated the
+	// device.
 	Duplicates int
 	// Invalid counts rows that failed validation.
 	Invalid int
 	// Errors lists the rows not imported as given, by line, at most
-	// MaxReportErrors; ErrorsDropped counts the rest.
+	// MaxReportErrors (AddError), so that a report's size is bounded
+	// whatever the file; ErrorsDropped counts the rest.
 	Errors        []RowError
 	ErrorsDropped int
 	// Batches counts the batches committed.
@@ -159,14 +171,16 @@ type ImportOptions struct {
 	// (default DefaultImportBatchSize, at most MaxImportBatchSize).
 	BatchSize int
 	// MaxRows is how many valid rows one import takes (default and at most
-	// MaxImportRows): the session remembers each one's serial and device
-	// id to find duplicates, so memory is bounded by it. Set by the
-	// service, never by a client.
+	// MaxImportRows), counted as they arrive. Set by the service, never by
+	// a client.
 	MaxRows int
 }
 
-// MaxImportRows bounds the valid rows of one import: about 200 MB of
-// duplicate tracking. A bigger list goes in as several files.
+// MaxImportRows bounds the valid rows of one import. The server's memory
+// no longer depends on it (duplicates are found per batch and through the
+// store); it keeps one import, its one stream and its one summary event,
+// to a size that a provisioner re-runs in minutes when it is cut off. A
+// bigger list goes in as several files.
 const MaxImportRows = 2_000_000
 
 // The batch sizes. A batch is one transaction: bigger batches amortise the
@@ -241,8 +255,25 @@ type RegisteredRow struct {
 	Held bool
 }
 
-// ImportVerdict is what an import does with a row whose serial is
-// registered.
+// ImportMatch is what the store found in the registry for a row it did
+// not insert, for JudgeImportMatch: the device registered with the row's
+// serial or, when there is none, the one its device id is registered
+// under.
+type ImportMatch struct {
+	// Found says that the row's serial is registered, as Registered.
+	Found      bool
+	Registered RegisteredRow
+	// OtherSerial, when not Found, is the serial the row's device id is
+	// registered under.
+	OtherSerial string
+	// Line is the line of this import's file that wrote the device matched
+	// (registered it, or overwrote it with ImportOptions.Update): 0 when
+	// another import did, or none.
+	Line int
+}
+
+// ImportVerdict is what an import does with a row whose serial (or device
+// id) is registered.
 //
 // The registered owner contact is secret from provisioners, so nothing a
 // provisioner sees depends on it: without ImportOptions.Update a row is
@@ -254,6 +285,9 @@ type ImportVerdict struct {
 	// Write: overwrite the model, the firmware and, when the row gives
 	// one, the owner contact.
 	Write bool
+	// Duplicate, when not empty, is the reason of the row's RowDuplicate:
+	// nothing is written or audited for the row.
+	Duplicate string
 	// Conflict, when not empty, is the reason of the row's RowConflict.
 	Conflict string
 	// ContactChange: writing replaces the registered contact with another
@@ -329,6 +363,37 @@ func JudgeImportRow(reg RegisteredRow, line int, model, firmware, contact string
 	return v
 }
 
+// JudgeImportMatch decides what the import of row does when the store did
+// not insert it because of m. A device an earlier line of the same import
+// wrote makes the row a duplicate of that line, whatever the row says (the
+// first row wins); a device registered otherwise is judged by
+// JudgeImportRow, or, when it holds the row's device id under another
+// serial, is a conflict. The store reports a row it finds neither for as
+// raced, not here.
+func JudgeImportMatch(m ImportMatch, row ImportDevice, update bool) ImportVerdict {
+	switch {
+	case m.Found && m.Line > 0:
+		return ImportVerdict{Duplicate: duplicateSerial(m.Line)}
+	case m.Found:
+		return JudgeImportRow(m.Registered, row.Line, row.Model, row.Firmware, row.OwnerContact, update)
+	case m.Line > 0:
+		return ImportVerdict{Duplicate: duplicateDeviceID(row.DeviceID, m.Line)}
+	}
+	return ImportVerdict{Conflict: fmt.Sprintf("device id %s is registered under another serial, %s", row.DeviceID, m.OtherSerial)}
+}
+
+// duplicateSerial is a RowDuplicate's reason for a serial first on line
+// first.
+func duplicateSerial(first int) string {
+	return fmt.Sprintf("serial already on line %d of this file; the first row wins", first)
+}
+
+// duplicateDeviceID is a RowDuplicate's reason for device id id, first on
+// line first under another serial.
+func duplicateDeviceID(id string, first int) string {
+	return fmt.Sprintf("device id %s already on line %d of this file under another serial; the first row wins", id, first)
+}
+
 // ValidateImportRow checks r by ValidDevice and returns the device to
 // register (KeyGeneration left zero), or a RowError of kind RowInvalid
 // whose reason names the field.
@@ -345,10 +410,24 @@ func ValidateImportRow(r importfile.Row, models map[string]bool) (Device, *RowEr
 }
 
 // ImportSession runs one import: it validates rows, drops duplicates
-// within the file, hands batches to the store (one batch in flight while
-// the next is being validated) and finishes with the summary audit event. The
-// gRPC handler makes one per client stream; the CLI's local tests and the
-// benchmark feed it importfile.Parse's rows. Not safe for concurrent use.
+// within the batch it builds, hands batches to the store (one batch in
+// flight while the next is being validated), which reports the rows that
+// repeat an earlier batch's, and finishes with the summary audit event.
+// The gRPC handler makes one per client stream; the CLI's local tests and
+// the benchmark feed it importfile.Parse's rows. Not safe for concurrent
+// use.
+//
+// Its memory is bounded by the batch size, not by the file. The first row
+// of a serial (or of a device id) wins: the session finds a repeat within
+// the batch it is building (a map of at most BatchSize rows, emptied with
+// each batch), and the store records which import and line wrote each
+// device (ImportMatch.Line), so that a repeat of a row that an earlier
+// batch of the same import inserted or updated is a duplicate too
+// (JudgeImportMatch). The one consequence: a row that repeats, in a later
+// batch, an earlier row this import did not write (that row was unchanged
+// or a conflict: the device was registered before) is judged against the
+// registry again, and reported unchanged or a conflict, not a duplicate.
+// Either way nothing is written twice.
 type ImportSession struct {
 	ctx    context.Context
 	store  ImportStore
@@ -357,10 +436,14 @@ type ImportSession struct {
 	id     string
 	models map[string]bool
 
-	// seen maps serials and device ids to the line that registered them in
-	// this file: the first row wins. About 100 bytes per row, at most
-	// opts.MaxRows rows.
-	seen, seenID map[string]int32
+	// batchSerials and batchIDs map the serials and device ids of the
+	// batch being built (cur) to their lines: the first row wins. Emptied
+	// when the batch goes to the store, which finds repeats of earlier
+	// batches' rows.
+	batchSerials, batchIDs map[string]int32
+	// valid counts the valid rows so far, duplicates included, against
+	// opts.MaxRows.
+	valid int
 
 	cur      ImportBatch
 	inflight chan batchResult
@@ -415,7 +498,7 @@ func NewImportSession(ctx context.Context, store ImportStore, a Actor, models []
 		ms[m.Code] = true
 	}
 	s := &ImportSession{ctx: ctx, store: store, actor: a, opts: opts, id: id, models: ms,
-		seen: map[string]int32{}, seenID: map[string]int32{}}
+		batchSerials: make(map[string]int32, opts.BatchSize), batchIDs: make(map[string]int32, opts.BatchSize)}
 	s.report.ImportID = id
 	s.cur = ImportBatch{Seq: 1, Rows: make([]ImportDevice, 0, opts.BatchSize)}
 	return s, nil
@@ -438,26 +521,25 @@ func (s *ImportSession) Add(r importfile.Row) error {
 		s.report.AddError(*rerr)
 		return nil
 	}
-	if len(s.seen) >= s.opts.MaxRows {
+	if s.valid >= s.opts.MaxRows {
 		s.err = &Error{Code: EInvalid, Field: "rows", Max: s.opts.MaxRows,
 			Message: fmt.Sprintf("line %d: the file has more than %d valid rows, the most one import takes; split it and import the parts one after another", r.Line, s.opts.MaxRows)}
 		s.wait()
 		return s.err
 	}
-	if first, dup := s.seen[d.Serial]; dup {
+	s.valid++
+	if first, dup := s.batchSerials[d.Serial]; dup {
 		s.cur.Duplicates++
-		s.report.AddError(RowError{Line: r.Line, Serial: d.Serial, Kind: RowDuplicate,
-			Reason: fmt.Sprintf("serial already on line %d of this file; the first row wins", first)})
+		s.report.AddError(RowError{Line: r.Line, Serial: d.Serial, Kind: RowDuplicate, Reason: duplicateSerial(int(first))})
 		return nil
 	}
-	if first, dup := s.seenID[d.DeviceID]; dup {
+	if first, dup := s.batchIDs[d.DeviceID]; dup {
 		s.cur.Duplicates++
-		s.report.AddError(RowError{Line: r.Line, Serial: d.Serial, Kind: RowDuplicate,
-			Reason: fmt.Sprintf("device id %s already on line %d of this file under another serial; the first row wins", d.DeviceID, first)})
+		s.report.AddError(RowError{Line: r.Line, Serial: d.Serial, Kind: RowDuplicate, Reason: duplicateDeviceID(d.DeviceID, int(first))})
 		return nil
 	}
-	s.seen[d.Serial] = int32(r.Line)
-	s.seenID[d.DeviceID] = int32(r.Line)
+	s.batchSerials[d.Serial] = int32(r.Line)
+	s.batchIDs[d.DeviceID] = int32(r.Line)
 	d.KeyGeneration = s.opts.KeyGeneration
 	s.cur.Rows = append(s.cur.Rows, ImportDevice{Line: r.Line, Device: d})
 	if len(s.cur.Rows) >= s.opts.BatchSize {
@@ -488,6 +570,8 @@ func (s *ImportSession) flush() error {
 	}
 	b := s.cur
 	s.cur = ImportBatch{Seq: b.Seq + 1, Rows: make([]ImportDevice, 0, s.opts.BatchSize)}
+	clear(s.batchSerials)
+	clear(s.batchIDs)
 	s.inflight = make(chan batchResult, 1)
 	go func(ch chan<- batchResult) {
 		rep, err := s.store.ImportBatch(s.ctx, s.actor, s.id, b, s.checkState)

@@ -636,9 +636,10 @@ func (m *memStore) BeginImport(ctx context.Context, a server.Actor, opts server.
 	return id, nil
 }
 
-// ImportBatch implements server.ImportStore: new devices inserted,
-// registered ones as server.JudgeImportRow decides, a batch seen before
-// not applied again.
+// ImportBatch implements server.ImportStore as server/postgres does: new
+// devices inserted with the import's id and line, the others as
+// server.JudgeImportMatch decides (a device an earlier line of this import
+// wrote makes the row a duplicate), a batch seen before not applied again.
 func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID string, b server.ImportBatch, check func(server.ImportState) *server.Error) (server.ImportReport, error) {
 	if m.ImportBatchFn != nil {
 		return m.ImportBatchFn(ctx, a, importID, b, check)
@@ -657,28 +658,43 @@ func (m *memStore) ImportBatch(ctx context.Context, a server.Actor, importID str
 	}
 	rep := server.ImportReport{ImportID: importID, Batches: 1, Received: len(b.Rows) + b.Invalid + b.Duplicates,
 		Invalid: b.Invalid, Duplicates: b.Duplicates}
+	// lineOf is the line of this import that wrote d, 0 when none did.
+	lineOf := func(d *memDevice) int {
+		if d.ImportID == importID {
+			return d.ImportLine
+		}
+		return 0
+	}
 	for _, r := range b.Rows {
+		var match server.ImportMatch
 		d := m.devices[r.Serial]
 		if d == nil {
-			if other := m.byDeviceID(r.DeviceID); other != nil {
-				rep.Conflicts++
-				rep.AddError(server.RowError{Line: r.Line, Serial: r.Serial, Kind: server.RowConflict, Reason: "device id registered under " + other.Serial})
+			other := m.byDeviceID(r.DeviceID)
+			if other == nil {
+				nd := r.Device
+				nd.RegisteredAt = m.clock.Now()
+				nd.ImportID, nd.ImportLine = importID, r.Line
+				m.devices[nd.Serial] = &memDevice{Device: nd}
+				rep.Inserted++
 				continue
 			}
-			nd := r.Device
-			nd.RegisteredAt = m.clock.Now()
-			m.devices[nd.Serial] = &memDevice{Device: nd}
-			rep.Inserted++
-			continue
+			match = server.ImportMatch{OtherSerial: other.Serial, Line: lineOf(other)}
+		} else {
+			match = server.ImportMatch{Found: true, Line: lineOf(d),
+				Registered: server.RegisteredRow{Model: d.Model, Firmware: d.Firmware, OwnerContact: d.OwnerContact, Held: d.Hold != nil}}
 		}
-		v := server.JudgeImportRow(server.RegisteredRow{Model: d.Model, Firmware: d.Firmware, OwnerContact: d.OwnerContact, Held: d.Hold != nil},
-			r.Line, r.Model, r.Firmware, r.OwnerContact, imp.opts.Update)
+		v := server.JudgeImportMatch(match, r, imp.opts.Update)
 		switch {
+		case v.Duplicate != "":
+			rep.Duplicates++
+			rep.AddError(server.RowError{Line: r.Line, Serial: r.Serial, Kind: server.RowDuplicate, Reason: v.Duplicate})
+			continue
 		case v.Write:
 			d.Model, d.Firmware = r.Model, r.Firmware
 			if r.OwnerContact != "" {
 				d.OwnerContact = r.OwnerContact
 			}
+			d.ImportID, d.ImportLine = importID, r.Line
 			rep.Updated++
 			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, r.Serial)
 			e.RequestID, e.Detail = importID, v.Detail

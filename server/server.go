@@ -97,6 +97,12 @@ type Device struct {
 	Hold *Hold
 	// RegisteredAt is when the device entered the registry.
 	RegisteredAt time.Time
+	// ImportID and ImportLine name the bulk import, and the line of its
+	// file, that registered the device or last overwrote it
+	// (ImportOptions.Update): "" and 0 for a device registered one by one.
+	// Filled by lookups; a device given to the store leaves them unset.
+	ImportID   string
+	ImportLine int
 	// RecentIssuances counts the device's issuances in the last 24 hours
 	// (filled by lookups, for the agent to see before promising a code).
 	RecentIssuances int

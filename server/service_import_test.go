@@ -19,6 +19,7 @@ import (
 
 	"github.com/dvrhotline/hotline/proto/hotline/importfile"
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/importtest"
 )
 
 // row is a valid import row for serial on line.
@@ -479,4 +480,10 @@ func TestJudgeImportRow(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestImportDuplicates: the in-memory store reports repeated serials and
+// device ids as server/postgres does (the shared table of importtest).
+func TestImportDuplicates(t *testing.T) {
+	importtest.Duplicates(t, func(t *testing.T) importtest.Store { return newEnv(t).store })
 }

@@ -309,8 +309,8 @@ func TestTokenSubjectWithANulIsUnauthenticated(t *testing.T) {
 }
 
 // TestImportOfAnEndlessFileIsCut: a provisioner streams more rows than one
-// import takes (memory for duplicate tracking grows with each): the import
-// is refused at the limit, naming it, and the rows before stay imported.
+// import takes (one stream must end some time): the import is refused at
+// the limit, naming it, and the rows before stay imported.
 func TestImportOfAnEndlessFileIsCut(t *testing.T) {
 	e := start(t, func(svc *server.Service) { svc.ImportMaxRows = 3 })
 	var file strings.Builder

@@ -84,6 +84,7 @@ func (db *DB) RegisterDevice(ctx context.Context, a server.Actor, d server.Devic
 // deviceColumns are what scanDevice reads.
 const deviceColumns = `serial, device_id, model, production_date, firmware, owner_contact,
 	key_generation, hold_reason, hold_by, hold_since, registered_at,
+	COALESCE(import_id::text, '') AS import_id, COALESCE(import_line, 0) AS import_line,
 	(SELECT count(*) FROM issuances i WHERE i.serial = devices.serial
 		AND i.issued_at > clock_timestamp() - interval '24 hours')`
 
@@ -94,7 +95,7 @@ func scanDevice(row pgx.Row) (server.Device, error) {
 		since      *time.Time
 	)
 	err := row.Scan(&d.Serial, &d.DeviceID, &d.Model, &d.ProductionDate, &d.Firmware, &d.OwnerContact,
-		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt, &d.RecentIssuances)
+		&d.KeyGeneration, &reason, &by, &since, &d.RegisteredAt, &d.ImportID, &d.ImportLine, &d.RecentIssuances)
 	if err == nil {
 		d.Hold = holdOf(reason, by, since)
 	}

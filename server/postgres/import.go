@@ -19,20 +19,26 @@ import (
 //  1. copies the batch (pgx CopyFrom, binary) into a temporary staging
 //     table dropped at commit: no WAL, no indexes, one round trip;
 //  2. runs one merge statement, INSERT ... SELECT ... WHERE NOT EXISTS (a
-//     device with the serial or the device id): the new devices;
+//     device with the serial or the device id): the new devices, each
+//     with the import's id and its line (devices.import_id, import_line);
 //  3. only when rows were left out, reads those that differ from the
-//     registry (with Update, also those that give an owner contact) and
-//     asks server.JudgeImportRow about each: a conflict, unchanged, or
+//     registry, those that ran into a device an earlier batch of this
+//     import wrote (by import_id and import_line) and, with Update, those
+//     that give an owner contact, and asks server.JudgeImportMatch about
+//     each: a duplicate of that earlier line, a conflict, unchanged, or
 //     written by one UPDATE of model, firmware and owner contact for all
 //     of them (never holds, sequence numbers or key generation, never a
-//     device on hold), each written device and each contact change
-//     audited; a device id registered under another serial is a
-//     conflict; the rest unchanged;
+//     device on hold; the import and line recorded as the device's last
+//     writer), each written device and each contact change audited; a
+//     device id registered under another serial is a conflict; the rest
+//     unchanged;
 //  4. records the batch in device_import_batches and commits.
 //
 // So a batch lands whole or not at all, a re-run of the same file finds
-// every committed row unchanged, and a device id registered under another
-// serial is a row's conflict, not the batch's failure.
+// every committed row unchanged, a row repeating one of an earlier batch
+// is that row's duplicate without the session remembering the file, and a
+// device id registered under another serial is a row's conflict, not the
+// batch's failure.
 
 var _ server.ImportStore = (*DB)(nil)
 
@@ -163,37 +169,44 @@ const stageSQL = `CREATE TEMP TABLE import_stage (
 
 var stageColumns = []string{"line", "serial", "device_id", "model", "production_date", "firmware", "owner_contact"}
 
-// insertSQL inserts the staged devices that are new: one statement per
-// batch. New rows are found with NOT EXISTS rather than ON CONFLICT DO
-// NOTHING: speculative insertion cost about a fifth more per row. Imports
-// take importLock, so they cannot race each other; a device registered one
-// by one in between makes the INSERT fail with a unique violation, and the
-// batch is rolled back and run again (errRaced).
-const insertSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
-	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage s
+// insertSQL inserts the staged devices that are new, each with import $2
+// and its line: one statement per batch. New rows are found with NOT
+// EXISTS rather than ON CONFLICT DO NOTHING: speculative insertion cost
+// about a fifth more per row. Imports take importLock, so they cannot race
+// each other; a device registered one by one in between makes the INSERT
+// fail with a unique violation, and the batch is rolled back and run again
+// (errRaced).
+const insertSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation, import_id, import_line)
+	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1, $2::uuid, line FROM import_stage s
 	WHERE NOT EXISTS (SELECT FROM devices d WHERE d.serial = s.serial)
 		AND NOT EXISTS (SELECT FROM devices d WHERE d.device_id = s.device_id)`
 
 // optimisticSQL is insertSQL for a batch expected to be all new.
-const optimisticSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation)
-	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1 FROM import_stage`
+const optimisticSQL = `INSERT INTO devices (serial, device_id, model, production_date, firmware, owner_contact, key_generation, import_id, import_line)
+	SELECT serial, device_id, model, production_date, firmware, owner_contact, $1, $2::uuid, line FROM import_stage`
 
-// classifySQL runs only when insertSQL left rows out (a re-import, or a
-// file overlapping the registry). It sees the batch's own inserts, which
-// are identical to their rows, so it returns only the staged rows that
-// differ from the device holding their serial (d), those whose device id
-// is registered under another serial (o) and, with $1 (an update), every
-// registered row that gives an owner contact (the caller skips the
-// batch's own inserts among those); every other row that was not inserted
-// is unchanged.
-const classifySQL = `SELECT s.line, s.serial, s.model, s.firmware, s.owner_contact,
+// classifySQL runs only when insertSQL left rows out (a re-import, a file
+// overlapping the registry, a row repeating one of an earlier batch). It
+// sees the batch's own inserts and leaves them out by their import ($2)
+// and line, and returns only the staged rows that ran into a device an
+// earlier line of this import wrote (a duplicate, whatever else), that
+// differ from the device holding their serial (d), whose device id is
+// registered under another serial (o) and, with $1 (an update), every
+// registered row that gives an owner contact; every other row that was
+// not inserted is unchanged. The last column is the line of this import
+// that wrote the device matched, 0 when none did (server.ImportMatch).
+const classifySQL = `SELECT s.line, s.serial, s.device_id, s.model, s.firmware, s.owner_contact,
 	d.serial IS NOT NULL, COALESCE(d.model, ''), COALESCE(d.firmware, ''), COALESCE(d.owner_contact, ''),
-	d.hold_reason IS NOT NULL, COALESCE(o.serial, '')
+	d.hold_reason IS NOT NULL, COALESCE(o.serial, ''),
+	CASE WHEN d.serial IS NOT NULL THEN CASE WHEN d.import_id = $2 THEN d.import_line ELSE 0 END
+		WHEN o.import_id = $2 THEN o.import_line ELSE 0 END
 FROM import_stage s
 LEFT JOIN devices d ON d.serial = s.serial
 LEFT JOIN devices o ON d.serial IS NULL AND o.device_id = s.device_id
-WHERE d.serial IS NULL OR (d.model, d.firmware, d.owner_contact) IS DISTINCT FROM (s.model, s.firmware, s.owner_contact)
-	OR ($1::boolean AND s.owner_contact <> '')
+WHERE (d.import_id, d.import_line) IS DISTINCT FROM ($2::uuid, s.line)
+	AND (d.serial IS NULL OR d.import_id = $2
+		OR (d.model, d.firmware, d.owner_contact) IS DISTINCT FROM (s.model, s.firmware, s.owner_contact)
+		OR ($1::boolean AND s.owner_contact <> ''))
 ORDER BY s.line`
 
 // importLock is the transaction-level advisory lock every import batch
@@ -201,11 +214,14 @@ ORDER BY s.line`
 // merges never race (the database does one COPY-speed stream anyway).
 const importLock = 0x686f746c696d7074 // "hotlimpt"
 
-// updateSQL overwrites what an import may change of devices not on hold.
-// A blank owner contact in the file never erases a registered one.
+// updateSQL overwrites what an import may change of devices not on hold,
+// and records import $6 and the row's line as their last writer, so that
+// a later batch's repeat of the row is its duplicate. A blank owner
+// contact in the file never erases a registered one.
 const updateSQL = `UPDATE devices d SET model = u.model, firmware = u.firmware,
-	owner_contact = COALESCE(NULLIF(u.owner_contact, ''), d.owner_contact)
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(serial, model, firmware, owner_contact)
+	owner_contact = COALESCE(NULLIF(u.owner_contact, ''), d.owner_contact),
+	import_id = $6::uuid, import_line = u.line
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::integer[]) AS u(serial, model, firmware, owner_contact, line)
 WHERE d.serial = u.serial AND d.hold_reason IS NULL
 RETURNING d.serial`
 
@@ -227,9 +243,8 @@ func (s *stageSource) Values() ([]any, error) {
 // conflict is a staged row that was not inserted and may not be
 // unchanged, with what the import does with it.
 type conflict struct {
-	line                    int
-	serial, model, fw, cont string
-	verdict                 server.ImportVerdict
+	row     server.ImportDevice
+	verdict server.ImportVerdict
 }
 
 func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string, rows []server.ImportDevice, keyGen int, update, optimistic bool, rep *server.ImportReport) error {
@@ -259,7 +274,7 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string,
 		if _, err := tx.Exec(ctx, "SAVEPOINT import_optimistic"); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, optimisticSQL, keyGen)
+		_, err := tx.Exec(ctx, optimisticSQL, keyGen, importID)
 		var pe *pgconn.PgError
 		switch {
 		case err == nil:
@@ -273,81 +288,64 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string,
 			return err
 		}
 	}
-	inserted := map[string]bool{}
-	if update {
-		// Registered rows that give a contact are all written, so the
-		// batch's own inserts must be told apart from them.
-		r, err := tx.Query(ctx, insertSQL+" RETURNING serial", keyGen)
-		if err != nil {
-			return err
-		}
-		got, err := pgx.CollectRows(r, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		for _, s := range got {
-			inserted[s] = true
-		}
-		rep.Inserted = len(got)
-	} else {
-		tag, err := tx.Exec(ctx, insertSQL, keyGen)
-		if err != nil {
-			return err
-		}
-		rep.Inserted = int(tag.RowsAffected())
+	tag, err := tx.Exec(ctx, insertSQL, keyGen, importID)
+	if err != nil {
+		return err
 	}
+	rep.Inserted = int(tag.RowsAffected())
 	var judged []conflict
 	if rep.Inserted < len(rows) {
-		res, err := tx.Query(ctx, classifySQL, update)
+		res, err := tx.Query(ctx, classifySQL, update, importID)
 		if err != nil {
 			return err
 		}
 		for res.Next() {
 			var (
-				c     conflict
-				found bool
-				reg   server.RegisteredRow
-				other string
+				c conflict
+				m server.ImportMatch
+				r = &c.row
 			)
-			if err := res.Scan(&c.line, &c.serial, &c.model, &c.fw, &c.cont, &found, &reg.Model, &reg.Firmware, &reg.OwnerContact, &reg.Held, &other); err != nil {
+			if err := res.Scan(&r.Line, &r.Serial, &r.DeviceID, &r.Model, &r.Firmware, &r.OwnerContact,
+				&m.Found, &m.Registered.Model, &m.Registered.Firmware, &m.Registered.OwnerContact, &m.Registered.Held,
+				&m.OtherSerial, &m.Line); err != nil {
 				res.Close()
 				return err
 			}
-			switch {
-			case found && inserted[c.serial]:
-				continue
-			case found:
-				c.verdict = server.JudgeImportRow(reg, c.line, c.model, c.fw, c.cont, update)
-			case other != "":
-				c.verdict.Conflict = fmt.Sprintf("device id %s is registered under another serial, %s", c.serial[strings.LastIndexByte(c.serial, '#')+1:], other)
-			default:
+			if !m.Found && m.OtherSerial == "" {
+				// Neither its serial nor its device id registered, and yet
+				// not inserted.
 				res.Close()
 				return errRaced
 			}
+			c.verdict = server.JudgeImportMatch(m, c.row, update)
 			judged = append(judged, c)
 		}
 		if err := res.Err(); err != nil {
 			return err
 		}
 	}
-	updated, err := writeUpdates(ctx, tx, judged)
+	updated, err := writeUpdates(ctx, tx, importID, judged)
 	if err != nil {
 		return err
 	}
 	for _, c := range judged {
-		v := c.verdict
+		v, serial := c.verdict, c.row.Serial
 		switch {
-		case updated[c.serial]:
+		case v.Duplicate != "":
+			rep.Duplicates++
+			rep.AddError(server.RowError{Line: c.row.Line, Serial: serial, Kind: server.RowDuplicate, Reason: v.Duplicate})
+			continue
+		case updated[serial]:
 			rep.Updated++
 			// Overwriting a registered device (its owner contact above all)
 			// is audited per device, so that `audit query --serial` shows it.
-			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, c.serial)
+			e := event(a, server.ActionImportUpdate, server.OutcomeSuccess, serial)
 			e.RequestID, e.Detail = importID, v.Detail
 			if err := insertEvent(ctx, tx, e); err != nil {
 				return err
 			}
 			if v.ContactChange {
-				e := event(a, server.ActionContactChange, server.OutcomeSuccess, c.serial)
+				e := event(a, server.ActionContactChange, server.OutcomeSuccess, serial)
 				e.RequestID, e.Detail = importID, v.ContactDetail
 				if err := insertEvent(ctx, tx, e); err != nil {
 					return err
@@ -359,7 +357,7 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string,
 		}
 		if v.Detail != "" {
 			// A contact that differs and was left alone: for auditors.
-			e := event(a, server.ActionImportUpdate, server.OutcomeRefused, c.serial)
+			e := event(a, server.ActionImportUpdate, server.OutcomeRefused, serial)
 			e.RequestID, e.Detail = importID, v.Detail
 			if err := insertEvent(ctx, tx, e); err != nil {
 				return err
@@ -370,26 +368,28 @@ func mergeBatch(ctx context.Context, tx pgx.Tx, a server.Actor, importID string,
 			continue
 		}
 		rep.Conflicts++
-		rep.AddError(server.RowError{Line: c.line, Serial: c.serial, Kind: server.RowConflict, Reason: v.Conflict})
+		rep.AddError(server.RowError{Line: c.row.Line, Serial: serial, Kind: server.RowConflict, Reason: v.Conflict})
 	}
 	rep.Unchanged += len(rows) - rep.Inserted - len(judged)
 	return nil
 }
 
-// writeUpdates runs updateSQL for the rows judged to be written and
-// returns the serials it wrote (a device put on hold meanwhile is not).
-func writeUpdates(ctx context.Context, tx pgx.Tx, judged []conflict) (map[string]bool, error) {
+// writeUpdates runs updateSQL for the rows judged to be written by import
+// importID and returns the serials it wrote (a device put on hold
+// meanwhile is not).
+func writeUpdates(ctx context.Context, tx pgx.Tx, importID string, judged []conflict) (map[string]bool, error) {
 	updated := map[string]bool{}
 	var s, m, f, o []string
+	var l []int32
 	for _, c := range judged {
-		if c.verdict.Write {
-			s, m, f, o = append(s, c.serial), append(m, c.model), append(f, c.fw), append(o, c.cont)
+		if r := c.row; c.verdict.Write {
+			s, m, f, o, l = append(s, r.Serial), append(m, r.Model), append(f, r.Firmware), append(o, r.OwnerContact), append(l, int32(r.Line))
 		}
 	}
 	if len(s) == 0 {
 		return updated, nil
 	}
-	ur, err := tx.Query(ctx, updateSQL, s, m, f, o)
+	ur, err := tx.Query(ctx, updateSQL, s, m, f, o, l, importID)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dvrhotline/hotline/server"
+	"github.com/dvrhotline/hotline/server/importtest"
 	"github.com/dvrhotline/hotline/server/postgres"
 	"github.com/dvrhotline/hotline/server/postgres/pgtest"
 )
@@ -253,6 +254,14 @@ func TestImport(t *testing.T) {
 			t.Errorf("a device on hold was updated: %+v", d)
 		}
 	})
+}
+
+// TestImportDuplicates: repeated serials and device ids, within a batch
+// and across batches (found from devices.import_id and import_line), as
+// the in-memory store of package server's tests reports them.
+func TestImportDuplicates(t *testing.T) {
+	db := openDB(t)
+	importtest.Duplicates(t, func(*testing.T) importtest.Store { return db })
 }
 
 // TestImportBatchRetry: a batch sent again under the same Seq (its commit

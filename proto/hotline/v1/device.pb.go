@@ -32,7 +32,10 @@ const (
 	// ROW_ERROR_KIND_INVALID: the row failed validation or could not be read.
 	RowErrorKind_ROW_ERROR_KIND_INVALID RowErrorKind = 1
 	// ROW_ERROR_KIND_DUPLICATE: an earlier row of the same file has the same
-	// serial or device id; the first one wins.
+	// serial or device id, in the same batch, or it registered or updated
+	// the device; the first one wins. A row repeating, in another batch, one
+	// that found the device registered already is reported again as that
+	// row was: unchanged or ROW_ERROR_KIND_CONFLICT.
 	RowErrorKind_ROW_ERROR_KIND_DUPLICATE RowErrorKind = 2
 	// ROW_ERROR_KIND_CONFLICT: the serial is registered with a different
 	// model, firmware or owner contact and was not updated, or the device
@@ -1240,7 +1243,8 @@ type ImportDevicesResponse struct {
 	Unchanged int64 `protobuf:"varint,5,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	// Rows that differ from the registry and were left alone.
 	Conflicts int64 `protobuf:"varint,6,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
-	// Later rows of a serial or device id within the file.
+	// Later rows of a serial or device id within the file (see
+	// ROW_ERROR_KIND_DUPLICATE).
 	Duplicates int64 `protobuf:"varint,7,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	// Rows that failed validation.
 	Invalid int64 `protobuf:"varint,8,opt,name=invalid,proto3" json:"invalid,omitempty"`
