@@ -258,6 +258,10 @@ bench-console:
 # on a small machine; set smaller sizes for a quick look.
 SCALE_DEVICES ?= 10000000
 SCALE_EVENTS  ?= 10000000
+# SCALE_DATABASE_URL: a database to keep the registry in between runs (the
+# first run builds it; later runs with the same SCALE_DEVICES measure it
+# as it is). Empty: a database of its own, dropped afterwards.
+SCALE_DATABASE_URL ?=
 
 .PHONY: bench-scale
 
@@ -266,6 +270,7 @@ bench-scale:
 	@url=$$(./deploy/dev/ensure-postgres.sh) && \
 	  export HOTLINE_TEST_DATABASE_URL=$${HOTLINE_TEST_DATABASE_URL:-$$url} && \
 	  start=$$(date +%s) && \
+	  $(if $(SCALE_DATABASE_URL),HOTLINE_BENCH_SCALE_DATABASE_URL='$(SCALE_DATABASE_URL)') \
 	  HOTLINE_BENCH_SCALE_DEVICES=$(SCALE_DEVICES) $(GO) test -run '^$$' -bench '^BenchmarkScaleRegistry$$' \
 	    -benchtime 1x -timeout 120m ./server/postgres/ | sed -u 's/^/bench-scale: /' && \
 	  HOTLINE_BENCH_AUDIT=1 HOTLINE_BENCH_AUDIT_EVENTS=$(SCALE_EVENTS) $(GO) test -run '^$$' \
