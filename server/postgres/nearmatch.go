@@ -58,10 +58,13 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	}
 	cands := map[string]struct{}{}
 	walkOneEdit(cands, "", 0, q, known, kids, sh)
-	out, err := db.rankNear(ctx, id, cands, 1, n)
-	if err != nil || len(out) == n {
-		return out, err
+	found, err := db.rankNear(ctx, id, cands, 1, n)
+	if err != nil || len(found) == n {
+		return serials(found), err
 	}
+	// Every id within one edit is in found; what the second edit adds is
+	// two edits away, so it ranks after them, by device id.
+	cands = map[string]struct{}{}
 
 	// The second edit. An id two edits away first differs from the query
 	// at some i, where it goes on with a child c of q[:i] (or stops, when
@@ -111,28 +114,100 @@ func (db *DB) NearMatches(ctx context.Context, query string, n int) ([]string, e
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
-	var more []string
-	seen := map[string]bool{}
 	for i, b := range branches {
 		exist[i] = max(exist[i]-b.plen, 0) // how many symbols of rest continue a registered id
-		for _, node := range kidNodes(b.prefix, b.plen, b.rest, exist[i], sh) {
-			if _, done := kids[node]; !done && !seen[node] {
-				seen[node] = true
-				more = append(more, node)
+	}
+
+	// Every id a branch gives starts with its prefix, and two branches'
+	// prefixes are equal or neither starts the other: taken in byte
+	// order, the branches give their ids in byte order. So they are
+	// walked in rounds, in that order (doubling how many children each
+	// round reads), until n ids are kept and the next branch's prefix
+	// comes after the last of them: no id it gives could rank before.
+	order := make([]int, len(branches))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(branches[a].prefix, branches[b].prefix) })
+	budget := 16
+	for next := 0; next < len(order) || len(cands) > 0; {
+		// This round's branches: from next on, up to the budget of
+		// children to read, ending between two prefixes.
+		var more []string
+		seen := map[string]bool{}
+		end := next
+		for ; end < len(order); end++ {
+			if len(more) >= budget && branches[order[end]].prefix != branches[order[end-1]].prefix {
+				break
+			}
+			b := branches[order[end]]
+			for _, node := range kidNodes(b.prefix, b.plen, b.rest, exist[order[end]], sh) {
+				if _, done := kids[node]; !done && !seen[node] {
+					seen[node] = true
+					more = append(more, node)
+				}
 			}
 		}
+		kids2, err := db.children(ctx, more)
+		if err != nil {
+			return nil, translate(err, "finding near matches")
+		}
+		for node, cs := range kids2 {
+			kids[node] = cs
+		}
+		for _, i := range order[next:end] {
+			b := branches[i]
+			walkOneEdit(cands, b.prefix, b.plen, b.rest, exist[i], kids, sh)
+		}
+		got, err := db.rankNear(ctx, id, cands, nearDistance, n)
+		if err != nil {
+			return nil, err
+		}
+		found = mergeNear(found, got, n)
+		cands, next, budget = map[string]struct{}{}, end, budget*2
+		if len(found) == n && next < len(order) && found[n-1].id < branches[order[next]].prefix {
+			break
+		}
 	}
-	kids2, err := db.children(ctx, more)
-	if err != nil {
-		return nil, translate(err, "finding near matches")
+	return serials(found), nil
+}
+
+// nearMatch is a registered device within nearDistance of a query.
+type nearMatch struct {
+	id, serial string
+	dist       int
+}
+
+// before says whether a ranks before b: closer, then by device id in
+// byte order (rankSQL's order).
+func (a nearMatch) before(b nearMatch) bool {
+	return a.dist < b.dist || a.dist == b.dist && a.id < b.id
+}
+
+// mergeNear returns the first n of a and b, both ranked; an id of b
+// already in a (found again by another walk) is dropped.
+func mergeNear(a, b []nearMatch, n int) []nearMatch {
+	b = slices.DeleteFunc(slices.Clone(b), func(m nearMatch) bool {
+		return slices.ContainsFunc(a, func(x nearMatch) bool { return x.id == m.id })
+	})
+	out := make([]nearMatch, 0, min(n, len(a)+len(b)))
+	for len(out) < n && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || len(a) > 0 && a[0].before(b[0]) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
 	}
-	for node, cs := range kids2 {
-		kids[node] = cs
+	return out
+}
+
+// serials are the matches' serials, in their order.
+func serials(ms []nearMatch) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.serial
 	}
-	for i, b := range branches {
-		walkOneEdit(cands, b.prefix, b.plen, b.rest, exist[i], kids, sh)
-	}
-	return db.rankNear(ctx, id, cands, nearDistance, n)
+	return out
 }
 
 // nearQuery is the device id NearMatches looks for (the query's last '#'
@@ -387,23 +462,31 @@ const rankSQL = `WITH m AS MATERIALIZED (
 		WHERE device_id COLLATE "C" = ANY($2::text[] COLLATE "C")
 	) c WHERE dist <= $3 ORDER BY dist, device_id COLLATE "C" LIMIT $4
 )
-SELECT d.serial FROM m JOIN devices d ON d.device_id = m.device_id ORDER BY m.dist, m.device_id COLLATE "C"`
+SELECT m.device_id, m.dist, d.serial FROM m JOIN devices d ON d.device_id = m.device_id
+ORDER BY m.dist, m.device_id COLLATE "C"`
 
-// rankNear returns the serials of up to n of the candidate device ids
-// that are registered and within maxDist edits of id, closest first, then
-// by device id (rankSQL).
-func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}, maxDist, n int) ([]string, error) {
+// rankNear returns up to n of the candidate device ids that are
+// registered and within maxDist edits of id, closest first, then by
+// device id (rankSQL).
+func (db *DB) rankNear(ctx context.Context, id string, cands map[string]struct{}, maxDist, n int) ([]nearMatch, error) {
 	list := make([]string, 0, len(cands))
 	for c := range cands {
 		if c != "" && len(c) <= 64 {
 			list = append(list, c)
 		}
 	}
+	if len(list) == 0 {
+		return nil, nil
+	}
 	rows, err := db.pool.Query(ctx, rankSQL, id, list, maxDist, n)
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var m nearMatch
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (nearMatch, error) {
+		err := r.Scan(&m.id, &m.dist, &m.serial)
+		return m, err
+	})
 	if err != nil {
 		return nil, translate(err, "finding near matches")
 	}
