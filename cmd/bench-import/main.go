@@ -228,7 +228,9 @@ func writeCSV(path string, n int) (int64, error) {
 
 // createCopyTable makes devices_copy: the columns, checks, defaults and
 // indexes of devices, the model foreign key, and device_id computed from
-// the serial, with its unique and byte-order indexes.
+// the serial, with the indexes devices has on it (dropping the column
+// drops them): unique, byte order, and (length, reversed) for near
+// matches (migrations 00007 and 00015).
 func createCopyTable(ctx context.Context, dbURL string) error {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
@@ -240,6 +242,7 @@ func createCopyTable(ctx context.Context, dbURL string) error {
 		ALTER TABLE devices_copy ADD COLUMN device_id text GENERATED ALWAYS AS (split_part(serial, '#', 4)) STORED NOT NULL;
 		ALTER TABLE devices_copy ADD UNIQUE (device_id);
 		CREATE INDEX ON devices_copy (device_id COLLATE "C");
+		CREATE INDEX ON devices_copy (char_length(device_id), reverse(device_id) COLLATE "C");
 		ALTER TABLE devices_copy ADD FOREIGN KEY (model) REFERENCES models (model)`)
 	if err != nil {
 		return fmt.Errorf("creating devices_copy: %w", err)
