@@ -11,7 +11,11 @@
 -- +goose NO TRANSACTION
 
 -- +goose Up
-CREATE INDEX CONCURRENTLY IF NOT EXISTS devices_device_id_endings
+-- An index of this name can only be left by an interrupted run of this
+-- migration, and then it is invalid (never used, yet kept up to date):
+-- it is built anew.
+DROP INDEX CONCURRENTLY IF EXISTS devices_device_id_endings;
+CREATE INDEX CONCURRENTLY devices_device_id_endings
     ON devices (char_length(device_id), reverse(device_id) COLLATE "C");
 
 -- +goose Down
