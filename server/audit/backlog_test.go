@@ -17,7 +17,7 @@ import (
 // identity restarted far ahead), past chunks sealed already, up to the
 // top of bigint, past an event dated ahead (left unsealed), and picks up
 // a straggler committed after later events. Every other event ends up
-// sealed once and the log verifies. Gaps cost
+// sealed once and the log verifies, walked in one chunk or in many. Gaps cost
 // nothing: walking the jump of 10^12 ids chunk by chunk would not end
 // within the deadline.
 func TestSweepSealsABacklogChunkByChunk(t *testing.T) {
@@ -94,6 +94,10 @@ func TestSweepSealsABacklogChunkByChunk(t *testing.T) {
 	if r.Events != int64(total+1) || r.Sealed != int64(total) || r.Unsealed != 1 || !r.External ||
 		len(r.Problems) != 1 || hasProblem(r, ProblemFuture, future, "") == nil {
 		t.Fatalf("verify: %+v, want %d events sealed and the future one alone unsealed and reported", r, total)
+	}
+	if chunked := verifyInChunks(t, pool, latest(t, pool), 4); chunked.Head != r.Head || chunked.Sealed != r.Sealed ||
+		len(chunked.Problems) != 1 || *chunked.Problems[0] != *r.Problems[0] {
+		t.Fatalf("walked 4 seqs at a time, verify found %+v, want what it finds in one walk", chunked)
 	}
 }
 
