@@ -95,6 +95,15 @@ func TestVerifyNamesTampering(t *testing.T) {
 			external:   want{ProblemRemoved, 8, -1, "seal 8 is missing"},
 		},
 		{
+			name: "removed/run-of-events-and-their-seals",
+			attack: func(t *testing.T, conn *pgx.Conn, ids []int64) {
+				mustExec(t, conn, `DELETE FROM audit_seals WHERE seq BETWEEN 9 AND 14`,
+					fmt.Sprintf(`DELETE FROM audit_events WHERE id BETWEEN %d AND %d`, ids[8], ids[13]))
+			},
+			noExternal: want{ProblemRemoved, 9, -1, "seals 9 to 14 are missing"},
+			external:   want{ProblemRemoved, 9, -1, "seals 9 to 14 are missing"},
+		},
+		{
 			name: "removed/event-only",
 			attack: func(t *testing.T, conn *pgx.Conn, ids []int64) {
 				disableTriggers(t, conn, true) // the foreign key too (superuser)
