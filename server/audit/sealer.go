@@ -176,7 +176,7 @@ type sealRun struct {
 	started bool
 	sweep   bool
 	since   time.Time // window mode: events at or after
-	after   int64     // the last event id linked by this run
+	after   int64     // a sweep: the last id examined; a window: the last id linked
 }
 
 // sealBatch links one batch in one transaction; more reports a full batch.
@@ -287,6 +287,9 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, *lo, next)
 	} else {
 		rows, err = tx.Query(ctx, sealWindowSQL, pgx.QueryExecModeDescribeExec, run.after, batch, latestAt, run.since)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
 	}
 	var (
 		lf           leafer

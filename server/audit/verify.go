@@ -150,13 +150,13 @@ type storedCheckpoint struct {
 const (
 	verifyCheckpointsSQL = `SELECT size, head, at, kid, signature FROM audit_checkpoints ORDER BY size`
 	// The chain walk reads the seals chainChunk seqs at a time in seq order
-	// (from the first seq there is: a gap costs nothing), then the events
-	// they link, by ranges of ids, and joins the two itself. Each event is
-	// read once, in id order off the primary key, where a join in
-	// PostgreSQL costs an index descent per seal (the nested loop it used
-	// to be, about four times the reading) or a sort of the log (a hash or
-	// a merge join). The ranges' join condition allows one plan only: a
-	// nested loop over them, a primary-key range scan each.
+	// (past a gap, from the next seq there is: a gap costs one statement),
+	// then the events they link, by ranges of ids, and joins the two
+	// itself. Each event is read once, off the primary key, where a join
+	// in PostgreSQL costs an index descent per seal (the nested loop it
+	// used to be: about four times the reading) or a sort of the log (a
+	// hash or a merge join). The ranges' join condition allows one plan
+	// only: a nested loop over them, a primary-key range scan each.
 	verifyNextSealSQL  = `SELECT min(seq) FROM audit_seals WHERE seq >= $1`
 	verifySealChunkSQL = `SELECT seq, event_id, hash FROM audit_seals WHERE seq BETWEEN $1 AND $2 ORDER BY seq`
 	verifyEventsSQL    = `SELECT ` + eventColumns + ` FROM unnest($1::bigint[], $2::bigint[]) AS r (lo, hi)
@@ -405,8 +405,8 @@ type chainState struct {
 
 // chainChunk is how many seqs of seals the chain walk reads per
 // statement. A chunk holds its seals and their events' encodings, about
-// 300 bytes per seal, and two are in memory at a time (about 30 MB). (A variable: the
-// tests walk small logs in several chunks too.)
+// 300 bytes per seal, and two are in memory at a time (about 30 MB). (A
+// variable: the tests walk small logs in several chunks too.)
 var chainChunk int64 = 50_000
 
 // chainGap is the widest gap between two linked ids that one range of
@@ -467,6 +467,9 @@ func (c *sealChunk) readSeals(ctx context.Context, tx pgx.Tx, lo, hi int64) erro
 		return err
 	}
 	defer rows.Close()
+	if fds := rows.FieldDescriptions(); fds[0].Format != pgx.BinaryFormatCode || fds[1].Format != pgx.BinaryFormatCode {
+		return errors.New("audit: seq or event_id arrived in text format")
+	}
 	for rows.Next() {
 		vals := rows.RawValues()
 		if len(vals[0]) != 8 || len(vals[1]) != 8 {
