@@ -46,8 +46,16 @@ var bench struct {
 	err    error
 }
 
+// The goals (issue 14, at 10,000,000 events).
+const (
+	goalVerify = 500_000 // events/s
+	goalP99    = 5.0     // ms per auditor query
+)
+
 // benchLog builds the benchmark log once per run: the events with one
-// INSERT … SELECT generate_series, then sealed by the real sealer.
+// INSERT … SELECT generate_series, then sealed by the real sealer on the
+// never-analysed table (the case a restore or a long outage leaves: the
+// sealer must not depend on statistics), then VACUUM ANALYZE.
 func benchLog(b *testing.B) *pgxpool.Pool {
 	b.Helper()
 	if os.Getenv(benchEnv) != "1" {
@@ -79,14 +87,16 @@ func benchLog(b *testing.B) *pgxpool.Pool {
 			return
 		}
 		bench.took["seal"] = time.Since(start)
-		owner := ownerConn(b)
-		if _, bench.err = owner.Exec(ctx, "VACUUM ANALYZE audit_events, audit_seals"); bench.err != nil {
+		start = time.Now()
+		if _, bench.err = ownerConn(b).Exec(ctx, "VACUUM ANALYZE audit_events, audit_seals"); bench.err != nil {
 			return
 		}
+		bench.took["vacuum"] = time.Since(start)
 		bench.events = int64(sealed)
-		fmt.Fprintf(os.Stderr, "bench-audit: %d events inserted in %v, sealed in %v (%.0f events/s)\n",
-			n, bench.took["insert"].Round(time.Millisecond), bench.took["seal"].Round(time.Millisecond),
-			float64(sealed)/bench.took["seal"].Seconds())
+		fmt.Fprintf(os.Stderr, "bench-audit: %d events inserted in %v (%.0f events/s), sealed in %v (%.0f events/s, %d batches of %d, each within the %v batch timeout; the table never analysed), VACUUM ANALYZE %v\n",
+			n, bench.took["insert"].Round(time.Millisecond), float64(n)/bench.took["insert"].Seconds(),
+			bench.took["seal"].Round(time.Millisecond), float64(sealed)/bench.took["seal"].Seconds(),
+			(sealed+s.Batch-1)/s.Batch, s.Batch, BatchTimeout, bench.took["vacuum"].Round(time.Millisecond))
 	})
 	if bench.err != nil {
 		b.Fatal(bench.err)
@@ -95,10 +105,19 @@ func benchLog(b *testing.B) *pgxpool.Pool {
 }
 
 // BenchmarkVerify measures verify's throughput over the whole log (goal:
-// at least 300,000 events per second).
+// at least 500,000 events per second at 10,000,000 events), against the
+// baseline of a plain read of what it reads, in the same run: every event
+// and every seal, each table in one SELECT, its rows fetched and nothing
+// computed (the floor for any verifier going through PostgreSQL).
 func BenchmarkVerify(b *testing.B) {
 	pool := benchLog(b)
 	ctx := context.Background()
+	start := time.Now()
+	rows, err := plainRead(ctx, pool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain := float64(rows) / 2 / time.Since(start).Seconds() // events (with their seals) per second
 	b.ResetTimer()
 	var total int64
 	for range b.N {
@@ -111,8 +130,46 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		total += r.Sealed
 	}
-	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+	rate := float64(total) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(plain, "plain-read-events/s")
+	b.ReportMetric(rate/plain, "x-plain-read")
 	b.ReportMetric(float64(bench.events), "events")
+	fmt.Fprintf(os.Stderr, "bench-audit: verify %d events: %.0f events/s (goal >= %d/s: %s); a plain read of every event and seal in the same run %.0f events/s: verify at %.2fx of it\n",
+		bench.events, rate, goalVerify, met(rate >= goalVerify), plain, rate/plain)
+}
+
+// plainRead reads every event and every seal (BenchmarkVerify's
+// baseline) and returns the rows read.
+func plainRead(ctx context.Context, db DB) (int64, error) {
+	tx, err := db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx)
+	var n int64
+	for _, q := range []string{`SELECT ` + eventColumns + ` FROM audit_events e`, `SELECT seq, event_id, hash FROM audit_seals`} {
+		rows, err := tx.Query(ctx, q)
+		if err != nil {
+			return 0, err
+		}
+		for rows.Next() {
+			rows.RawValues()
+			n++
+		}
+		if rows.Close(); rows.Err() != nil {
+			return 0, rows.Err()
+		}
+	}
+	return n, nil
+}
+
+// met says whether a goal was met.
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
 }
 
 // The auditor's two commonest queries, as server/postgres's QueryAudit
@@ -188,6 +245,12 @@ func BenchmarkAuditQuery(b *testing.B) {
 			pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 			b.ReportMetric(pct(0.50), "p50-ms")
 			b.ReportMetric(pct(0.99), "p99-ms")
+			goal := met(pct(0.99) < goalP99)
+			if q.mode == pgx.QueryExecModeCacheStatement && q.name != "by-serial" {
+				goal = "the trap, no goal"
+			}
+			fmt.Fprintf(os.Stderr, "bench-audit: query %s on %d events: p50 %.2f ms, p99 %.2f ms (goal p99 < %.0f ms: %s), %.1f rows per query\n",
+				q.name, bench.events, pct(0.50), pct(0.99), goalP99, goal, float64(rows)/float64(len(lat)))
 			b.ReportMetric(float64(rows)/float64(len(lat)), "rows/query")
 			b.ReportMetric(float64(bench.events), "events")
 		})

@@ -52,7 +52,8 @@
 //   - inserted: an event that cannot have been there when the sealer ran:
 //     unsealed although events that happened more than the grace period
 //     after it are sealed, or sealed after such events (a forged event with
-//     a forged seal appended to the chain, back-dated);
+//     a forged seal appended to the chain, back-dated), or a second row
+//     with the id of a sealed event;
 //   - checkpoint: a stored checkpoint whose signature does not verify
 //     against the trusted audit keys, or whose head differs from the chain;
 //   - unsigned: seals that no signed checkpoint covers (the sealer signs a

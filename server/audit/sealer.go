@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -111,15 +112,39 @@ const (
 		FROM (SELECT seq, hash FROM audit_seals ORDER BY seq DESC LIMIT 1) s
 		FULL JOIN (SELECT size, head FROM audit_checkpoints ORDER BY size DESC LIMIT 1) c ON true`
 	sealSeenSQL = `SELECT hash FROM audit_seals WHERE seq = $1`
-	// A sweep walks every event by id; a routine run only the events of
-	// the last Lookback (audit_events_at index). Both are planned with their
-	// parameters (an unnamed statement, QueryExecModeDescribeExec) so the right index is chosen.
+	// A sweep walks the log in id order, one chunk of Batch ids per
+	// transaction: sealNextSQL finds where the next chunk starts (the first
+	// id after the last one examined, so a gap in the ids costs nothing),
+	// and sealSweepSQL reads the unsealed events of the ids $1 to $2. A
+	// routine run reads only the events of the last Lookback
+	// (audit_events_at index). Whether an event is sealed is asked per
+	// event, one probe of audit_seals_event_id_key: OFFSET 0 keeps the
+	// NOT EXISTS a subplan, which PostgreSQL never turns into a join; and
+	// the sweep leaves out events dated after what it may seal in Go, not
+	// in SQL, where a condition on at would make audit_events_at (at, id)
+	// look cheaper than the primary key and have the whole index read. So
+	// whatever the statistics say (a freshly loaded log has none) no
+	// statement reads more than its chunk, or its window, of events, and
+	// one seal per event. The unbounded form (the first Batch unsealed
+	// events after $1, the anti-join left to the planner) was planned on a
+	// freshly loaded log as a parallel hash anti-join of every event
+	// against every seal and an on-disk sort of all that was left, for
+	// every batch (4.9 s a batch at 2,000,000 events; at 10,000,000 a
+	// batch outlasted BatchTimeout); and a sweep of a sealed log read all
+	// of it in one statement. sealPlanSQL leaves the planner no sequential
+	// scan where an index bounds the read, and no JIT compilation, which
+	// its estimate for a chunk of a big log would buy for every batch. The
+	// reads are planned with their parameters (an unnamed statement,
+	// QueryExecModeDescribeExec).
+	sealPlanSQL  = `SET LOCAL enable_seqscan = off; SET LOCAL jit = off`
+	sealNextSQL  = `SELECT min(id) FROM audit_events WHERE id > $1`
 	sealSweepSQL = `SELECT ` + eventColumns + ` FROM audit_events e
-		WHERE e.id > $1 AND e.at <= $3 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
-		ORDER BY e.id LIMIT $2`
+		WHERE e.id BETWEEN $1 AND $2 AND NOT EXISTS (` + sealedSQL + `)
+		ORDER BY e.id`
 	sealWindowSQL = `SELECT ` + eventColumns + ` FROM audit_events e
-		WHERE e.at >= $4 AND e.at <= $3 AND e.id > $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = e.id)
+		WHERE e.at >= $4 AND e.at <= $3 AND e.id > $1 AND NOT EXISTS (` + sealedSQL + `)
 		ORDER BY e.id LIMIT $2`
+	sealedSQL = `SELECT 1 FROM audit_seals s WHERE s.event_id = e.id OFFSET 0`
 	// The first event dated after what the sealer may seal ($1).
 	sealFutureSQL    = `SELECT id, at FROM audit_events WHERE at > $1 ORDER BY at, id LIMIT 1`
 	sealRewrittenSQL = `INSERT INTO audit_events (actor, role, action, outcome, detail)
@@ -151,7 +176,7 @@ type sealRun struct {
 	started bool
 	sweep   bool
 	since   time.Time // window mode: events at or after
-	after   int64     // the last event id linked by this run
+	after   int64     // a sweep: the last id examined; a window: the last id linked
 }
 
 // sealBatch links one batch in one transaction; more reports a full batch.
@@ -181,6 +206,9 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	)
 	if _, err := tx.Exec(ctx, sealRoleSQL); err != nil {
 		return 0, false, fmt.Errorf("audit: seal: %s (is the login a member of %s?): %w", sealRoleSQL, SealerRole, err)
+	}
+	if _, err := tx.Exec(ctx, sealPlanSQL); err != nil {
+		return 0, false, fmt.Errorf("audit: seal: %w", err)
 	}
 	if err := tx.QueryRow(ctx, sealLockSQL, SealerLockKey).Scan(&locked, &now); err != nil {
 		return 0, false, fmt.Errorf("audit: seal: lock: %w", err)
@@ -233,9 +261,30 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		run.since = now.Add(-lookback)
 	}
 
-	var rows pgx.Rows
+	var (
+		rows pgx.Rows
+		next = run.after // where this run goes on from after this batch
+	)
 	if run.sweep {
-		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, run.after, batch, latestAt)
+		var lo *int64
+		if err := tx.QueryRow(ctx, sealNextSQL, run.after).Scan(&lo); err != nil {
+			return 0, false, fmt.Errorf("audit: seal: the next unswept event: %w", err)
+		}
+		if lo == nil { // the sweep reached the end of the log
+			if err := tx.Commit(ctx); err != nil {
+				return 0, false, fmt.Errorf("audit: seal: commit: %w", err)
+			}
+			s.finished(run, now)
+			return 0, false, nil
+		}
+		// The chunk's ids [lo, next]: every one is examined (at most batch
+		// rows, all read). An id near the top of bigint (an owner can
+		// give one) ends the chunk there rather than wrapping around.
+		next = math.MaxInt64
+		if *lo <= math.MaxInt64-int64(batch-1) {
+			next = *lo + int64(batch-1)
+		}
+		rows, err = tx.Query(ctx, sealSweepSQL, pgx.QueryExecModeDescribeExec, *lo, next)
 	} else {
 		rows, err = tx.Query(ctx, sealWindowSQL, pgx.QueryExecModeDescribeExec, run.after, batch, latestAt, run.since)
 	}
@@ -243,8 +292,9 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 		return 0, false, fmt.Errorf("audit: seal: read unsealed events: %w", err)
 	}
 	var (
-		lf    leafer
-		seals [][]any
+		lf           leafer
+		seals        [][]any
+		latestMicros = latestAt.UnixMicro() - pgEpochMicros // PostgreSQL's
 	)
 	for rows.Next() {
 		vals := rows.RawValues()
@@ -252,12 +302,17 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 			rows.Close()
 			return 0, false, err
 		}
+		if run.sweep && (vals[colAt] == nil || int64(binary.BigEndian.Uint64(vals[colAt])) > latestMicros) {
+			continue // dated after the sealer's clock (logFuture): sealed when its time comes
+		}
 		id := int64(binary.BigEndian.Uint64(vals[colID]))
 		size++
 		head = Next(head, lf.leaf(vals), size)
 		h := head // each row keeps its own copy
 		seals = append(seals, []any{size, id, h[:], now})
-		run.after = id
+		if !run.sweep {
+			next = id
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -265,10 +320,13 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	}
 	if len(seals) == 0 {
 		if err := tx.Commit(ctx); err != nil {
-			return 0, false, err
+			return 0, false, fmt.Errorf("audit: seal: commit: %w", err)
 		}
-		s.finished(run, now)
-		return 0, false, nil
+		run.after = next
+		if !run.sweep { // a sweep goes on with its next chunk
+			s.finished(run, now)
+		}
+		return 0, run.sweep, nil
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_seals"}, []string{"seq", "event_id", "hash", "sealed_at"},
 		pgx.CopyFromRows(seals)); err != nil {
@@ -281,11 +339,11 @@ func (s *Sealer) sealBatch(ctx context.Context, run *sealRun) (n int, more bool,
 	if err := tx.Commit(ctx); err != nil {
 		return 0, false, fmt.Errorf("audit: seal: commit: %w", err)
 	}
-	s.seen = cp
+	s.seen, run.after = cp, next
 	if err := s.publish(ctx, cp); err != nil {
 		return len(seals), false, err
 	}
-	more = len(seals) == batch
+	more = run.sweep || len(seals) == batch
 	if !more {
 		s.finished(run, now)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,6 +93,15 @@ func TestVerifyNamesTampering(t *testing.T) {
 			},
 			noExternal: want{ProblemRemoved, 8, -1, "seal 8 is missing"},
 			external:   want{ProblemRemoved, 8, -1, "seal 8 is missing"},
+		},
+		{
+			name: "removed/run-of-events-and-their-seals",
+			attack: func(t *testing.T, conn *pgx.Conn, ids []int64) {
+				mustExec(t, conn, `DELETE FROM audit_seals WHERE seq BETWEEN 9 AND 14`,
+					fmt.Sprintf(`DELETE FROM audit_events WHERE id BETWEEN %d AND %d`, ids[8], ids[13]))
+			},
+			noExternal: want{ProblemRemoved, 9, -1, "seals 9 to 14 are missing"},
+			external:   want{ProblemRemoved, 9, -1, "seals 9 to 14 are missing"},
 		},
 		{
 			name: "removed/event-only",
@@ -183,6 +193,10 @@ func TestVerifyNamesTampering(t *testing.T) {
 				r := verify(t, pool, v.ext)
 				p := r.FirstProblem
 				t.Logf("%s: %+v", v.name, r)
+				if chunked := verifyInChunks(t, pool, v.ext, 3); !slices.EqualFunc(r.Problems, chunked.Problems,
+					func(a, b *Problem) bool { return *a == *b }) || chunked.Head != r.Head || chunked.Sealed != r.Sealed {
+					t.Fatalf("%s: walked 3 seqs at a time, verify found %+v, want what it finds in one walk", v.name, chunked)
+				}
 				if v.want.kind == "" {
 					if p != nil {
 						t.Fatalf("%s: problem %v, want none", v.name, p)
@@ -207,6 +221,14 @@ func TestVerifyNamesTampering(t *testing.T) {
 			}
 		})
 	}
+}
+
+// verifyInChunks runs verify with the chain walked chunk seqs at a time.
+func verifyInChunks(tb testing.TB, db DB, external *Checkpoint, chunk int64) Report {
+	tb.Helper()
+	defer func(was int64) { chainChunk = was }(chainChunk)
+	chainChunk = chunk
+	return verify(tb, db, external)
 }
 
 // forgeTail appends a forged event at time at (SQL) with a seal whose hash
@@ -266,4 +288,31 @@ func TestSealerRefusesRewrittenChain(t *testing.T) {
 			t.Fatalf("SealOnce = %v, want ErrRewritten", err)
 		}
 	})
+}
+
+// TestVerifyNamesARowInsertedWithASealedEventsID: an owner drops the
+// primary key and inserts a second row with the id of a sealed event.
+// Verify names that event as in the log twice, whichever copy it reads
+// first, and however the chain is walked.
+func TestVerifyNamesARowInsertedWithASealedEventsID(t *testing.T) {
+	ids, _, external := sealedLog(t)
+	conn := ownerConn(t)
+	disableTriggers(t, conn, false)
+	t.Cleanup(func() { // the schema back as the other tests expect it
+		mustExec(t, conn, `DELETE FROM audit_events WHERE actor = 'mallory'`,
+			`ALTER TABLE audit_events ADD CONSTRAINT audit_events_pkey PRIMARY KEY (id)`,
+			`ALTER TABLE audit_seals ADD CONSTRAINT audit_seals_event_id_fkey FOREIGN KEY (event_id) REFERENCES audit_events (id)`)
+		for _, tbl := range auditTables {
+			mustExec(t, conn, "ALTER TABLE "+tbl+" ENABLE TRIGGER ALL")
+		}
+	})
+	mustExec(t, conn, `ALTER TABLE audit_events DROP CONSTRAINT audit_events_pkey CASCADE`,
+		fmt.Sprintf(`INSERT INTO audit_events (id, actor, role, action, outcome)
+			OVERRIDING SYSTEM VALUE VALUES (%d, 'mallory', 'supervisor', 'device.release', 'success')`, ids[7]))
+	pool := openPool(t, true)
+	for _, r := range []Report{verify(t, pool, external), verifyInChunks(t, pool, external, 3)} {
+		if hasProblem(r, ProblemInserted, ids[7], "is in the log twice") == nil {
+			t.Fatalf("a second row with the id of sealed event %d: %+v", ids[7], r)
+		}
+	}
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,8 +149,18 @@ type storedCheckpoint struct {
 // transaction, so seals, checkpoints and events are one consistent state.
 const (
 	verifyCheckpointsSQL = `SELECT size, head, at, kid, signature FROM audit_checkpoints ORDER BY size`
-	verifyChainSQL       = `SELECT s.seq, s.event_id, s.hash, ` + eventColumns + `
-		FROM audit_seals s LEFT JOIN audit_events e ON e.id = s.event_id ORDER BY s.seq`
+	// The chain walk reads the seals chainChunk seqs at a time in seq order
+	// (past a gap, from the next seq there is: a gap costs one statement),
+	// then the events they link, by ranges of ids, and joins the two
+	// itself. Each event is read once, off the primary key, where a join
+	// in PostgreSQL costs an index descent per seal (the nested loop it
+	// used to be: about four times the reading) or a sort of the log (a
+	// hash or a merge join). The ranges' join condition allows one plan
+	// only: a nested loop over them, a primary-key range scan each.
+	verifyNextSealSQL  = `SELECT min(seq) FROM audit_seals WHERE seq >= $1`
+	verifySealChunkSQL = `SELECT seq, event_id, hash FROM audit_seals WHERE seq BETWEEN $1 AND $2 ORDER BY seq`
+	verifyEventsSQL    = `SELECT ` + eventColumns + ` FROM unnest($1::bigint[], $2::bigint[]) AS r (lo, hi)
+		JOIN audit_events e ON e.id BETWEEN r.lo AND r.hi`
 	verifyCountSQL = `SELECT count(*) FROM audit_events`
 	// The first unsealed event older than $2 before $1 (the database clock
 	// when $1 is NULL).
@@ -167,13 +180,13 @@ const (
 			AND e.action = 'recovery.issue' AND e.outcome = 'success' AND e.serial = i.serial AND e.actor = i.actor
 			AND split_part(e.detail, ' ', 1) = 'seq=' || i.sequence)
 		ORDER BY i.issued_at, i.id LIMIT $1`
-	// verifyPlanSQL makes the chain walk a nested loop: seals in seq order
-	// from their primary key, each event fetched by its id. Rows then flow
-	// from the first one, so PostgreSQL reads while Go hashes, in constant
-	// memory; the planner's own choice (hash join, then sorting the whole
-	// log by seq, spilling to disk) was 25% slower at a million events.
+	// verifyPlanSQL keeps the other reads off hash joins and parallel
+	// workers (the anti-joins probe audit_seals per event), and every
+	// statement off JIT compilation, which the planner's estimate for the
+	// events of many ranges on a big log (millions of rows) would buy for
+	// each chunk, at tens of milliseconds a time, to read 50,000 rows.
 	verifyPlanSQL = `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;
-		SET LOCAL max_parallel_workers_per_gather = 0`
+		SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off`
 )
 
 // Verify recomputes the audit chain from the events in db and checks every
@@ -390,65 +403,256 @@ type chainState struct {
 	badLeaf []byte   // 0x00 || encoding of the event there
 }
 
-// chain walks the seals in order, recomputing the chain, and checks each
-// stored checkpoint (and the external one) at its size.
-func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint) (chainState, error) {
-	st := chainState{maxAt: minMicros}
-	r := &v.report
-	rows, err := tx.Query(ctx, verifyChainSQL)
+// chainChunk is how many seqs of seals the chain walk reads per
+// statement. A chunk holds its seals and their events' encodings, about
+// 300 bytes per seal, and two are in memory at a time (about 30 MB). (A
+// variable: the tests walk small logs in several chunks too.)
+var chainChunk int64 = 50_000
+
+// chainGap is the widest gap between two linked ids that one range of
+// the events' read spans: ids never used (rolled-back inserts) cost at
+// most that much reading; ids further apart get ranges of their own.
+const chainGap = 16
+
+// sealChunk is one chunk of the chain walk: the seals of chainChunk seqs,
+// in seq order, and the events they link, by id. Its buffers are reused
+// from chunk to chunk.
+type sealChunk struct {
+	seq, eventID []int64
+	hashEnd      []int  // seal i's stored hash is hashes[hashEnd[i-1]:hashEnd[i]]
+	hashes       []byte // as stored: a changed one need not be 32 bytes
+	// The linked ids, sorted, without repeats, and for each its event:
+	// encs[encFrom[i]:encTo[i]] is 0x00 || the encoding of event ids[i],
+	// empty when there is no such event; at[i] its time; twice[i] whether
+	// the id came twice (a row inserted with a sealed event's id).
+	ids            []int64
+	encFrom, encTo []int
+	at             []int64
+	twice          []bool
+	encs           []byte
+	lo, hi         []int64 // the ranges of ids read
+}
+
+// read reads the next chunk of seals from seq from on (every seal of the
+// chainChunk seqs from from, or, past a gap, from the first seq there is)
+// and their events, and returns the last of those seqs; ok is false when
+// there is no seal from seq from on.
+func (c *sealChunk) read(ctx context.Context, tx pgx.Tx, from int64) (last int64, ok bool, err error) {
+	for gap := false; ; gap = true {
+		last = math.MaxInt64
+		if from <= math.MaxInt64-(chainChunk-1) {
+			last = from + (chainChunk - 1)
+		}
+		if err := c.readSeals(ctx, tx, from, last); err != nil {
+			return 0, false, err
+		}
+		if len(c.seq) > 0 || gap {
+			break
+		}
+		// None there: seals were removed, or the chain ends.
+		var next *int64
+		if err := tx.QueryRow(ctx, verifyNextSealSQL, from).Scan(&next); err != nil || next == nil {
+			return 0, false, err
+		}
+		from = *next
+	}
+	return last, true, c.readEvents(ctx, tx)
+}
+
+// readSeals reads the seals of the seqs lo to hi.
+func (c *sealChunk) readSeals(ctx context.Context, tx pgx.Tx, lo, hi int64) error {
+	c.seq, c.eventID, c.hashEnd, c.hashes = c.seq[:0], c.eventID[:0], c.hashEnd[:0], c.hashes[:0]
+	rows, err := tx.Query(ctx, verifySealChunkSQL, lo, hi)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer rows.Close()
-	var (
-		lf    leafer
-		h     Hash // the recomputed h_n
-		n     int64
-		ci    int // the next checkpoint to check
-		grace = v.grace.Microseconds()
-		skew  = MaxClockSkew.Microseconds()
-	)
+	if fds := rows.FieldDescriptions(); fds[0].Format != pgx.BinaryFormatCode || fds[1].Format != pgx.BinaryFormatCode {
+		return errors.New("audit: seq or event_id arrived in text format")
+	}
 	for rows.Next() {
 		vals := rows.RawValues()
-		if n == 0 {
+		if len(vals[0]) != 8 || len(vals[1]) != 8 {
+			return errors.New("audit: unexpected seq or event_id encoding")
+		}
+		c.seq = append(c.seq, int64(binary.BigEndian.Uint64(vals[0])))
+		c.eventID = append(c.eventID, int64(binary.BigEndian.Uint64(vals[1])))
+		c.hashes = append(c.hashes, vals[2]...)
+		c.hashEnd = append(c.hashEnd, len(c.hashes))
+	}
+	return rows.Err()
+}
+
+// readEvents reads the events the chunk's seals link, by ranges of ids,
+// and keeps their encodings and times.
+func (c *sealChunk) readEvents(ctx context.Context, tx pgx.Tx) error {
+	c.ids = append(c.ids[:0], c.eventID...)
+	slices.Sort(c.ids) // in seq order they are nearly sorted already
+	c.ids = slices.Compact(c.ids)
+	n := len(c.ids)
+	c.encFrom, c.encTo = slices.Grow(c.encFrom[:0], n)[:n], slices.Grow(c.encTo[:0], n)[:n]
+	c.at, c.twice = slices.Grow(c.at[:0], n)[:n], slices.Grow(c.twice[:0], n)[:n]
+	clear(c.encFrom)
+	clear(c.encTo)
+	clear(c.twice)
+	c.encs = c.encs[:0]
+	c.lo, c.hi = c.lo[:0], c.hi[:0]
+	for i, id := range c.ids {
+		if i > 0 && uint64(id)-uint64(c.hi[len(c.hi)-1]) <= chainGap { // no overflow: id > the previous
+			c.hi[len(c.hi)-1] = id
+			continue
+		}
+		c.lo, c.hi = append(c.lo, id), append(c.hi, id)
+	}
+	if n == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, verifyEventsSQL, c.lo, c.hi)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	next, checked := 0, false // the events come in id order: where the next one is, most likely
+	for rows.Next() {
+		vals := rows.RawValues()
+		if !checked {
 			if err := checkBinary(rows, vals); err != nil {
-				return st, err
+				return err
 			}
+			checked = true
 		}
-		seq := int64(binary.BigEndian.Uint64(vals[0]))
-		sealedID := int64(binary.BigEndian.Uint64(vals[1]))
-		stored := vals[2]
-		ev := vals[3:]
-		if seq != n+1 {
-			if n+1 == seq-1 {
-				v.problem(ProblemRemoved, n+1, 0, "seal %d is missing: the event sealed there was removed with its seal", n+1)
+		if len(vals[colID]) != 8 || len(vals[colAt]) != 8 {
+			return errors.New("audit: unexpected id or time encoding")
+		}
+		i, ok := c.find(int64(binary.BigEndian.Uint64(vals[colID])), next)
+		if !ok {
+			continue // in a range, linked by no seal of the chunk
+		}
+		next = i + 1
+		if c.encTo[i] > c.encFrom[i] {
+			c.twice[i] = true // the first one read is hashed
+			continue
+		}
+		c.encFrom[i] = len(c.encs)
+		c.encs = appendRaw(append(c.encs, leafPrefix), vals)
+		c.encTo[i] = len(c.encs)
+		c.at[i] = int64(binary.BigEndian.Uint64(vals[colAt]))
+	}
+	return rows.Err()
+}
+
+// find returns where id is in ids, trying at first.
+func (c *sealChunk) find(id int64, at int) (int, bool) {
+	if at < len(c.ids) && c.ids[at] == id {
+		return at, true
+	}
+	return slices.BinarySearch(c.ids, id)
+}
+
+// storedHash is seal i's stored hash.
+func (c *sealChunk) storedHash(i int) []byte {
+	from := 0
+	if i > 0 {
+		from = c.hashEnd[i-1]
+	}
+	return c.hashes[from:c.hashEnd[i]]
+}
+
+// chain walks the seals in order, recomputing the chain, and checks each
+// stored checkpoint (and the external one) at its size. One goroutine
+// reads the chunks from PostgreSQL while this one hashes the one before:
+// the database, the reading and the hashing overlap.
+func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint) (chainState, error) {
+	var (
+		full    = make(chan *sealChunk, 1)
+		free    = make(chan *sealChunk, 2)
+		readErr error
+	)
+	free <- new(sealChunk)
+	free <- new(sealChunk)
+	go func() {
+		defer close(full)
+		for from := int64(math.MinInt64); ; {
+			c := <-free
+			last, ok, err := c.read(ctx, tx, from)
+			if err != nil || !ok {
+				readErr = err
+				return
+			}
+			full <- c
+			if last == math.MaxInt64 {
+				return
+			}
+			from = last + 1
+		}
+	}()
+	w := chainWalker{v: v, cps: cps, st: chainState{maxAt: minMicros}}
+	for c := range full { // to the end: the reader never waits for a chunk back in vain
+		w.walk(c)
+		free <- c
+	}
+	if readErr != nil {
+		return w.st, readErr
+	}
+	v.report.Sealed, v.report.Head = w.n, w.h
+	return w.st, nil
+}
+
+// chainWalker recomputes the chain over the chunks, in order.
+type chainWalker struct {
+	v   *verifier
+	cps []storedCheckpoint
+	st  chainState
+	h   Hash  // the recomputed h_n
+	n   int64 // the last seq walked
+	ci  int   // the next checkpoint to check
+}
+
+// walk walks the seals of chunk c.
+func (w *chainWalker) walk(c *sealChunk) {
+	var (
+		v, r, st = w.v, &w.v.report, &w.st
+		grace    = v.grace.Microseconds()
+		skew     = MaxClockSkew.Microseconds()
+		j        int // where the next seal's event is in c.ids, most likely
+	)
+	for i, seq := range c.seq {
+		sealedID, stored := c.eventID[i], c.storedHash(i)
+		if seq != w.n+1 {
+			if w.n+1 == seq-1 {
+				v.problem(ProblemRemoved, w.n+1, 0, "seal %d is missing: the event sealed there was removed with its seal", w.n+1)
 			} else {
-				v.problem(ProblemRemoved, n+1, 0, "seals %d to %d are missing: the events sealed there were removed with their seals", n+1, seq-1)
+				v.problem(ProblemRemoved, w.n+1, 0, "seals %d to %d are missing: the events sealed there were removed with their seals", w.n+1, seq-1)
 			}
 		}
-		n = seq
-		if ev[colID] == nil {
+		w.n = seq
+		k, _ := c.find(sealedID, j) // every linked id is in c.ids
+		j = k + 1
+		if enc := c.encs[c.encFrom[k]:c.encTo[k]]; len(enc) == 0 {
 			v.problem(ProblemRemoved, seq, sealedID, "event %d, sealed at seq %d, is missing: it was deleted", sealedID, seq)
-			copy(h[:], stored) // carry on from the stored chain
+			copy(w.h[:], stored) // carry on from the stored chain
 		} else {
 			st.present++
-			leaf := lf.leaf(ev)
-			h = Next(h, leaf, seq)
-			if string(h[:]) != string(stored) {
+			if c.twice[k] {
+				v.problem(ProblemInserted, seq, sealedID,
+					"event %d, sealed at seq %d, is in the log twice: a row was inserted with its id", sealedID, seq)
+			}
+			w.h = Next(w.h, sha256.Sum256(enc), seq)
+			if string(w.h[:]) != string(stored) {
 				p := v.problem(ProblemChanged, seq, sealedID,
 					"event %d differs from what was sealed at seq %d: a field was changed", sealedID, seq)
 				if st.changed == nil && p != nil {
-					st.changed, st.badLeaf = p, append([]byte(nil), lf.buf...)
+					st.changed, st.badLeaf = p, append([]byte(nil), enc...)
 				}
-				copy(h[:], stored)
+				copy(w.h[:], stored)
 			}
-			at := int64(binary.BigEndian.Uint64(ev[colAt]))
+			at := c.at[k]
 			// The checkpoint that covers this seal was signed when it was
 			// sealed: an event dated after it could not have been seen.
-			if ci < len(cps) && cps[ci].sigErr == nil && at > cps[ci].Time.UnixMicro()-pgEpochMicros+skew {
+			if ci := w.ci; ci < len(w.cps) && w.cps[ci].sigErr == nil && at > w.cps[ci].Time.UnixMicro()-pgEpochMicros+skew {
 				v.problem(ProblemFuture, seq, sealedID,
 					"event %d is dated %s but was sealed by the checkpoint of %s: its time was forged",
-					sealedID, pgTime(at).Format(checkpointTime), cps[ci].Time.Format(checkpointTime))
+					sealedID, pgTime(at).Format(checkpointTime), w.cps[ci].Time.Format(checkpointTime))
 			} else {
 				if st.maxAt != minMicros && at < st.maxAt-grace {
 					v.problem(ProblemInserted, seq, sealedID,
@@ -458,8 +662,9 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 				st.maxAt = max(st.maxAt, at)
 			}
 		}
-		for ; ci < len(cps) && cps[ci].Size <= seq; ci++ {
-			c := &cps[ci]
+		h := w.h
+		for ; w.ci < len(w.cps) && w.cps[w.ci].Size <= seq; w.ci++ {
+			c := &w.cps[w.ci]
 			switch {
 			case c.Size < seq:
 				// Its size fell in a gap; the gap is reported already.
@@ -482,21 +687,16 @@ func (v *verifier) chain(ctx context.Context, tx pgx.Tx, cps []storedCheckpoint)
 				r.External = true
 			}
 		}
-		if w := v.published; w != nil && w.Size == seq {
-			if w.Head != h {
+		if pub := v.published; pub != nil && pub.Size == seq {
+			if pub.Head != h {
 				v.problem(ProblemRewritten, seq, 0,
 					"the witness's checkpoint of %s has head %s at size %d but the chain's head there is %s: history before it was rewritten",
-					w.Time.Format(checkpointTime), w.Head, seq, h)
+					pub.Time.Format(checkpointTime), pub.Head, seq, h)
 			} else {
 				r.Published = true
 			}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return st, err
-	}
-	r.Sealed, r.Head = n, h
-	return st, nil
 }
 
 // idOffset is where the id's value starts in 0x00 || encoding: after the
