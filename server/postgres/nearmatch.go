@@ -27,7 +27,8 @@ const nearDistance = 2
 // equality. Only when fewer than n are found does it take the second
 // edit: for each branch it finds how far the branch's continuations exist
 // (two descents each), asks for the children along them and looks up the
-// ids two edits away.
+// ids two edits away, taking the branches in byte order, in rounds, until
+// the matches it keeps all come before the next branch.
 //
 // What it builds is bounded by the registry's shape, read first from
 // devices_device_id_endings in a few descents (see shape): a string is
