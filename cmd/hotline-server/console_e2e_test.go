@@ -274,7 +274,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	// The DVR accepts the code read off the page.
 	bin := buildBinaries(t)
 	dvr := t.TempDir()
-	env := append(os.Environ(), "HOTLINE_KEYRING="+e.m.Keyring)
+	env := append(os.Environ(), "HOTLINE_KEYRING="+e.m.KeyringDir)
 	out := func(name string, args ...string) []byte {
 		cmd := exec.Command(filepath.Join(bin, name), args...)
 		cmd.Env = env

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
@@ -21,48 +20,13 @@ import (
 // Main is `hotline-server serve`: a struct that end-to-end tests start on
 // port 0 with a temporary keyring, exactly as the binary does.
 type Main struct {
-	// Keyring is the keyring folder; with Dev it is created when missing.
-	Keyring string
-	// DatabaseURL is the PostgreSQL URL.
-	DatabaseURL string
-	// Listen is the gRPC address; ":0" style picks a free port.
-	Listen string
-	// MetricsListen serves Prometheus metrics on /metrics; empty disables.
-	MetricsListen string
-	// HealthListen serves gRPC health alone, in plaintext, for probes;
-	// empty disables.
-	HealthListen string
-	// TLSCert and TLSKey enable TLS; required off loopback unless
-	// InsecurePlaintext.
-	TLSCert, TLSKey string
-	// InsecurePlaintext allows plaintext on a non-loopback address.
-	InsecurePlaintext bool
-	// Dev creates a keyring when there is none and prints how to get a token.
+	// Config is the server's settings, as wiring.Open takes them; Run
+	// sets CreateKeyring and DevStaff from Dev, trusts the keyring's
+	// staff issuer under Dev too, and the GC percent from GOGC.
+	wiring.Config
+	// Dev creates a keyring when there is none, trusts its development
+	// staff issuer, seeds demo devices and prints how to get a token.
 	Dev bool
-	// StaffJWKS is a JWK set file of staff-token issuer keys to trust.
-	// Empty trusts the keyring's own development issuer, which only Dev or
-	// TrustKeyringStaff allow: whoever holds the keyring then mints staff
-	// tokens of any role.
-	StaffJWKS string
-	// TrustKeyringStaff trusts the keyring's staff issuer outside Dev.
-	TrustKeyringStaff bool
-	// Limits are the issuance limits.
-	Limits server.Limits
-	// ShutdownTimeout bounds the graceful stop before connections are cut.
-	ShutdownTimeout time.Duration
-	// SealEvery is how often the audit sealer runs.
-	SealEvery time.Duration
-	// KeyringPoll is how often the keyring file is checked for a change
-	// (a rotation) to reload; 0 reloads only on SIGHUP.
-	KeyringPoll time.Duration
-	// AuditWitness is a folder outside the database where the sealer
-	// publishes every checkpoint (audit.DirWitness); empty publishes none.
-	AuditWitness string
-	// AuditDatabaseURL is the sealer's own login (a member of
-	// hotline_sealer); empty seals through DatabaseURL.
-	AuditDatabaseURL string
-	// Logger is the structured log (JSON on stderr by default).
-	Logger *slog.Logger
 	// Console configures the support console; an empty Console.Listen
 	// serves none.
 	Console console.Config
@@ -79,14 +43,16 @@ type Main struct {
 // NewMain returns a Main with defaults from the environment.
 func NewMain(stdout, stderr io.Writer) *Main {
 	return &Main{
-		Listen:          envflag.String("HOTLINE_LISTEN", "127.0.0.1:7443"),
-		Limits:          server.DefaultLimits,
-		ShutdownTimeout: 10 * time.Second,
-		SealEvery:       wiring.DefaultSealEvery,
-		KeyringPoll:     envflag.Duration("HOTLINE_KEYRING_POLL", wiring.DefaultKeyringPoll),
-		stdout:          stdout,
-		stderr:          stderr,
-		ready:           make(chan struct{}),
+		Config: wiring.Config{
+			Listen:          envflag.String("HOTLINE_LISTEN", "127.0.0.1:7443"),
+			Limits:          server.DefaultLimits,
+			ShutdownTimeout: 10 * time.Second,
+			SealEvery:       wiring.DefaultSealEvery,
+			KeyringPoll:     envflag.Duration("HOTLINE_KEYRING_POLL", wiring.DefaultKeyringPoll),
+		},
+		stdout: stdout,
+		stderr: stderr,
+		ready:  make(chan struct{}),
 	}
 }
 
@@ -116,7 +82,7 @@ func (m *Main) ParseFlags(args []string) error {
 	if err := parse(fs, args, m.stderr); err != nil {
 		return err
 	}
-	m.Keyring, m.DatabaseURL = c.keyring, c.databaseURL
+	m.KeyringDir, m.DatabaseURL = c.keyring, c.databaseURL
 	return nil
 }
 
@@ -134,14 +100,11 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Logger = wiring.NewLogger(m.stderr)
 	}
 	var err error
-	m.srv, err = wiring.Open(ctx, wiring.Config{
-		KeyringDir: m.Keyring, CreateKeyring: m.Dev, DatabaseURL: m.DatabaseURL,
-		Listen: m.Listen, MetricsListen: m.MetricsListen, HealthListen: m.HealthListen,
-		TLSCert: m.TLSCert, TLSKey: m.TLSKey, InsecurePlaintext: m.InsecurePlaintext,
-		StaffJWKS: m.StaffJWKS, TrustKeyringStaff: m.Dev || m.TrustKeyringStaff, DevStaff: m.Dev, Limits: m.Limits, ShutdownTimeout: m.ShutdownTimeout,
-		SealEvery: m.SealEvery, AuditWitness: m.AuditWitness, AuditDatabaseURL: m.AuditDatabaseURL, KeyringPoll: m.KeyringPoll, Logger: m.Logger,
-		GCPercent: wiring.GCPercent(os.Getenv("GOGC")),
-	})
+	cfg := m.Config
+	cfg.CreateKeyring, cfg.DevStaff = m.Dev, m.Dev
+	cfg.TrustKeyringStaff = m.Dev || m.TrustKeyringStaff
+	cfg.GCPercent = wiring.GCPercent(os.Getenv("GOGC"))
+	m.srv, err = wiring.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -158,7 +121,7 @@ Get a staff token and try it:
   go run ./cmd/hotlinectl lookup 'JZ6OES#2017-08-01#3#DVR1101134C08011'
 Roles: agent, supervisor, auditor, provisioner. grpcurl works too, with the token:
   grpcurl -H "authorization: Bearer $HOTLINE_TOKEN" -plaintext %[1]s list
-`, m.Addr(), m.Addr(), m.Keyring)
+`, m.Addr(), m.Addr(), m.KeyringDir)
 	}
 	if m.Dev {
 		seedDemoDevices(ctx, m.srv.Service, m.Logger)
